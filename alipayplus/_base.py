@@ -1,0 +1,27 @@
+"""The base of every Alipay+ message: camelCase on the wire, snake_case in Python."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="ignore",  # Alipay+ adds fields over time; unknown ones are not an error
+    )
+
+    def to_wire(self) -> bytes:
+        """The JSON body: camelCase, every scalar a string, absent fields omitted."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_wire(cls, body: bytes | str) -> Self:
+        """Parse a body; raises ``pydantic.ValidationError`` naming the bad field."""
+        return cls.model_validate_json(body)

@@ -1,0 +1,111 @@
+"""The ``result`` object every Alipay+ message carries, and the result codes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, field_validator
+
+from ._base import Message
+
+
+class ResultStatus(StrEnum):
+    SUCCESS = "S"
+    FAIL = "F"
+    UNKNOWN = "U"
+
+
+class ResultCode(StrEnum):
+    SUCCESS = "SUCCESS"
+    PAYMENT_IN_PROCESS = "PAYMENT_IN_PROCESS"
+    UNKNOWN_EXCEPTION = "UNKNOWN_EXCEPTION"
+    REQUEST_TRAFFIC_EXCEED_LIMIT = "REQUEST_TRAFFIC_EXCEED_LIMIT"
+    # transport and protocol
+    PROCESS_FAIL = "PROCESS_FAIL"
+    PARAM_ILLEGAL = "PARAM_ILLEGAL"
+    INVALID_API = "INVALID_API"
+    INVALID_CLIENT = "INVALID_CLIENT"
+    INVALID_SIGNATURE = "INVALID_SIGNATURE"
+    KEY_NOT_FOUND = "KEY_NOT_FOUND"
+    ACCESS_DENIED = "ACCESS_DENIED"
+    REPEAT_REQ_INCONSISTENT = "REPEAT_REQ_INCONSISTENT"
+    # payments
+    ORDER_NOT_EXIST = "ORDER_NOT_EXIST"
+    ORDER_IS_CLOSED = "ORDER_IS_CLOSED"
+    PAYMENT_AMOUNT_EXCEED_LIMIT = "PAYMENT_AMOUNT_EXCEED_LIMIT"
+    USER_AMOUNT_EXCEED_LIMIT = "USER_AMOUNT_EXCEED_LIMIT"
+    PAYMENT_COUNT_EXCEED_LIMIT = "PAYMENT_COUNT_EXCEED_LIMIT"
+    INVALID_TOKEN = "INVALID_TOKEN"
+    EXPIRED_ACCESS_TOKEN = "EXPIRED_ACCESS_TOKEN"
+    USER_BALANCE_NOT_ENOUGH = "USER_BALANCE_NOT_ENOUGH"
+    USER_NOT_EXIST = "USER_NOT_EXIST"
+    USER_STATUS_ABNORMAL = "USER_STATUS_ABNORMAL"
+    USER_KYC_NOT_QUALIFIED = "USER_KYC_NOT_QUALIFIED"
+    RISK_REJECT = "RISK_REJECT"
+    UNAVAILABLE_PAYMENT_METHOD = "UNAVAILABLE_PAYMENT_METHOD"
+    USER_PAYMENT_VERIFICATION_FAILED = "USER_PAYMENT_VERIFICATION_FAILED"
+    MERCHANT_NOT_REGISTERED = "MERCHANT_NOT_REGISTERED"
+    CURRENCY_NOT_SUPPORT = "CURRENCY_NOT_SUPPORT"
+    BUSINESS_NOT_SUPPORT = "BUSINESS_NOT_SUPPORT"
+
+
+_STATUS = {
+    ResultCode.SUCCESS: ResultStatus.SUCCESS,
+    ResultCode.PAYMENT_IN_PROCESS: ResultStatus.UNKNOWN,
+    ResultCode.UNKNOWN_EXCEPTION: ResultStatus.UNKNOWN,
+    ResultCode.REQUEST_TRAFFIC_EXCEED_LIMIT: ResultStatus.UNKNOWN,
+}
+
+_MESSAGES = {
+    ResultCode.SUCCESS: "Success",
+    ResultCode.PAYMENT_IN_PROCESS: "payment in process",
+    ResultCode.UNKNOWN_EXCEPTION: "An unknown exception occurred; retry with the same request",
+    ResultCode.INVALID_SIGNATURE: "The signature is invalid",
+    ResultCode.INVALID_CLIENT: "The Client-Id is invalid",
+    ResultCode.KEY_NOT_FOUND: "No key is registered for this Client-Id and keyVersion",
+    ResultCode.REPEAT_REQ_INCONSISTENT: "The request repeats an idempotency key with different key fields",
+    ResultCode.ORDER_NOT_EXIST: "The order does not exist",
+    ResultCode.ORDER_IS_CLOSED: "The order is closed",
+    ResultCode.PAYMENT_AMOUNT_EXCEED_LIMIT: "The amount exceeds the single payment limit",
+    ResultCode.USER_AMOUNT_EXCEED_LIMIT: "The amount exceeds the user's accumulated limit",
+    ResultCode.USER_BALANCE_NOT_ENOUGH: "The user's balance is not enough",
+    ResultCode.USER_NOT_EXIST: "The user does not exist",
+    ResultCode.USER_STATUS_ABNORMAL: "The user's account is not active",
+    ResultCode.USER_PAYMENT_VERIFICATION_FAILED: "The user did not pass verification",
+    ResultCode.CURRENCY_NOT_SUPPORT: "The currency is not supported for this account",
+    ResultCode.BUSINESS_NOT_SUPPORT: "This business is not supported",
+    ResultCode.INVALID_TOKEN: "The access token is invalid",
+}
+
+
+class Result(Message):
+    result_status: ResultStatus
+    result_code: str = Field(max_length=64)
+    result_message: str | None = None
+
+    @field_validator("result_status", mode="before")
+    @classmethod
+    def _upper(cls, status: object) -> object:
+        # Alipay+'s own sample answers "u"; be lenient on what we receive.
+        return status.upper() if isinstance(status, str) else status
+
+    @classmethod
+    def of(cls, code: ResultCode, message: str | None = None) -> Result:
+        """The result for ``code``: its usual status (S/U/F) and message."""
+        return cls(
+            result_status=_STATUS.get(code, ResultStatus.FAIL),
+            result_code=code,
+            result_message=message or _MESSAGES.get(code, code.replace("_", " ").lower()),
+        )
+
+    @classmethod
+    def success(cls) -> Result:
+        return cls.of(ResultCode.SUCCESS)
+
+    @property
+    def is_success(self) -> bool:
+        return self.result_status is ResultStatus.SUCCESS
+
+    @property
+    def is_final(self) -> bool:
+        return self.result_status is not ResultStatus.UNKNOWN

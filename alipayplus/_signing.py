@@ -1,0 +1,162 @@
+"""Message signatures, exactly as Alipay+ specifies them (spec §1.3–1.5).
+
+Content to sign: ``POST <Request-URI>\\n<Client-Id>.<Request-Time or Response-Time>.<raw body>``;
+SHA256withRSA (PKCS#1 v1.5), Base64, then URL-encoded. Verification always runs over the
+raw bytes received and the path as received, never over re-serialised JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from ._result import ResultCode
+from ._types import format_datetime
+
+ALGORITHM = "RSA256"
+_HEADER_PART = re.compile(r"\s*([A-Za-z]+)\s*=\s*([^,]*?)\s*(?:,|$)")
+
+
+class SignatureError(Exception):
+    """A signature could not be checked or did not verify; ``code`` is the Alipay+ result code."""
+
+    def __init__(self, code: ResultCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def content_to_sign(method: str, path: str, client_id: str, time: str, body: bytes) -> bytes:
+    return f"{method.upper()} {path}\n{client_id}.{time}.".encode() + body
+
+
+def now_timestamp() -> str:
+    return format_datetime(datetime.now(timezone.utc))
+
+
+@dataclass(frozen=True)
+class SignatureHeader:
+    key_version: str
+    signature: str  # URL-encoded Base64, as sent
+    algorithm: str = ALGORITHM
+
+    def __str__(self) -> str:
+        return f"algorithm={self.algorithm},keyVersion={self.key_version},signature={self.signature}"
+
+    @classmethod
+    def parse(cls, header: str | None) -> SignatureHeader:
+        """Parse ``algorithm=RSA256, keyVersion=1, signature=...`` (spaces after commas allowed)."""
+        if not header:
+            raise SignatureError(ResultCode.INVALID_SIGNATURE, "The Signature header is missing")
+        parts = {name: value for name, value in _HEADER_PART.findall(header)}
+        if parts.get("algorithm") != ALGORITHM or not parts.get("signature"):
+            raise SignatureError(ResultCode.INVALID_SIGNATURE, "The Signature header is malformed")
+        return cls(key_version=parts.get("keyVersion") or "1", signature=parts["signature"])
+
+
+def load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("not an RSA private key")
+    return key
+
+
+def load_public_key(pem: bytes) -> rsa.RSAPublicKey:
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("not an RSA public key")
+    return key
+
+
+def sign(private_key: rsa.RSAPrivateKey, content: bytes) -> str:
+    raw = private_key.sign(content, padding.PKCS1v15(), hashes.SHA256())
+    return quote(base64.b64encode(raw).decode(), safe="")
+
+
+def verify(public_key: rsa.RSAPublicKey, content: bytes, signature: str) -> bool:
+    try:
+        raw = base64.b64decode(unquote(signature), validate=True)
+        public_key.verify(raw, content, padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+    return True
+
+
+class KeyRegistry:
+    """The peer's public keys by Client-Id and keyVersion, each parsed once."""
+
+    def __init__(self) -> None:
+        self._keys: dict[tuple[str, str], rsa.RSAPublicKey] = {}
+
+    def add(self, client_id: str, key_version: str, public_key_pem: bytes) -> None:
+        self._keys[(client_id, str(key_version))] = load_public_key(public_key_pem)
+
+    def add_file(self, client_id: str, key_version: str, path: Path) -> None:
+        self.add(client_id, key_version, path.read_bytes())
+
+    def knows_client(self, client_id: str) -> bool:
+        return any(known == client_id for known, _ in self._keys)
+
+    def get(self, client_id: str, key_version: str) -> rsa.RSAPublicKey:
+        try:
+            return self._keys[(client_id, key_version)]
+        except KeyError:
+            raise SignatureError(
+                ResultCode.KEY_NOT_FOUND, f"No key for Client-Id {client_id!r} keyVersion {key_version!r}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Signs what one party sends: its Client-Id, private key and key version."""
+
+    client_id: str
+    private_key: rsa.RSAPrivateKey
+    key_version: str = "1"
+
+    @classmethod
+    def from_pem(cls, client_id: str, private_key_pem: bytes, key_version: str = "1") -> Signer:
+        return cls(client_id, load_private_key(private_key_pem), key_version)
+
+    def headers(self, path: str, body: bytes, *, time: str | None = None, response: bool = False) -> dict[str, str]:
+        """Headers for a signed request (``Request-Time``) or response (``Response-Time``)."""
+        time = time or now_timestamp()
+        signature = sign(self.private_key, content_to_sign("POST", path, self.client_id, time, body))
+        return {
+            "Content-Type": "application/json; charset=UTF-8",
+            "Client-Id": self.client_id,
+            "Response-Time" if response else "Request-Time": time,
+            "Signature": str(SignatureHeader(self.key_version, signature)),
+        }
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """Checks what one party receives: the expected Client-Id and the peer's key registry."""
+
+    client_id: str
+    keys: KeyRegistry
+
+    def check(self, path: str, headers: dict[str, str] | object, body: bytes, *, response: bool = False) -> None:
+        """Raise ``SignatureError`` (INVALID_CLIENT, KEY_NOT_FOUND, INVALID_SIGNATURE) unless it verifies."""
+        get = headers.get  # type: ignore[attr-defined]  # dict or httpx/starlette Headers
+        client_id = get("Client-Id") or get("client-id")
+        if client_id != self.client_id:
+            raise SignatureError(ResultCode.INVALID_CLIENT, f"Unknown Client-Id {client_id!r}")
+        time_header = "Response-Time" if response else "Request-Time"
+        time = get(time_header) or get(time_header.lower())
+        if not time:
+            raise SignatureError(ResultCode.INVALID_SIGNATURE, f"The {time_header} header is missing")
+        header = SignatureHeader.parse(get("Signature") or get("signature"))
+        public_key = self.keys.get(client_id, header.key_version)
+        if not verify(public_key, content_to_sign("POST", path, client_id, time, body), header.signature):
+            raise SignatureError(ResultCode.INVALID_SIGNATURE, "The signature does not verify")

@@ -1,0 +1,235 @@
+"""Every Alipay+ message the wallet sends or receives, defined once.
+
+Field names are snake_case here and camelCase on the wire (see ``Message``).
+Paths are the endpoint each request is posted to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import AliasChoices, Field, model_validator
+
+from ._amount import Amount
+from ._base import Message
+from ._result import Result
+from ._types import DateTime, Flag, Id64, OptionalId64, OptionalText, Text
+
+# --- shared pieces -----------------------------------------------------------------------
+
+
+class MerchantAddress(Message):
+    region: OptionalText = None
+    city: OptionalText = None
+
+
+class Store(Message):
+    reference_store_id: OptionalText = None
+    store_name: OptionalText = None
+    store_mcc: OptionalText = Field(default=None, alias="storeMCC")
+
+
+class Merchant(Message):
+    reference_merchant_id: OptionalText = None
+    merchant_mcc: OptionalText = Field(default=None, alias="merchantMCC")
+    merchant_name: OptionalText = None
+    merchant_display_name: OptionalText = None
+    merchant_address: MerchantAddress | None = None
+    store: Store | None = None
+
+
+class Env(Message):
+    terminal_type: OptionalText = None
+    os_type: OptionalText = None
+    user_agent: OptionalText = None
+    client_ip: OptionalText = None
+
+
+class Order(Message):
+    reference_order_id: Id64
+    order_description: Text = Field(max_length=256)
+    order_amount: Amount
+    merchant: Merchant | None = None
+    env: Env | None = None
+
+
+class PaymentMethodMetadata(Message):
+    user_login_id: OptionalText = None
+    user_login_id_type: OptionalText = None
+
+
+class PaymentMethod(Message):
+    payment_method_type: Text
+    payment_method_id: OptionalText = None
+    # Seed 004's samples spell it "paymentMethodMetaData", its prose "paymentMethodMetadata".
+    payment_method_meta_data: PaymentMethodMetadata | None = Field(
+        default=None,
+        alias="paymentMethodMetaData",
+        validation_alias=AliasChoices("paymentMethodMetaData", "paymentMethodMetadata"),
+    )
+
+
+class PaymentFactor(Message):
+    is_agreement_payment: Flag = False
+    is_easy_pay_scenario: Flag = False
+    is_payment_evaluation: Flag = False
+    is_authorization_and_pay: Flag = False
+    is_in_store_payment: Flag = False
+    is_cashier_payment: Flag = False
+
+
+class AuthorizationInfo(Message):
+    auth_client_id: OptionalId64 = None
+    auth_state: OptionalText = None
+    reference_agreement_id: OptionalId64 = None
+
+
+class Quote(Message):
+    quote_id: OptionalText = None
+    quote_currency_pair: OptionalText = None
+    quote_price: OptionalText = None
+
+
+# --- pay (Alipay+ -> MPP) ---------------------------------------------------------------
+
+
+class PayRequest(Message):
+    PATH: ClassVar[str] = "/aps/api/v1/payments/pay"
+
+    acquirer_id: Id64
+    psp_id: Id64
+    payment_request_id: Id64
+    order: Order
+    payment_amount: Amount
+    pay_to_amount: Amount
+    payment_method: PaymentMethod
+    payment_factor: PaymentFactor
+    payment_quote: Quote | None = None
+    payment_expiry_time: DateTime | None = None
+    payment_notify_url: OptionalText = None
+    payment_redirect_url: OptionalText = None
+    authorization_info: AuthorizationInfo | None = None
+    surcharge_info: dict[str, Any] | None = None
+    payment_promo_info: dict[str, Any] | None = None
+    pass_through_info: OptionalText = Field(default=None, max_length=20000)
+    extend_info: OptionalText = None
+
+    @model_validator(mode="after")
+    def _authorization_complete(self) -> PayRequest:
+        if self.payment_factor.is_authorization_and_pay and not self.payment_factor.is_payment_evaluation:
+            info = self.authorization_info
+            for name in ("reference_agreement_id", "auth_client_id"):
+                if info is None or getattr(info, name) is None:
+                    alias = AuthorizationInfo.model_fields[name].alias
+                    raise ValueError(f"authorizationInfo.{alias} is required when isAuthorizationAndPay is true")
+        return self
+
+    def key_fields_digest(self) -> str:
+        """Digest of the fields Alipay+ compares for idempotency (spec §1.9)."""
+        key = self.model_dump(
+            include={"payment_amount", "pay_to_amount", "surcharge_info", "payment_method", "payment_promo_info"},
+            exclude_none=True,
+            mode="json",
+        )
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+class PayResponse(Message):
+    result: Result
+    payment_request_id: OptionalId64 = None
+    payment_id: OptionalId64 = None
+    payment_time: DateTime | None = None
+    customer_id: OptionalId64 = None
+    payment_url: OptionalText = None
+    payment_amount: Amount | None = None
+    pay_to_amount: Amount | None = None
+
+
+# --- inquiryPayment (Alipay+ -> MPP) ----------------------------------------------------
+
+
+class InquiryPaymentRequest(Message):
+    PATH: ClassVar[str] = "/aps/api/v1/payments/inquiryPayment"
+
+    acquirer_id: Id64
+    psp_id: Id64
+    payment_request_id: Id64
+
+
+class InquiryPaymentResponse(Message):
+    result: Result
+    payment_result: Result | None = None
+    payment_request_id: OptionalId64 = None
+    payment_id: OptionalId64 = None
+    payment_time: DateTime | None = None
+    payment_amount: Amount | None = None
+    pay_to_amount: Amount | None = None
+    customer_id: OptionalId64 = None
+
+
+# --- notifyPayment (MPP -> Alipay+) ------------------------------------------------------
+
+
+class NotifyPaymentRequest(Message):
+    PATH: ClassVar[str] = "/aps/api/v1/payments/notifyPayment"
+
+    payment_result: Result
+    payment_request_id: Id64
+    payment_id: OptionalId64 = None
+    payment_time: DateTime | None = None
+    payment_amount: Amount | None = None
+    pay_to_amount: Amount | None = None
+    customer_id: OptionalId64 = None
+
+    @model_validator(mode="after")
+    def _final_only(self) -> NotifyPaymentRequest:
+        if not self.payment_result.is_final:
+            raise ValueError("paymentResult.resultStatus must be S or F, never U")
+        return self
+
+
+class NotifyPaymentResponse(Message):
+    result: Result
+
+
+# --- authNotify (MPP -> Alipay+) ---------------------------------------------------------
+
+
+class AuthorizationNotifyType(StrEnum):
+    AUTHCODE_CREATED = "AUTHCODE_CREATED"
+    TOKEN_CREATED = "TOKEN_CREATED"
+    TOKEN_CANCELED = "TOKEN_CANCELED"
+
+
+class AuthNotifyRequest(Message):
+    PATH: ClassVar[str] = "/aps/api/v1/authorizations/authNotify"
+
+    authorization_notify_type: AuthorizationNotifyType
+    reference_agreement_id: OptionalId64 = None
+    auth_client_id: OptionalId64 = None
+    reference_merchant_id: OptionalId64 = None
+    auth_code: OptionalText = None
+    auth_state: OptionalText = None
+    access_token: OptionalText = Field(default=None, max_length=128)
+    access_token_expiry_time: DateTime | None = None
+    refresh_token: OptionalText = Field(default=None, max_length=128)
+    refresh_token_expiry_time: DateTime | None = None
+    customer_id: OptionalId64 = None
+    user_login_id: OptionalText = None
+    acquirer_id: OptionalId64 = None
+    psp_id: OptionalId64 = None
+
+
+class AuthNotifyResponse(Message):
+    result: Result
+    acquirer_id: OptionalId64 = None
+    psp_id: OptionalId64 = None
+
+
+class ErrorResponse(Message):
+    """The answer to a request that failed before it could be understood."""
+
+    result: Result

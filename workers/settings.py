@@ -1,0 +1,84 @@
+"""Configuration from the environment (prefix ``MPP_``; ``DATABASE_URL`` as is).
+
+Defaults run the embedded local stack: Temporal dev server on 127.0.0.1:7233, SQLite
+under ``var/``, keys under ``var/keys/``, the sandbox Alipay+ on 127.0.0.1:8001.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from alipayplus import KeyRegistry, Signer, Verifier
+
+VAR_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MPP_", env_file=".env", extra="ignore")
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "mpp-payments"
+    temporal_tls: bool = False
+    temporal_tls_cert_file: Path | None = None
+    temporal_tls_key_file: Path | None = None
+    temporal_tls_ca_file: Path | None = None
+    temporal_api_key: str | None = None
+
+    # Records and ledger
+    database_url: str = Field(
+        default=f"sqlite:///{VAR_DIR / 'mpp.sqlite'}",
+        validation_alias=AliasChoices("DATABASE_URL", "MPP_DATABASE_URL"),
+    )
+
+    # Alipay+ partnership
+    alipayplus_base_url: str = "http://127.0.0.1:8001"
+    client_id: str = "SANDBOX_5YC47N2ZQHJ004124"
+    psp_id: str = "1022160000000000000"
+    key_version: str = "1"
+    mpp_private_key_file: Path = VAR_DIR / "keys" / "mpp_private.pem"
+    mpp_public_key_file: Path = VAR_DIR / "keys" / "mpp_public.pem"
+    alipayplus_public_key_file: Path = VAR_DIR / "keys" / "alipayplus_public.pem"
+    alipayplus_key_version: str = "1"
+
+    # Our API, as users and Alipay+ reach it
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_base_url: str = "http://127.0.0.1:8000"
+    max_body_bytes: int = 1024 * 1024
+
+    # Easy Pay
+    verification_attempts: int = 3
+    default_payment_expiry: timedelta = timedelta(minutes=10)
+    otp_ttl: timedelta = timedelta(minutes=5)
+    sms_gateway_url: str = "http://127.0.0.1:8001/sandbox/sms"
+    access_token_ttl: timedelta = timedelta(days=365 * 10)
+    refresh_token_ttl: timedelta = timedelta(days=365 * 10)
+    secret_key_file: Path = VAR_DIR / "keys" / "mpp_secret.key"
+
+    # Deadlines under Alipay+'s own timeouts (pay 8 s, inquiry 5 s)
+    pay_answer_deadline: timedelta = timedelta(seconds=6)
+    inquiry_answer_deadline: timedelta = timedelta(seconds=3)
+
+    @cached_property
+    def signer(self) -> Signer:
+        """Signs what the MPP sends (requests to Alipay+, answers to Alipay+)."""
+        return Signer.from_pem(self.client_id, self.mpp_private_key_file.read_bytes(), self.key_version)
+
+    @cached_property
+    def verifier(self) -> Verifier:
+        """Checks what Alipay+ sends the MPP, with Alipay+'s public keys."""
+        keys = KeyRegistry()
+        keys.add_file(self.client_id, self.alipayplus_key_version, self.alipayplus_public_key_file)
+        return Verifier(self.client_id, keys)
+
+    @cached_property
+    def secret_key(self) -> bytes:
+        """Server secret for keyed digests of PINs, OTPs and tokens."""
+        return self.secret_key_file.read_bytes()
