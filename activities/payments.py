@@ -1,0 +1,236 @@
+"""Activities of a payment: account checks, the ledger, records and user verification.
+
+Thin: each one is a single side effect with a stable idempotency key, so a retry after
+a crash repeats nothing. Synchronous (SQL); the worker runs them in a thread pool.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import httpx
+from pydantic import BaseModel
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from alipayplus import Amount, PayRequest, ResultCode
+
+from .evaluation import evaluate_account
+from .ledger import InsufficientFunds, Ledger
+from .records import OtpChallenge, PaymentRecord, PaymentStatus, VerificationMethod, WalletUser
+from .secrets import keyed_digest
+from .users import UserStore
+
+
+class AccountCheck(BaseModel):
+    """Who pays and whether they can: the answer to pay #1 and the first step of pay #2."""
+
+    result_code: ResultCode
+    customer_id: str | None = None
+    verification_method: VerificationMethod | None = None
+    phone_hint: str | None = None
+
+
+class PaymentRecordUpdate(BaseModel):
+    request: PayRequest
+    payment_id: str
+    product: str
+    status: PaymentStatus
+    customer_id: str | None = None
+    result_code: ResultCode | None = None
+    result_message: str | None = None
+    payment_time: datetime | None = None
+    payment_expiry_time: datetime | None = None
+
+
+class OtpRequest(BaseModel):
+    challenge_id: str
+    payment_request_id: str
+    customer_id: str
+    amount: Amount
+    merchant_name: str | None = None
+
+
+class OtpSent(BaseModel):
+    challenge_id: str
+    sent_to: str
+    expires_at: datetime
+
+
+class CodeCheck(BaseModel):
+    customer_id: str
+    method: VerificationMethod
+    challenge_id: str | None
+    code_digest: str
+
+
+class DebitRequest(BaseModel):
+    payment_request_id: str
+    customer_id: str
+    amount: Amount
+
+
+class DebitResult(BaseModel):
+    result_code: ResultCode
+    payment_time: datetime | None = None
+
+
+def otp_code(secret_key: bytes, challenge_id: str) -> str:
+    """Six digits derived from the challenge: an activity retry re-sends the same code."""
+    mac = hmac.new(secret_key, f"otp-code:{challenge_id}".encode(), "sha256").digest()
+    return f"{int.from_bytes(mac[:8], 'big') % 1_000_000:06d}"
+
+
+def mask_phone(phone: str) -> str:
+    return phone[:4] + "*" * max(len(phone) - 8, 0) + phone[-4:]
+
+
+def _start_of_day(now: datetime) -> datetime:
+    return now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class PaymentActivities:
+    engine: Engine
+    ledger: Ledger
+    users: UserStore
+    secret_key: bytes
+    sms_gateway_url: str
+    otp_ttl: timedelta
+    http: httpx.Client
+
+    @activity.defn
+    def check_account(self, request: PayRequest) -> AccountCheck:
+        """Does the account exist, is it active, within limits, with enough balance? No money moves."""
+        metadata = request.payment_method.payment_method_meta_data
+        user = self.users.find(
+            request.payment_method.payment_method_id,
+            metadata.user_login_id if metadata else None,
+            metadata.user_login_id_type if metadata else None,
+        )
+        if user is None:
+            return AccountCheck(result_code=ResultCode.USER_NOT_EXIST)
+        now = datetime.now(timezone.utc)
+        code = evaluate_account(
+            user,
+            request.pay_to_amount,
+            debited_today=self.ledger.debited_since(user.account_id, _start_of_day(now)),
+            balance=self.ledger.balance(user.account_id),
+        )
+        return AccountCheck(
+            result_code=code,
+            customer_id=user.customer_id,
+            verification_method=VerificationMethod(user.verification_method),
+            phone_hint=mask_phone(user.phone),
+        )
+
+    @activity.defn
+    def record_payment(self, update: PaymentRecordUpdate) -> None:
+        """Mirror the payment's state into the records inquiryPayment reads."""
+        request = update.request
+        now = datetime.now(timezone.utc)
+        with Session(self.engine) as session:
+            record = session.get(PaymentRecord, request.payment_request_id)
+            if record is None:
+                record = PaymentRecord(
+                    payment_request_id=request.payment_request_id,
+                    payment_id=update.payment_id,
+                    product=update.product,
+                    key_fields_digest=request.key_fields_digest(),
+                    payment_amount_currency=request.payment_amount.currency,
+                    payment_amount_value=request.payment_amount.value,
+                    pay_to_amount_currency=request.pay_to_amount.currency,
+                    pay_to_amount_value=request.pay_to_amount.value,
+                    redirect_url=request.payment_redirect_url,
+                    status=update.status,
+                    created_at=now,
+                    updated_at=now,
+                )
+            record.status = update.status
+            record.customer_id = update.customer_id
+            record.result_code = update.result_code
+            record.result_message = update.result_message
+            record.payment_time = update.payment_time
+            record.payment_expiry_time = update.payment_expiry_time
+            record.updated_at = now
+            session.add(record)
+            session.commit()
+
+    @activity.defn
+    def send_otp(self, request: OtpRequest) -> OtpSent:
+        """Issue a one-time code for this challenge and text it to the user."""
+        user = self.users.get(request.customer_id)
+        if user is None:
+            raise ApplicationError(f"unknown customer {request.customer_id}", non_retryable=True)
+        code = otp_code(self.secret_key, request.challenge_id)
+        now = datetime.now(timezone.utc)
+        with Session(self.engine) as session:
+            challenge = session.get(OtpChallenge, request.challenge_id)
+            if challenge is None:
+                challenge = OtpChallenge(
+                    id=request.challenge_id,
+                    payment_request_id=request.payment_request_id,
+                    customer_id=request.customer_id,
+                    code_digest=keyed_digest(self.secret_key, "otp", request.challenge_id, code),
+                    expires_at=now + self.otp_ttl,
+                    created_at=now,
+                )
+                session.add(challenge)
+                session.commit()
+                session.refresh(challenge)
+            expires_at = challenge.expires_at
+        merchant = f" at {request.merchant_name}" if request.merchant_name else ""
+        response = self.http.post(
+            self.sms_gateway_url,
+            json={
+                "to": user.phone,
+                "text": f"{code} is your code to pay {request.amount}{merchant}. It expires in "
+                f"{int(self.otp_ttl.total_seconds() // 60)} minutes. Never share it.",
+                "reference": request.challenge_id,
+            },
+        )
+        response.raise_for_status()
+        return OtpSent(challenge_id=request.challenge_id, sent_to=mask_phone(user.phone), expires_at=expires_at)
+
+    @activity.defn
+    def check_code(self, check: CodeCheck) -> bool:
+        """Compare the digest of what the user typed with the PIN or the live OTP."""
+        with Session(self.engine) as session:
+            if check.method is VerificationMethod.PIN:
+                user = session.get(WalletUser, check.customer_id)
+                expected = user.pin_digest if user else None
+            else:
+                challenge = session.exec(
+                    select(OtpChallenge).where(OtpChallenge.id == check.challenge_id)
+                ).first()
+                live = challenge is not None and challenge.expires_at > datetime.now(timezone.utc)
+                expected = challenge.code_digest if live and challenge else None
+        return expected is not None and hmac.compare_digest(expected, check.code_digest)
+
+    @activity.defn
+    def debit(self, request: DebitRequest) -> DebitResult:
+        """Move payToAmount from the user to the Alipay+ settlement account, exactly once."""
+        user = self.users.get(request.customer_id)
+        if user is None:
+            return DebitResult(result_code=ResultCode.USER_NOT_EXIST)
+        key = f"pay/{request.payment_request_id}/debit"
+        existing = self.ledger.receipt(key)
+        if existing is None:
+            now = datetime.now(timezone.utc)
+            code = evaluate_account(
+                user,
+                request.amount,
+                debited_today=self.ledger.debited_since(user.account_id, _start_of_day(now)),
+                balance=self.ledger.balance(user.account_id),
+            )
+            if code is not ResultCode.SUCCESS:
+                return DebitResult(result_code=code)
+        try:
+            receipt = self.ledger.debit_user_to_settlement(key, request.payment_request_id, user.account_id, request.amount)
+        except InsufficientFunds:
+            return DebitResult(result_code=ResultCode.USER_BALANCE_NOT_ENOUGH)
+        return DebitResult(result_code=ResultCode.SUCCESS, payment_time=receipt.created_at)

@@ -1,0 +1,201 @@
+"""The wallet's tables: users, the double-entry ledger, payment records, OTPs and access tokens.
+
+Money columns hold integer minor units as BIGINT (IDR sums outgrow 32 bits), never floats. Every datetime column is a
+``UtcDateTime``: callers pass timezone-aware datetimes and always read back aware UTC,
+on SQLite as on PostgreSQL. The schema is created by the Alembic migrations in
+``activities/migrations`` (``activities.db.migrate``), not by ``create_all``.
+"""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Dialect, ForeignKeyConstraint, UniqueConstraint
+from sqlalchemy import Enum as SqlEnum
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC that always comes back timezone-aware (UTC).
+
+    SQLite has no time zones: SQLAlchemy would store an aware datetime's wall clock and
+    drop its offset, so values are converted to UTC first and tagged UTC on the way out.
+    Naive datetimes are refused: their meaning depends on the machine's clock settings.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware datetime (e.g. datetime.now(UTC))")
+        utc = value.astimezone(UTC)
+        # SQLite would keep only the wall clock anyway; store it as naive UTC explicitly
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _string_enum(enum: type[StrEnum]) -> SqlEnum:
+    # A VARCHAR holding the value, not a native PostgreSQL ENUM type: adding a member
+    # later needs no DDL. Reads come back as enum members.
+    return SqlEnum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        validate_strings=True,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+class UserStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    FROZEN = "FROZEN"
+
+
+class VerificationMethod(StrEnum):
+    PIN = "PIN"
+    OTP = "OTP"
+
+
+class AccountKind(StrEnum):
+    USER = "USER"
+    SETTLEMENT = "SETTLEMENT"
+    FUNDING = "FUNDING"
+
+
+class PaymentStatus(StrEnum):
+    PROCESSING = "PROCESSING"
+    SUCCESS = "SUCCESS"
+    FAIL = "FAIL"
+    CLOSED = "CLOSED"
+
+
+class Account(SQLModel, table=True):
+    """A ledger account. Its balance moves only through balanced postings (see ``Ledger``)."""
+
+    __tablename__ = "account"
+    __table_args__ = (
+        # The database itself refuses a negative balance where one is not allowed.
+        CheckConstraint("allow_negative OR balance >= 0", name="ck_account_balance_not_negative"),
+    )
+
+    id: str = Field(primary_key=True, max_length=128)  # "user:…", "settlement:alipayplus:IDR", "funding:IDR"
+    kind: AccountKind = Field(sa_type=_string_enum(AccountKind))
+    currency: str = Field(max_length=3)
+    balance: int = Field(default=0, sa_type=BigInteger)
+    allow_negative: bool = Field(default=False)
+
+
+class WalletUser(SQLModel, table=True):
+    __tablename__ = "wallet_user"
+    __table_args__ = (
+        UniqueConstraint("login_id", "login_id_type", name="uq_wallet_user_login"),
+        ForeignKeyConstraint(["account_id"], ["account.id"], name="fk_wallet_user_account_id_account"),
+    )
+
+    customer_id: str = Field(primary_key=True, max_length=64)
+    login_id: str = Field(index=True, max_length=64)
+    login_id_type: str = Field(max_length=32)  # "MOBILE", "EMAIL", …; stored upper case
+    status: UserStatus = Field(sa_type=_string_enum(UserStatus))
+    phone: str = Field(max_length=32)
+    verification_method: VerificationMethod = Field(sa_type=_string_enum(VerificationMethod))
+    pin_digest: str | None = Field(default=None, max_length=64)  # keyed_digest(key, "pin", customer_id, pin)
+    currency: str = Field(max_length=3)
+    single_payment_limit: int = Field(sa_type=BigInteger)
+    daily_limit: int = Field(sa_type=BigInteger)
+    account_id: str = Field(max_length=128)
+
+
+class Posting(SQLModel, table=True):
+    """One balanced movement of money; its entries sum to zero."""
+
+    __tablename__ = "posting"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_posting_idempotency_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=200)
+    kind: str = Field(max_length=32)  # "PAYMENT_DEBIT", "TOP_UP", …
+    reference: str = Field(index=True, max_length=200)  # e.g. the paymentRequestId
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class Entry(SQLModel, table=True):
+    __tablename__ = "entry"
+    __table_args__ = (
+        ForeignKeyConstraint(["posting_id"], ["posting.id"], name="fk_entry_posting_id_posting"),
+        ForeignKeyConstraint(["account_id"], ["account.id"], name="fk_entry_account_id_account"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    posting_id: int = Field(index=True)
+    account_id: str = Field(index=True, max_length=128)
+    currency: str = Field(max_length=3)
+    amount: int = Field(sa_type=BigInteger)  # signed: negative means money leaves the account
+
+
+class PaymentRecord(SQLModel, table=True):
+    """A payment's lasting state: what inquiryPayment answers from once its workflow is gone."""
+
+    __tablename__ = "payment_record"
+    __table_args__ = (UniqueConstraint("payment_id", name="uq_payment_record_payment_id"),)
+
+    payment_request_id: str = Field(primary_key=True, max_length=64)
+    payment_id: str = Field(max_length=64)
+    product: str = Field(max_length=32)  # "EASY_PAY", …
+    customer_id: str | None = Field(default=None, max_length=64)
+    status: PaymentStatus = Field(sa_type=_string_enum(PaymentStatus))
+    result_code: str | None = Field(default=None, max_length=64)  # paymentResult.resultCode
+    result_message: str | None = Field(default=None)
+    key_fields_digest: str = Field(max_length=64)  # sha256 hex of the idempotency key fields
+    payment_amount_currency: str = Field(max_length=3)
+    payment_amount_value: int = Field(sa_type=BigInteger)
+    pay_to_amount_currency: str = Field(max_length=3)
+    pay_to_amount_value: int = Field(sa_type=BigInteger)
+    payment_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    payment_expiry_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    redirect_url: str | None = Field(default=None, max_length=2048)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    updated_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class OtpChallenge(SQLModel, table=True):
+    __tablename__ = "otp_challenge"
+
+    id: str = Field(primary_key=True, max_length=64)
+    payment_request_id: str = Field(index=True, max_length=64)
+    customer_id: str = Field(max_length=64)
+    code_digest: str = Field(max_length=64)  # keyed_digest(key, "otp", id, code); never the code
+    expires_at: datetime = Field(sa_type=UtcDateTime)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class AccessToken(SQLModel, table=True):
+    """An Easy Pay authorization. Tokens are kept only as sha256 digests (``token_digest``)."""
+
+    __tablename__ = "access_token"
+    __table_args__ = (
+        UniqueConstraint("reference_agreement_id", name="uq_access_token_reference_agreement_id"),
+        UniqueConstraint("refresh_token_digest", name="uq_access_token_refresh_token_digest"),
+    )
+
+    token_digest: str = Field(primary_key=True, max_length=64)
+    reference_agreement_id: str = Field(max_length=64)
+    auth_client_id: str = Field(max_length=64)
+    customer_id: str = Field(max_length=64)
+    refresh_token_digest: str = Field(max_length=64)
+    access_token_expires_at: datetime = Field(sa_type=UtcDateTime)
+    refresh_token_expires_at: datetime = Field(sa_type=UtcDateTime)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)

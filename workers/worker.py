@@ -1,0 +1,82 @@
+"""The payments worker: which workflows and activities run on the task queue."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.db import create_engine_for
+from activities.ledger import Ledger
+from activities.notifications import NotificationActivities
+from activities.payments import PaymentActivities
+from activities.users import UserStore
+from alipayplus import SignedClient
+from workflows.account_evaluation import AccountEvaluationWorkflow
+from workflows.auth_notify import AuthNotifyWorkflow
+from workflows.easy_pay import EasyPayWorkflow
+from workflows.notify_payment import NotifyPaymentWorkflow
+
+from .settings import Settings
+
+WORKFLOWS: Sequence[type] = (AccountEvaluationWorkflow, EasyPayWorkflow, NotifyPaymentWorkflow, AuthNotifyWorkflow)
+
+
+def alipayplus_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> SignedClient:
+    """The MPP's signed client to Alipay+: our key signs, Alipay+'s key checks the answers."""
+    return SignedClient(settings.alipayplus_base_url, settings.signer, settings.verifier, timeout=5.0, transport=transport)
+
+
+def activities_for(
+    settings: Settings,
+    *,
+    alipayplus: SignedClient | None = None,
+    sms_http: httpx.Client | None = None,
+) -> list[Any]:
+    engine = create_engine_for(settings.database_url)
+    ledger = Ledger(engine)
+    payments = PaymentActivities(
+        engine=engine,
+        ledger=ledger,
+        users=UserStore(engine),
+        secret_key=settings.secret_key,
+        sms_gateway_url=settings.sms_gateway_url,
+        otp_ttl=settings.otp_ttl,
+        http=sms_http or httpx.Client(timeout=5.0),
+    )
+    notifications = NotificationActivities(
+        alipayplus=alipayplus or alipayplus_client(settings),
+        engine=engine,
+        secret_key=settings.secret_key,
+        access_token_ttl=settings.access_token_ttl,
+        refresh_token_ttl=settings.refresh_token_ttl,
+    )
+    return [
+        payments.check_account,
+        payments.record_payment,
+        payments.send_otp,
+        payments.check_code,
+        payments.debit,
+        notifications.notify_payment,
+        notifications.auth_notify,
+    ]
+
+
+def build_worker(client: Client, settings: Settings, activities: list[Any] | None = None, **options: Any) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=list(WORKFLOWS),
+        activities=activities if activities is not None else activities_for(settings),
+        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=32),
+        graceful_shutdown_timeout=timedelta(seconds=10),
+        **options,
+    )
+
+
+__all__ = ["WORKFLOWS", "activities_for", "alipayplus_client", "build_worker"]

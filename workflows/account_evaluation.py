@@ -1,0 +1,43 @@
+"""Easy Pay step 1: check the user's account (pay #1, ``isPaymentEvaluation="true"``).
+
+Id ``evaluation/{paymentRequestId}``. Reads only: no money moves, so a repeat re-evaluates.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from . import search_attributes
+
+with workflow.unsafe.imports_passed_through():
+    from activities.payments import PaymentActivities
+    from alipayplus import PayRequest, PayResponse, Result, ResultCode
+
+
+@workflow.defn
+class AccountEvaluationWorkflow:
+    @workflow.run
+    async def run(self, request: PayRequest) -> PayResponse:
+        check = await workflow.execute_activity_method(
+            PaymentActivities.check_account,
+            request,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
+        )
+        supported = check.result_code is ResultCode.SUCCESS
+        workflow.upsert_search_attributes(
+            [
+                search_attributes.PAYMENT_STATUS.value_set("SUPPORTED" if supported else "NOT_SUPPORTED"),
+                *([search_attributes.CUSTOMER_ID.value_set(check.customer_id)] if check.customer_id else []),
+            ]
+        )
+        return PayResponse(
+            result=Result.of(check.result_code),
+            payment_request_id=request.payment_request_id,
+            customer_id=check.customer_id,
+            payment_amount=request.payment_amount,
+            pay_to_amount=request.pay_to_amount,
+        )
