@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Protocol
 
 import httpx
 from pydantic import BaseModel
@@ -79,6 +80,21 @@ class DebitResult(BaseModel):
     payment_time: datetime | None = None
 
 
+class SmsGateway(Protocol):
+    def send(self, to: str, text: str, reference: str) -> None: ...
+
+
+@dataclass
+class HttpSmsGateway:
+    """Posts ``{to, text, reference}`` to an SMS provider's HTTP endpoint (the sandbox's in dev)."""
+
+    url: str
+    http: httpx.Client
+
+    def send(self, to: str, text: str, reference: str) -> None:
+        self.http.post(self.url, json={"to": to, "text": text, "reference": reference}).raise_for_status()
+
+
 def otp_code(secret_key: bytes, challenge_id: str) -> str:
     """Six digits derived from the challenge: an activity retry re-sends the same code."""
     mac = hmac.new(secret_key, f"otp-code:{challenge_id}".encode(), "sha256").digest()
@@ -99,9 +115,8 @@ class PaymentActivities:
     ledger: Ledger
     users: UserStore
     secret_key: bytes
-    sms_gateway_url: str
+    sms: SmsGateway
     otp_ttl: timedelta
-    http: httpx.Client
 
     @activity.defn
     def check_account(self, request: PayRequest) -> AccountCheck:
@@ -184,16 +199,12 @@ class PaymentActivities:
                 session.refresh(challenge)
             expires_at = challenge.expires_at
         merchant = f" at {request.merchant_name}" if request.merchant_name else ""
-        response = self.http.post(
-            self.sms_gateway_url,
-            json={
-                "to": user.phone,
-                "text": f"{code} is your code to pay {request.amount}{merchant}. It expires in "
-                f"{int(self.otp_ttl.total_seconds() // 60)} minutes. Never share it.",
-                "reference": request.challenge_id,
-            },
+        self.sms.send(
+            user.phone,
+            f"{code} is your code to pay {request.amount}{merchant}. It expires in "
+            f"{int(self.otp_ttl.total_seconds() // 60)} minutes. Never share it.",
+            request.challenge_id,
         )
-        response.raise_for_status()
         return OtpSent(challenge_id=request.challenge_id, sent_to=mask_phone(user.phone), expires_at=expires_at)
 
     @activity.defn

@@ -1,8 +1,8 @@
 """The wallet's tables: users, the double-entry ledger, payment records, OTPs and access tokens.
 
-Money columns hold integer minor units as BIGINT (IDR sums outgrow 32 bits), never floats. Every datetime column is a
-``UtcDateTime``: callers pass timezone-aware datetimes and always read back aware UTC,
-on SQLite as on PostgreSQL. The schema is created by the Alembic migrations in
+Money columns hold integer minor units as BIGINT (IDR sums outgrow 32 bits), never floats.
+Every datetime column is a ``UtcDateTime``: callers pass timezone-aware datetimes and always
+read back aware UTC, on SQLite as on PostgreSQL. The schema is created by the Alembic migrations in
 ``activities/migrations`` (``activities.db.migrate``), not by ``create_all``.
 """
 

@@ -12,9 +12,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.db import create_engine_for
+from activities.deliveries import DeliveryActivities
 from activities.ledger import Ledger
 from activities.notifications import NotificationActivities
-from activities.payments import PaymentActivities
+from activities.payments import HttpSmsGateway, PaymentActivities, SmsGateway
 from activities.users import UserStore
 from alipayplus import SignedClient
 from workflows.account_evaluation import AccountEvaluationWorkflow
@@ -33,10 +34,11 @@ def alipayplus_client(settings: Settings, transport: httpx.AsyncBaseTransport | 
 
 
 def activities_for(
+    client: Client,
     settings: Settings,
     *,
     alipayplus: SignedClient | None = None,
-    sms_http: httpx.Client | None = None,
+    sms: SmsGateway | None = None,
 ) -> list[Any]:
     engine = create_engine_for(settings.database_url)
     ledger = Ledger(engine)
@@ -45,9 +47,8 @@ def activities_for(
         ledger=ledger,
         users=UserStore(engine),
         secret_key=settings.secret_key,
-        sms_gateway_url=settings.sms_gateway_url,
+        sms=sms or HttpSmsGateway(settings.sms_gateway_url, httpx.Client(timeout=5.0)),
         otp_ttl=settings.otp_ttl,
-        http=sms_http or httpx.Client(timeout=5.0),
     )
     notifications = NotificationActivities(
         alipayplus=alipayplus or alipayplus_client(settings),
@@ -56,7 +57,10 @@ def activities_for(
         access_token_ttl=settings.access_token_ttl,
         refresh_token_ttl=settings.refresh_token_ttl,
     )
+    deliveries = DeliveryActivities(temporal=client, task_queue=settings.temporal_task_queue)
     return [
+        deliveries.start_payment_notification,
+        deliveries.start_auth_notification,
         payments.check_account,
         payments.record_payment,
         payments.send_otp,
@@ -72,7 +76,7 @@ def build_worker(client: Client, settings: Settings, activities: list[Any] | Non
         client,
         task_queue=settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
-        activities=activities if activities is not None else activities_for(settings),
+        activities=activities if activities is not None else activities_for(client, settings),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=32),
         graceful_shutdown_timeout=timedelta(seconds=10),
         **options,

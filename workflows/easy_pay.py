@@ -5,8 +5,8 @@ Id ``pay/{paymentRequestId}``, started by update-with-start from the inbound pay
           the paymentId and the URL of our verification page;
   Step 3  the user verifies (PIN or SMS OTP, resend, bounded attempts) before
           paymentExpiryTime; then debit payToAmount exactly once;
-  Step 4  record the result for inquiryPayment and notify Alipay+ (child workflow);
-  Step 5  on one-click consent, issue the token and call authNotify (child workflow).
+  Step 4  record the result for inquiryPayment and notify Alipay+ (workflow notify/{id});
+  Step 5  on one-click consent, issue the token and call authNotify (workflow auth/{id}).
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.workflow import ParentClosePolicy
 
 from . import search_attributes
-from .auth_notify import AuthNotifyInput, AuthNotifyWorkflow
-from .notify_payment import NotifyPaymentInput, NotifyPaymentWorkflow
+from .auth_notify import AuthNotifyInput
+from .notify_payment import NotifyPaymentInput
 
 with workflow.unsafe.imports_passed_through():
+    from activities.deliveries import DeliveryActivities
     from activities.notifications import AuthorizationGrant
     from activities.payments import (
         CodeCheck,
@@ -302,8 +301,8 @@ class EasyPayWorkflow:
         workflow.upsert_search_attributes([search_attributes.PAYMENT_STATUS.value_set(status.value)])
         await self._record()
         request = self._request
-        await self._start_child(
-            NotifyPaymentWorkflow.run,
+        await workflow.execute_activity_method(
+            DeliveryActivities.start_payment_notification,
             NotifyPaymentInput(
                 request=NotifyPaymentRequest(
                     payment_result=self._result,
@@ -315,13 +314,13 @@ class EasyPayWorkflow:
                     customer_id=self._customer_id,
                 )
             ),
-            f"notify/{request.payment_request_id}",
+            **_DB,
         )
         authorization = request.authorization_info
         if status is PaymentStatus.SUCCESS and request.payment_factor.is_authorization_and_pay and authorization:
             metadata = request.payment_method.payment_method_meta_data
-            await self._start_child(
-                AuthNotifyWorkflow.run,
+            await workflow.execute_activity_method(
+                DeliveryActivities.start_auth_notification,
                 AuthNotifyInput(
                     grant=AuthorizationGrant(
                         reference_agreement_id=authorization.reference_agreement_id or "",
@@ -332,16 +331,5 @@ class EasyPayWorkflow:
                         psp_id=request.psp_id,
                     )
                 ),
-                f"auth/{authorization.reference_agreement_id}",
+                **_DB,
             )
-
-    async def _start_child(self, run: object, argument: BaseModel, workflow_id: str) -> None:
-        try:
-            await workflow.start_child_workflow(
-                run,  # type: ignore[arg-type]
-                argument,
-                id=workflow_id,
-                parent_close_policy=ParentClosePolicy.ABANDON,
-            )
-        except WorkflowAlreadyStartedError:
-            workflow.logger.info("%s already runs; not starting it twice", workflow_id)

@@ -1,0 +1,99 @@
+"""Serving Alipay+'s signed calls: size limit, signature, parsing, then a signed answer.
+
+Every answer, failures included, is HTTP 200 with a signed body and ``Response-Time``;
+only a body over the limit gets 413. Nothing reaches a handler unless its signature
+verifies over the raw body and the path as received.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+
+from alipayplus import ErrorResponse, Message, Result, ResultCode, SignatureError
+
+from .services import Services, ServicesDep
+
+log = logging.getLogger(__name__)
+RequestT = TypeVar("RequestT", bound=Message)
+Handler = Callable[[RequestT, Services], Awaitable[Message]]
+
+
+class Rejection(Exception):
+    """A request refused with a specific result code; answered signed, nothing changed."""
+
+    def __init__(self, code: ResultCode, message: str | None = None) -> None:
+        super().__init__(message or code)
+        self.result = Result.of(code, message)
+
+
+def describe(error: ValidationError) -> str:
+    """``paymentAmount.value: must be a string of digits`` — the field Alipay+ got wrong."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "body"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{field}: {message}"
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def signed(services: Services, path: str, message: Message) -> Response:
+    body = message.to_wire()
+    return Response(content=body, headers=services.settings.signer.headers(path, body, response=True))
+
+
+def inbound(router: APIRouter, path: str, request_type: type[RequestT]) -> Callable[[Handler[RequestT]], Handler[RequestT]]:
+    """Register ``handler`` as the Alipay+ endpoint ``POST path``."""
+
+    def register(handler: Handler[RequestT]) -> Handler[RequestT]:
+        async def endpoint(request: Request, services: ServicesDep) -> Response:
+            received_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            body = await _read_body(request, services.settings.max_body_bytes)
+            if body is None:
+                return Response(status_code=413, content=b"request body too large")
+            try:
+                services.settings.verifier.check(received_path, request.headers, body)
+                message = request_type.from_wire(body)
+                if getattr(message, "psp_id", services.settings.psp_id) != services.settings.psp_id:
+                    raise Rejection(ResultCode.PARAM_ILLEGAL, "pspId: is not this MPP's pspId")
+                answer = await handler(message, services)
+            except SignatureError as exc:
+                answer = ErrorResponse(result=Result.of(exc.code, exc.message))
+            except ValidationError as exc:
+                answer = ErrorResponse(result=Result.of(ResultCode.PARAM_ILLEGAL, describe(exc)))
+            except Rejection as exc:
+                answer = ErrorResponse(result=exc.result)
+            except Exception:  # never a 500 or a stack trace to Alipay+; U makes it retry
+                log.exception("%s failed", path)
+                answer = ErrorResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION))
+            return signed(services, received_path, answer)
+
+        endpoint.__name__ = handler.__name__
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            summary=(handler.__doc__ or "").strip().splitlines()[0] if handler.__doc__ else None,
+            openapi_extra={
+                "requestBody": {"content": {"application/json": {"schema": request_type.model_json_schema(by_alias=True)}}}
+            },
+        )
+        return handler
+
+    return register

@@ -1,0 +1,37 @@
+"""The HTTP API: Alipay+'s signed calls, the verification page, operations.
+
+The Temporal client and the records engine are created once, in the lifespan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from activities.db import create_engine_for
+from workers.settings import Settings
+from workers.temporal import connect
+
+from .routers import ops, payments, verification
+from .services import Services
+
+
+def create_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        records = create_engine_for(settings.database_url)
+        settings.signer, settings.verifier, settings.secret_key  # load keys once, fail fast if missing
+        app.state.services = Services(settings=settings, temporal=temporal or await connect(settings), records=records)
+        yield
+        records.dispose()
+
+    app = FastAPI(title="MPP wallet API", lifespan=lifespan)
+    app.include_router(payments.router)
+    app.include_router(verification.router)
+    app.include_router(ops.router)
+    return app

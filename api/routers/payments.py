@@ -1,0 +1,200 @@
+"""Alipay+ → MPP payment APIs: pay (Easy Pay's two calls) and inquiryPayment."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from sqlmodel import Session
+from temporalio.client import WithStartWorkflowOperation, WorkflowQueryFailedError
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.records import PaymentRecord, PaymentStatus
+from alipayplus import (
+    Amount,
+    InquiryPaymentRequest,
+    InquiryPaymentResponse,
+    PayRequest,
+    PayResponse,
+    Result,
+    ResultCode,
+)
+from workflows import search_attributes
+from workflows.account_evaluation import AccountEvaluationWorkflow
+from workflows.easy_pay import PRODUCT, EasyPayOrder, EasyPayWorkflow, PaymentState
+
+from ..inbound import Rejection, inbound
+from ..services import Services
+
+router = APIRouter(tags=["Alipay+ inbound"])
+
+
+def _attributes(request: PayRequest, status: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(search_attributes.PRODUCT, PRODUCT),
+            SearchAttributePair(search_attributes.PAYMENT_REQUEST_ID, request.payment_request_id),
+            SearchAttributePair(search_attributes.PAYMENT_STATUS, status),
+        ]
+    )
+
+
+def _check_easy_pay(request: PayRequest) -> None:
+    factor = request.payment_factor
+    if not factor.is_easy_pay_scenario:
+        raise Rejection(ResultCode.BUSINESS_NOT_SUPPORT, "Only Easy Pay (isEasyPayScenario=true) is served")
+    if not factor.is_agreement_payment:
+        raise Rejection(ResultCode.PARAM_ILLEGAL, "paymentFactor.isAgreementPayment: must be \"true\" for Easy Pay")
+    for name, amount in (("paymentAmount", request.payment_amount), ("payToAmount", request.pay_to_amount)):
+        if amount.value <= 0:
+            raise Rejection(ResultCode.PARAM_ILLEGAL, f"{name}.value: must be greater than zero")
+
+
+@inbound(router, PayRequest.PATH, PayRequest)
+async def pay(request: PayRequest, services: Services) -> PayResponse:
+    """pay: #1 checks the account (isPaymentEvaluation), #2 creates the payment order."""
+    _check_easy_pay(request)
+    if request.payment_factor.is_payment_evaluation:
+        return await _evaluate_account(request, services)
+    return await _create_order(request, services)
+
+
+async def _evaluate_account(request: PayRequest, services: Services) -> PayResponse:
+    settings = services.settings
+    try:
+        return await asyncio.wait_for(
+            services.temporal.execute_workflow(
+                AccountEvaluationWorkflow.run,
+                request,
+                id=f"evaluation/{request.payment_request_id}",
+                task_queue=settings.temporal_task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,  # a read: re-evaluating is harmless
+                search_attributes=_attributes(request, "EVALUATING"),
+            ),
+            settings.pay_answer_deadline.total_seconds(),
+        )
+    except TimeoutError:
+        return PayResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION, "Evaluation still running; retry"))
+
+
+async def _create_order(request: PayRequest, services: Services) -> PayResponse:
+    settings = services.settings
+    start = WithStartWorkflowOperation(
+        EasyPayWorkflow.run,
+        EasyPayOrder(
+            request=request,
+            verification_page_url=f"{settings.public_base_url}/easypay/verify",
+            default_expiry=settings.default_payment_expiry,
+            verification_attempts=settings.verification_attempts,
+        ),
+        id=f"pay/{request.payment_request_id}",
+        task_queue=settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # a closed payment never starts again
+        search_attributes=_attributes(request, PaymentStatus.PROCESSING.value),
+    )
+    try:
+        return await asyncio.wait_for(
+            services.temporal.execute_update_with_start_workflow(
+                EasyPayWorkflow.create_order, request, start_workflow_operation=start
+            ),
+            settings.pay_answer_deadline.total_seconds(),
+        )
+    except TimeoutError:
+        # Alipay+ waits 8 s; past our deadline it learns the result by inquiry or notify.
+        return PayResponse(result=Result.of(ResultCode.PAYMENT_IN_PROCESS))
+    except WorkflowAlreadyStartedError:
+        return _answer_from_record(request, services)
+    finally:
+        _retrieve_start_outcome(start)
+
+
+def _retrieve_start_outcome(start: WithStartWorkflowOperation[EasyPayWorkflow, PaymentState]) -> None:
+    """Mark a failed start as seen; otherwise asyncio logs "exception was never retrieved"."""
+    future = start._workflow_handle  # the SDK exposes it only as an awaitable
+    if future.done() and not future.cancelled():
+        future.exception()
+
+
+def _answer_from_record(request: PayRequest, services: Services) -> PayResponse:
+    """pay #2 repeated after the payment closed: the stored final answer."""
+    with Session(services.records) as session:
+        record = session.get(PaymentRecord, request.payment_request_id)
+    if record is None:
+        return PayResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION))
+    if record.key_fields_digest != request.key_fields_digest():
+        return PayResponse(result=Result.of(ResultCode.REPEAT_REQ_INCONSISTENT))
+    succeeded = record.status == PaymentStatus.SUCCESS
+    return PayResponse(
+        result=_payment_result(record),
+        payment_id=record.payment_id if succeeded else None,
+        payment_time=record.payment_time,
+        customer_id=record.customer_id,
+    )
+
+
+def _payment_result(record: PaymentRecord) -> Result:
+    if record.status == PaymentStatus.PROCESSING or not record.result_code:
+        return Result.of(ResultCode.PAYMENT_IN_PROCESS)
+    return Result.of(ResultCode(record.result_code), record.result_message)
+
+
+@inbound(router, InquiryPaymentRequest.PATH, InquiryPaymentRequest)
+async def inquiry_payment(request: InquiryPaymentRequest, services: Services) -> InquiryPaymentResponse:
+    """inquiryPayment: the payment's result, from the records once final, else from its workflow."""
+    with Session(services.records) as session:
+        record = session.get(PaymentRecord, request.payment_request_id)
+    if record is not None and record.status != PaymentStatus.PROCESSING:
+        return _inquiry_from_record(record)
+    try:
+        state = await asyncio.wait_for(
+            services.temporal.get_workflow_handle(f"pay/{request.payment_request_id}").query(EasyPayWorkflow.state),
+            services.settings.inquiry_answer_deadline.total_seconds(),
+        )
+    except RPCError as exc:
+        if exc.status is not RPCStatusCode.NOT_FOUND:
+            raise
+        if record is None:
+            return InquiryPaymentResponse(result=Result.of(ResultCode.ORDER_NOT_EXIST))
+        return _inquiry_from_record(record)
+    except (TimeoutError, WorkflowQueryFailedError):
+        if record is None:
+            raise
+        return _inquiry_from_record(record)
+    return _inquiry_from_state(state)
+
+
+def _inquiry_from_state(state: PaymentState) -> InquiryPaymentResponse:
+    succeeded = state.status is PaymentStatus.SUCCESS
+    return InquiryPaymentResponse(
+        result=Result.success(),
+        payment_result=state.payment_result,
+        payment_request_id=state.payment_request_id,
+        payment_id=state.payment_id if succeeded else None,
+        payment_time=state.payment_time,
+        payment_amount=state.payment_amount,
+        pay_to_amount=state.pay_to_amount,
+        customer_id=state.customer_id,
+    )
+
+
+def _inquiry_from_record(record: PaymentRecord) -> InquiryPaymentResponse:
+    succeeded = record.status == PaymentStatus.SUCCESS
+    return InquiryPaymentResponse(
+        result=Result.success(),
+        payment_result=_payment_result(record),
+        payment_request_id=record.payment_request_id,
+        payment_id=record.payment_id if succeeded else None,
+        payment_time=record.payment_time,
+        payment_amount=Amount(currency=record.payment_amount_currency, value=record.payment_amount_value),
+        pay_to_amount=Amount(currency=record.pay_to_amount_currency, value=record.pay_to_amount_value),
+        customer_id=record.customer_id,
+    )

@@ -1,0 +1,99 @@
+"""The Easy Pay verification page (seed 004, step 3): PIN or SMS OTP, resend, redirect.
+
+The page talks to the payment's workflow; what the user types reaches the workflow only
+as a keyed digest, so no PIN or OTP is ever written to workflow history.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError
+
+from activities.records import PaymentStatus, VerificationMethod
+from activities.secrets import keyed_digest
+from workflows.easy_pay import EasyPayWorkflow, PaymentState, VerificationOutcome
+
+from ..services import Services, ServicesDep
+
+router = APIRouter(prefix="/easypay/verify", tags=["verification page"])
+templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
+_CODE = re.compile(r"[0-9]{4,8}")
+
+
+async def _payment(services: Services, payment_request_id: str, payment_id: str) -> tuple[WorkflowHandle, PaymentState] | None:
+    handle = services.temporal.get_workflow_handle_for(EasyPayWorkflow.run, f"pay/{payment_request_id}")
+    try:
+        state = await handle.query(EasyPayWorkflow.state)
+    except RPCError:
+        return None
+    if state.payment_id != payment_id:  # the paymentId in the URL is the page's capability
+        return None
+    return handle, state
+
+
+def _page(request: Request, state: PaymentState, message: str | None = None, error: bool = False) -> Response:
+    if state.status is not PaymentStatus.PROCESSING:
+        return _leave(state)
+    return templates.TemplateResponse(
+        request, "verify.html", {"state": state, "message": message, "error": error, "otp": VerificationMethod.OTP}
+    )
+
+
+def _leave(state: PaymentState) -> Response:
+    """Final: back to Alipay+'s result page with status=success|fail, or our own result page."""
+    if state.redirect_url:
+        return RedirectResponse(state.redirect_url, status_code=303)
+    succeeded = state.status is PaymentStatus.SUCCESS
+    return HTMLResponse(
+        f"<!doctype html><title>Payment</title><h1>Payment {'succeeded' if succeeded else 'failed'}</h1>"
+        f"<p>{'' if succeeded else state.payment_result.result_message or ''}</p>"
+    )
+
+
+def _not_found() -> Response:
+    return HTMLResponse("<!doctype html><title>Not found</title><h1>This payment link is not valid.</h1>", 404)
+
+
+@router.get("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
+async def show(request: Request, payment_request_id: str, payment_id: str, services: ServicesDep) -> Response:
+    found = await _payment(services, payment_request_id, payment_id)
+    return _page(request, found[1]) if found else _not_found()
+
+
+@router.post("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
+async def submit(
+    request: Request,
+    payment_request_id: str,
+    payment_id: str,
+    code: Annotated[str, Form(max_length=16)],
+    services: ServicesDep,
+) -> Response:
+    found = await _payment(services, payment_request_id, payment_id)
+    if not found:
+        return _not_found()
+    handle, state = found
+    code = code.strip()
+    if not _CODE.fullmatch(code):
+        return _page(request, state, "Enter the digits of your code.", error=True)
+    if state.verification_method is VerificationMethod.OTP:
+        digest = keyed_digest(services.settings.secret_key, "otp", state.otp_challenge_id or "", code)
+    else:
+        digest = keyed_digest(services.settings.secret_key, "pin", state.customer_id or "", code)
+    outcome: VerificationOutcome = await handle.execute_update(EasyPayWorkflow.submit_code, digest)
+    return _page(request, outcome.state, outcome.message, error=not outcome.accepted)
+
+
+@router.post("/{payment_request_id}/{payment_id}/resend", response_class=HTMLResponse)
+async def resend(request: Request, payment_request_id: str, payment_id: str, services: ServicesDep) -> Response:
+    found = await _payment(services, payment_request_id, payment_id)
+    if not found:
+        return _not_found()
+    outcome: VerificationOutcome = await found[0].execute_update(EasyPayWorkflow.resend_otp)
+    return _page(request, outcome.state, outcome.message, error=not outcome.accepted)

@@ -1,0 +1,26 @@
+"""What every request handler needs, created once in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+from temporalio.client import Client
+
+from workers.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    temporal: Client
+    records: Engine  # read-only use: inquiry answers and page lookups
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+ServicesDep = Annotated[Services, Depends(_services)]

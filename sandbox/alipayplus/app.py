@@ -1,0 +1,164 @@
+"""The sandbox Alipay+ as an HTTP service: the endpoints the MPP calls, plus local controls.
+
+Run one process (``uvicorn --factory``) or mount in-process with ``httpx.ASGITransport``.
+The Alipay+ endpoints behave like the real ones at the protocol level: the MPP's signature
+is checked over the raw body and every answer (errors included) is signed with Alipay+'s key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+from collections.abc import Callable
+from ipaddress import ip_address
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ValidationError
+
+from alipayplus import (
+    AuthNotifyRequest,
+    AuthNotifyResponse,
+    ErrorResponse,
+    Message,
+    NotifyPaymentRequest,
+    NotifyPaymentResponse,
+    Result,
+    ResultCode,
+    SignatureError,
+)
+
+from .peer import Api, Behaviour, SandboxAlipayPlus, Sms
+
+_ANSWERS: dict[Behaviour, ResultCode] = {
+    Behaviour.S: ResultCode.SUCCESS,
+    Behaviour.U: ResultCode.UNKNOWN_EXCEPTION,
+    Behaviour.F: ResultCode.PROCESS_FAIL,
+    Behaviour.SILENT: ResultCode.UNKNOWN_EXCEPTION,  # if the MPP is still listening
+}
+
+
+class BehaviourScript(BaseModel):
+    api: Api
+    answers: list[Behaviour]
+
+
+def create_app(peer: SandboxAlipayPlus) -> FastAPI:
+    app = FastAPI(title="Sandbox Alipay+", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.peer = peer
+
+    def signed(path: str, message: Message) -> Response:
+        body = message.to_wire()
+        # Always HTTP 200: Alipay+ reports failures in result, never in the status line.
+        return Response(content=body, status_code=200, headers=peer.signer.headers(path, body, response=True))
+
+    async def receive(
+        request: Request,
+        message_type: type[NotifyPaymentRequest] | type[AuthNotifyRequest],
+        api: Api,
+        answer: Callable[[Any, Result], Message],
+    ) -> Response:
+        path = request.url.path  # verify against the path as received, never a re-built one
+        body = await request.body()
+        try:
+            peer.verifier.check(path, request.headers, body)
+        except SignatureError as exc:
+            return signed(path, ErrorResponse(result=Result.of(exc.code, exc.message)))
+        try:
+            message = message_type.from_wire(body)
+        except ValidationError as exc:
+            return signed(path, ErrorResponse(result=Result.of(ResultCode.PARAM_ILLEGAL, _first_error(exc))))
+        record(message, json.loads(body))
+        behaviour = peer.next_behaviour(api)
+        if behaviour is Behaviour.SILENT:
+            await asyncio.sleep(peer.silence_seconds)
+        return signed(path, answer(message, Result.of(_ANSWERS[behaviour])))
+
+    def record(message: NotifyPaymentRequest | AuthNotifyRequest, body: dict[str, Any]) -> None:
+        if isinstance(message, NotifyPaymentRequest):
+            peer.record_notification(message, body)
+        else:
+            peer.record_auth_notification(message, body)
+
+    @app.post(NotifyPaymentRequest.PATH)
+    async def notify_payment(request: Request) -> Response:
+        return await receive(
+            request, NotifyPaymentRequest, "notifyPayment", lambda _, result: NotifyPaymentResponse(result=result)
+        )
+
+    @app.post(AuthNotifyRequest.PATH)
+    async def auth_notify(request: Request) -> Response:
+        def answer(message: AuthNotifyRequest, result: Result) -> AuthNotifyResponse:
+            return AuthNotifyResponse(result=result, acquirer_id=message.acquirer_id, psp_id=message.psp_id)
+
+        return await receive(request, AuthNotifyRequest, "authNotify", answer)
+
+    app.include_router(_control_router(peer))
+
+    @app.get("/sandbox/result", response_class=HTMLResponse)
+    async def result_page(status: str = "", paymentRequestId: str = "") -> HTMLResponse:  # noqa: N803
+        """Stands for the Alipay+ payment result page the MPP redirects the user to."""
+        status_text, request_id = html.escape(status or "unknown"), html.escape(paymentRequestId)
+        return HTMLResponse(
+            "<!doctype html><html><head><meta charset=utf-8><title>Alipay+ payment result</title></head>"
+            f"<body><h1>Alipay+ (sandbox)</h1><p>Verification: <strong id=status>{status_text}</strong></p>"
+            f"<p>Payment request: <code id=paymentRequestId>{request_id}</code></p></body></html>"
+        )
+
+    return app
+
+
+async def _local_only(request: Request) -> None:
+    # The controls are unsigned: refuse anyone but this machine.
+    host = request.client.host if request.client else ""
+    try:
+        local = ip_address(host).is_loopback
+    except ValueError:
+        local = host in ("localhost", "testclient")
+    if not local:
+        raise HTTPException(status_code=403, detail="sandbox controls are local only")
+
+
+def _control_router(peer: SandboxAlipayPlus) -> APIRouter:
+    router = APIRouter(prefix="/sandbox", dependencies=[Depends(_local_only)])
+
+    @router.post("/behaviour")
+    async def set_behaviour(script: BehaviourScript) -> dict[str, Any]:
+        peer.script(script.api, script.answers)
+        return {"api": script.api, "queued": [str(answer) for answer in script.answers]}
+
+    @router.get("/notifications")
+    async def notifications(paymentRequestId: str | None = None) -> list[dict[str, Any]]:  # noqa: N803
+        return [received.as_json() for received in peer.notifications(paymentRequestId)]
+
+    @router.get("/auth-notifications")
+    async def auth_notifications(referenceAgreementId: str | None = None) -> list[dict[str, Any]]:  # noqa: N803
+        return [received.as_json() for received in peer.auth_notifications(referenceAgreementId)]
+
+    @router.post("/sms")
+    async def send_sms(sms: Sms) -> dict[str, bool]:
+        peer.record_sms(sms.to, sms.text, sms.reference)
+        return {"accepted": True}
+
+    @router.get("/sms")
+    async def list_sms(to: str) -> list[dict[str, Any]]:
+        return [sms.model_dump(mode="json") for sms in peer.sms(to)]
+
+    @router.post("/reset")
+    async def reset() -> dict[str, bool]:
+        peer.reset()
+        return {"reset": True}
+
+    return router
+
+
+def _first_error(exc: ValidationError) -> str:
+    """``field.path: reason`` for the first problem, as Alipay+'s PARAM_ILLEGAL messages name the field."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "body"
+    return f"{where}: {error['msg']}"[:256]
+
+
+__all__ = ["BehaviourScript", "create_app"]

@@ -1,0 +1,112 @@
+"""Session fixtures: test keys, a migrated database, the time-skipping Temporal server,
+the sandbox Alipay+ in process, and a worker with the real activities."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.db import create_engine_for, migrate
+from activities.ledger import Ledger
+from activities.users import UserStore
+from alipayplus import SignedClient
+from sandbox.alipayplus import SandboxAlipayPlus, TimeoutASGITransport
+from sandbox.alipayplus import create_app as create_sandbox_app
+from workers.settings import Settings
+from workers.temporal import DATA_CONVERTER, temporal_test_server
+from workers.worker import activities_for, build_worker
+from workflows import search_attributes
+
+FIXTURES = Path(__file__).parent / "fixtures"
+HISTORIES = Path(__file__).parent / "histories"
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    database = tmp_path_factory.mktemp("db") / "mpp.sqlite"
+    return Settings(
+        database_url=f"sqlite:///{database}",
+        temporal_task_queue=f"test-{uuid.uuid4().hex[:8]}",
+        mpp_private_key_file=FIXTURES / "test_mpp_private.pem",
+        mpp_public_key_file=FIXTURES / "test_mpp_public.pem",
+        alipayplus_public_key_file=FIXTURES / "test_alipayplus_public.pem",
+        secret_key_file=FIXTURES / "test_secret.key",
+        public_base_url="http://testserver",
+    )
+
+
+@pytest.fixture(scope="session")
+def database(settings: Settings) -> Iterator[Ledger]:
+    """The migrated database with the demo users; yields its ledger."""
+    migrate(settings.database_url)
+    engine = create_engine_for(settings.database_url)
+    ledger = Ledger(engine)
+    UserStore(engine).seed_demo_users(ledger, settings.secret_key)
+    yield ledger
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def alipayplus(settings: Settings) -> SandboxAlipayPlus:
+    return SandboxAlipayPlus(
+        client_id=settings.client_id,
+        alipayplus_private_key_pem=(FIXTURES / "test_alipayplus_private.pem").read_bytes(),
+        mpp_public_key_pem=(FIXTURES / "test_mpp_public.pem").read_bytes(),
+        silence_seconds=0.3,
+    )
+
+
+class SandboxSms:
+    """The OTP activity's SMS gateway, delivering straight into the sandbox's inbox."""
+
+    def __init__(self, peer: SandboxAlipayPlus) -> None:
+        self._peer = peer
+
+    def send(self, to: str, text: str, reference: str) -> None:
+        self._peer.record_sms(to, text, reference)
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    environment = await WorkflowEnvironment.start_time_skipping(
+        data_converter=DATA_CONVERTER, test_server_existing_path=str(temporal_test_server())
+    )
+    await environment.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=environment.client.namespace,
+            search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in search_attributes.ALL},
+        )
+    )
+    yield environment
+    await environment.shutdown()
+
+
+@pytest.fixture(scope="session")
+def client(env: WorkflowEnvironment) -> Client:
+    return env.client
+
+
+@pytest.fixture(scope="session")
+async def worker(client: Client, settings: Settings, database: Ledger, alipayplus: SandboxAlipayPlus) -> AsyncIterator[Worker]:
+    mpp_to_alipayplus = SignedClient(
+        "http://alipayplus.test",
+        settings.signer,
+        settings.verifier,
+        timeout=0.2,  # below the sandbox's scripted silence in tests
+        transport=TimeoutASGITransport(app=create_sandbox_app(alipayplus)),
+    )
+    worker = build_worker(
+        client, settings, activities_for(client, settings, alipayplus=mpp_to_alipayplus, sms=SandboxSms(alipayplus))
+    )
+    async with worker:
+        yield worker
+    await mpp_to_alipayplus.aclose()

@@ -1,0 +1,37 @@
+"""Every recorded history still replays: a change that breaks determinism fails here.
+
+Histories are recorded by the workflow tests: ``RECORD_HISTORIES=1 make test``. A changed
+workflow needs ``workflow.patched()`` or a newly recorded history, never a broken replay.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from workers.temporal import DATA_CONVERTER
+from workers.worker import WORKFLOWS
+
+from .conftest import HISTORIES
+
+RECORDED = sorted(HISTORIES.glob("*.json"))
+
+
+def _workflow_type(path: Path) -> str:
+    events = json.loads(path.read_text())["events"]
+    return events[0]["workflowExecutionStartedEventAttributes"]["workflowType"]["name"]
+
+
+def test_every_workflow_type_has_a_recorded_history() -> None:
+    recorded = {_workflow_type(path) for path in RECORDED}
+    assert {workflow.__name__ for workflow in WORKFLOWS} <= recorded
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=[path.stem for path in RECORDED])
+async def test_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    await Replayer(workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER).replay_workflow(history)

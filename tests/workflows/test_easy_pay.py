@@ -1,0 +1,261 @@
+"""Easy Pay on the time-skipping server: every path of the payment workflow."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.ledger import Ledger
+from activities.notifications import Delivery
+from activities.payments import otp_code
+from activities.records import PaymentStatus
+from activities.secrets import keyed_digest
+from alipayplus import Amount, AuthorizationInfo, PayRequest, ResultCode, ResultStatus
+from sandbox.alipayplus import SandboxAlipayPlus, easy_pay_order
+from tests.conftest import HISTORIES
+from workers.settings import Settings
+from workflows.auth_notify import AuthNotifyWorkflow
+from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow, PaymentState
+from workflows.notify_payment import NotifyPaymentWorkflow
+
+PIN_USER = ("852-11112222", "2160220037535021")
+OTP_USER = ("852-95303585", "2160220037535020")
+POOR_USER = ("852-55556666", "2160220037535023")
+PIN = "246810"
+PRICE = Amount(currency="IDR", value=5000)
+
+
+async def order(
+    env: WorkflowEnvironment, settings: Settings, login_id: str, *, expires_in: timedelta = timedelta(minutes=3), **extra: object
+) -> PayRequest:
+    """An Easy Pay order expiring ``expires_in`` after the server's (skipped) clock."""
+    request = easy_pay_order(f"wf-{uuid.uuid4().hex}", login_id, PRICE, settings.psp_id, **extra)  # type: ignore[arg-type]
+    return request.model_copy(update={"payment_expiry_time": await env.get_current_time() + expires_in})
+
+
+async def start(client: Client, settings: Settings, request: PayRequest) -> WorkflowHandle[EasyPayWorkflow, PaymentState]:
+    handle = await client.start_workflow(
+        EasyPayWorkflow.run,
+        EasyPayOrder(request=request, verification_page_url="http://testserver/easypay/verify"),
+        id=f"pay/{request.payment_request_id}",
+        task_queue=settings.temporal_task_queue,
+    )
+    answer = await handle.execute_update(EasyPayWorkflow.create_order, request)
+    assert answer.result.result_status is ResultStatus.UNKNOWN
+    assert answer.result.result_code == ResultCode.PAYMENT_IN_PROCESS
+    assert answer.payment_url and answer.payment_id and answer.payment_url.endswith(answer.payment_id)
+    return handle
+
+
+def pin(settings: Settings, customer_id: str, code: str = PIN) -> str:
+    return keyed_digest(settings.secret_key, "pin", customer_id, code)
+
+
+def otp(settings: Settings, state: PaymentState) -> str:
+    challenge = state.otp_challenge_id or ""
+    return keyed_digest(settings.secret_key, "otp", challenge, otp_code(settings.secret_key, challenge))
+
+
+async def save_history(handle: WorkflowHandle, name: str) -> None:
+    """Keep one recorded history per workflow type for the replay test (only when asked)."""
+    import os
+
+    if os.environ.get("RECORD_HISTORIES"):
+        history = await handle.fetch_history()
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+async def test_pin_payment_debits_once_and_notifies(
+    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker, database: Ledger, alipayplus: SandboxAlipayPlus
+) -> None:
+    request = await order(env, settings, PIN_USER[0])
+    account = Ledger.user_account_id(PIN_USER[1])
+    before = database.balance(account)
+    handle = await start(client, settings, request)
+
+    outcome = await handle.execute_update(EasyPayWorkflow.submit_code, pin(settings, PIN_USER[1]))
+
+    assert outcome.accepted
+    assert outcome.state.status is PaymentStatus.SUCCESS
+    assert outcome.state.redirect_url and outcome.state.redirect_url.endswith("status=success")
+    state = await handle.result()
+    assert state.payment_result.result_code == ResultCode.SUCCESS and state.payment_time is not None
+    assert database.balance(account) == before - PRICE.value
+    notify = client.get_workflow_handle_for(NotifyPaymentWorkflow.run, f"notify/{request.payment_request_id}")
+    assert (await notify.result()).delivery is Delivery.ACKNOWLEDGED
+    notices = alipayplus.notifications(request.payment_request_id)
+    assert [n.body["paymentResult"]["resultStatus"] for n in notices] == ["S"]
+    assert database.check().ok
+    await save_history(handle, "easy_pay_success")
+    await save_history(notify, "notify_payment")
+
+
+async def test_wrong_code_then_right_code(env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker) -> None:
+    handle = await start(client, settings, await order(env, settings, PIN_USER[0]))
+
+    wrong = await handle.execute_update(EasyPayWorkflow.submit_code, pin(settings, PIN_USER[1], "000000"))
+    right = await handle.execute_update(EasyPayWorkflow.submit_code, pin(settings, PIN_USER[1]))
+
+    assert not wrong.accepted and wrong.state.attempts_left == 2 and wrong.state.status is PaymentStatus.PROCESSING
+    assert right.accepted and right.state.status is PaymentStatus.SUCCESS
+    await save_history(handle, "easy_pay_wrong_then_right")
+
+
+async def test_attempts_are_bounded(env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker) -> None:
+    handle = await start(client, settings, await order(env, settings, PIN_USER[0]))
+
+    outcomes = [await handle.execute_update(EasyPayWorkflow.submit_code, pin(settings, PIN_USER[1], "111111")) for _ in range(3)]
+    late_right = await handle.execute_update(EasyPayWorkflow.submit_code, pin(settings, PIN_USER[1]))
+
+    assert [o.state.attempts_left for o in outcomes] == [2, 1, 0]
+    final = outcomes[-1].state
+    assert final.status is PaymentStatus.FAIL
+    assert final.payment_result.result_code == ResultCode.USER_PAYMENT_VERIFICATION_FAILED
+    assert final.redirect_url and final.redirect_url.endswith("status=fail")
+    assert not late_right.accepted and late_right.state.status is PaymentStatus.FAIL
+
+
+async def test_otp_resend_replaces_the_code(
+    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker, alipayplus: SandboxAlipayPlus
+) -> None:
+    handle = await start(client, settings, await order(env, settings, OTP_USER[0]))
+    first = await handle.query(EasyPayWorkflow.state)
+    while first.otp_challenge_id is None:  # the code goes out just after pay #2 is answered
+        await asyncio.sleep(0.05)
+        first = await handle.query(EasyPayWorkflow.state)
+    assert first.otp_sent_to and first.otp_challenge_id
+
+    resent = await handle.execute_update(EasyPayWorkflow.resend_otp)
+    old_code = await handle.execute_update(EasyPayWorkflow.submit_code, otp(settings, first))
+    new_code = await handle.execute_update(EasyPayWorkflow.submit_code, otp(settings, resent.state))
+
+    assert resent.accepted and resent.state.otp_challenge_id != first.otp_challenge_id
+    assert not old_code.accepted
+    assert new_code.accepted and new_code.state.status is PaymentStatus.SUCCESS
+    texts = alipayplus.sms("+85295303585")
+    assert texts[-1].text.startswith(otp_code(settings.secret_key, resent.state.otp_challenge_id or ""))
+    await save_history(handle, "easy_pay_otp_resend")
+
+
+async def test_expiry_closes_the_order(
+    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker, alipayplus: SandboxAlipayPlus, database: Ledger
+) -> None:
+    request = await order(env, settings, PIN_USER[0], expires_in=timedelta(minutes=3))
+    account = Ledger.user_account_id(PIN_USER[1])
+    before = database.balance(account)
+    handle = await start(client, settings, request)
+
+    state = await handle.result()  # three minutes pass in milliseconds
+
+    assert state.status is PaymentStatus.CLOSED
+    assert state.payment_result.result_code == ResultCode.ORDER_IS_CLOSED
+    assert database.balance(account) == before
+    await client.get_workflow_handle(f"notify/{request.payment_request_id}").result()
+    assert alipayplus.notifications(request.payment_request_id)[-1].body["paymentResult"]["resultCode"] == "ORDER_IS_CLOSED"
+    await save_history(handle, "easy_pay_expired")
+
+
+async def test_insufficient_balance_fails_at_order_creation(env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker) -> None:
+    request = await order(env, settings, POOR_USER[0])
+    handle = await client.start_workflow(
+        EasyPayWorkflow.run,
+        EasyPayOrder(request=request, verification_page_url="http://testserver/easypay/verify"),
+        id=f"pay/{request.payment_request_id}",
+        task_queue=settings.temporal_task_queue,
+    )
+
+    state = await handle.result()
+
+    assert state.status is PaymentStatus.FAIL
+    assert state.payment_result.result_code == ResultCode.USER_BALANCE_NOT_ENOUGH
+
+
+async def test_repeat_with_changed_key_fields_is_inconsistent(env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker) -> None:
+    request = await order(env, settings, PIN_USER[0])
+    handle = await start(client, settings, request)
+
+    same = await handle.execute_update(EasyPayWorkflow.create_order, request)
+    changed = request.model_copy(update={"pay_to_amount": Amount(currency="IDR", value=PRICE.value + 1)})
+    different = await handle.execute_update(EasyPayWorkflow.create_order, changed)
+
+    first = await handle.query(EasyPayWorkflow.state)
+    assert same.payment_id == first.payment_id and same.result.result_code == ResultCode.PAYMENT_IN_PROCESS
+    assert different.result.result_code == ResultCode.REPEAT_REQ_INCONSISTENT
+
+
+async def test_notify_is_retried_after_u_until_s(
+    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker, alipayplus: SandboxAlipayPlus
+) -> None:
+    alipayplus.script("notifyPayment", ["U", "SILENT", "S"])
+    request = await order(env, settings, PIN_USER[0])
+    handle = await start(client, settings, request)
+    await handle.execute_update(EasyPayWorkflow.submit_code, pin(settings, PIN_USER[1]))
+    await handle.result()
+
+    notify = client.get_workflow_handle_for(NotifyPaymentWorkflow.run, f"notify/{request.payment_request_id}")
+    for _ in range(20):
+        if (await notify.describe()).status.name != "RUNNING":
+            break
+        await env.sleep(timedelta(seconds=40))  # past the 5 s and 30 s retry delays
+    report = await notify.result()
+
+    assert report.delivery is Delivery.ACKNOWLEDGED
+    bodies = alipayplus.notifications(request.payment_request_id)
+    assert len(bodies) == 3
+    assert all(received.body == bodies[0].body for received in bodies)  # retries resend the same body
+    assert await notify.query(NotifyPaymentWorkflow.attempts) == 3
+
+
+async def test_one_click_consent_issues_a_token_and_retries_auth_notify(
+    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker, alipayplus: SandboxAlipayPlus
+) -> None:
+    alipayplus.script("authNotify", ["U", "S"])
+    agreement = f"agr-{uuid.uuid4().hex}"
+    request = await order(
+        env,
+        settings,
+        PIN_USER[0],
+        authorization=AuthorizationInfo(auth_client_id="2188120040699147", auth_state="st", reference_agreement_id=agreement),
+    )
+    handle = await start(client, settings, request)
+    await handle.execute_update(EasyPayWorkflow.submit_code, pin(settings, PIN_USER[1]))
+    await handle.result()
+
+    auth = client.get_workflow_handle_for(AuthNotifyWorkflow.run, f"auth/{agreement}")
+    for _ in range(10):
+        if (await auth.describe()).status.name != "RUNNING":
+            break
+        await env.sleep(timedelta(seconds=10))
+    report = await auth.result()
+
+    assert report.delivery is Delivery.ACKNOWLEDGED
+    notices = alipayplus.auth_notifications(agreement)
+    assert len(notices) == 2
+    assert notices[0].body["authorizationNotifyType"] == "TOKEN_CREATED"
+    assert notices[0].body["accessToken"] == notices[1].body["accessToken"]  # a retry sends the same token
+    assert notices[0].body["customerId"] == PIN_USER[1]
+    await save_history(auth, "auth_notify")
+    await save_history(handle, "easy_pay_one_click")
+
+
+@pytest.mark.parametrize("login_id,code", [(PIN_USER[0], "SUCCESS"), ("852-33334444", "USER_STATUS_ABNORMAL"), ("000", "USER_NOT_EXIST")])
+async def test_account_evaluation(env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker, login_id: str, code: str) -> None:
+    from sandbox.alipayplus import easy_pay_evaluation
+    from workflows.account_evaluation import AccountEvaluationWorkflow
+
+    request = easy_pay_evaluation(f"ev-{uuid.uuid4().hex}", login_id, PRICE, settings.psp_id)
+    handle = await client.start_workflow(
+        AccountEvaluationWorkflow.run, request, id=f"evaluation/{request.payment_request_id}", task_queue=settings.temporal_task_queue
+    )
+
+    answer = await handle.result()
+
+    assert answer.result.result_code == code
+    if code == "SUCCESS":
+        await save_history(handle, "account_evaluation")

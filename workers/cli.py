@@ -1,0 +1,112 @@
+"""``mpp``: run the wallet backend.
+
+  mpp demo     the embedded stack, every Easy Pay scenario, a summary; exits non-zero on a wrong state
+  mpp dev      the embedded stack, kept running until Ctrl-C
+  mpp worker   the payments worker, against the configured Temporal cluster and database
+  mpp api      the HTTP API, against the configured Temporal cluster and database
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from .settings import VAR_DIR, Settings
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+console = Console()
+
+
+def _exit(run: Callable[[], Awaitable[int]]) -> None:
+    """Run, then leave with its exit code.
+
+    temporalio's runtime can abort at interpreter teardown in short-lived processes
+    (sdk-python#300); every resource is shut down inside ``run``, so the process ends
+    with ``os._exit`` and the exit code it earned.
+    """
+    try:
+        code = asyncio.run(run())
+    except KeyboardInterrupt:
+        code = 130
+    time.sleep(0.1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+async def _until_interrupted() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+@app.command()
+def demo(var_dir: Path = typer.Option(VAR_DIR, help="Where keys and databases live")) -> None:
+    """Run every Easy Pay scenario through the real HTTP API and print a summary."""
+    from .demo import run_demo
+
+    _exit(lambda: run_demo(var_dir, console))
+
+
+@app.command()
+def dev(var_dir: Path = typer.Option(VAR_DIR, help="Where keys and databases live")) -> None:
+    """Start the embedded stack and keep it running until Ctrl-C."""
+    from .dev_stack import dev_stack
+
+    async def run() -> int:
+        async with dev_stack(var_dir) as stack:
+            console.print(f"API         {stack.api_url}  (OpenAPI at {stack.api_url}/docs)")
+            console.print(f"Sandbox     {stack.sandbox_url}  (Alipay+, SMS gateway)")
+            console.print(f"Temporal    {stack.settings.temporal_address}  Web UI {stack.web_ui_url}")
+            console.print("Ctrl-C stops everything.")
+            await _until_interrupted()
+        return 0
+
+    _exit(run)
+
+
+@app.command()
+def worker() -> None:
+    """Run the payments worker against the configured Temporal cluster."""
+    from .temporal import connect
+    from .worker import build_worker
+
+    async def run() -> int:
+        settings = Settings()
+        client = await connect(settings)
+        payments_worker = build_worker(client, settings)
+        task = asyncio.create_task(payments_worker.run())
+        console.print(f"worker on {settings.temporal_address}/{settings.temporal_namespace} queue {settings.temporal_task_queue}")
+        with contextlib.suppress(asyncio.CancelledError):
+            await _until_interrupted()
+        await payments_worker.shutdown()
+        await task
+        return 0
+
+    _exit(run)
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API against the configured Temporal cluster."""
+    import uvicorn
+
+    from api.main import create_app
+
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,360 @@
+"""``make demo``: every Easy Pay scenario, through the real HTTP API, on the embedded stack.
+
+Alipay+ is the sandbox driver (signed pay and inquiryPayment calls); the user is an HTTP
+client on our verification page, reading OTPs from the sandbox SMS inbox. Scenarios run
+concurrently; each ends in a state that is checked, and the process exits non-zero if any
+state is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from activities.db import create_engine_for
+from activities.ledger import Ledger
+from alipayplus import Amount, AuthorizationInfo, PayRequest, PayResponse, ResultCode
+from sandbox.alipayplus import InquirySchedule, InquiryScheduleWorkflow, SANDBOX_TASK_QUEUE, inquiry_workflow_id
+
+from .dev_stack import DevStack, Ports, dev_stack
+
+PIN_USER, OTP_USER, FROZEN_USER, POOR_USER = "852-11112222", "852-95303585", "852-33334444", "852-55556666"
+PIN = "246810"
+PRICE = Amount(currency="IDR", value=5000)
+
+
+@dataclass
+class Outcome:
+    workflow_id: str
+    state: str
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    expected: str
+    run: Callable[[Demo], Awaitable[Outcome]]
+
+
+class Demo:
+    """What the scenarios share: the stack, an HTTP client for the user, id minting."""
+
+    def __init__(self, stack: DevStack) -> None:
+        self.stack = stack
+        self.user = httpx.AsyncClient(timeout=10.0)
+        self._run = time.strftime("%Y%m%d%H%M%S")
+
+    def new_id(self, tag: str) -> str:
+        return f"demo{self._run}{tag}{uuid.uuid4().hex[:8]}"
+
+    def order(self, login_id: str, *, amount: Amount = PRICE, **options: object) -> PayRequest:
+        request_id = self.new_id("p")
+        return self.stack.driver.easy_pay_order(
+            request_id,
+            login_id,
+            amount,
+            self.stack.settings.psp_id,
+            redirect_url=f"{self.stack.sandbox_url}/sandbox/result?paymentRequestId={request_id}",
+            **options,  # type: ignore[arg-type]
+        )
+
+    async def evaluate(self, login_id: str) -> Outcome:
+        request = self.stack.driver.easy_pay_evaluation(self.new_id("e"), login_id, PRICE, self.stack.settings.psp_id)
+        answer = await self.stack.driver.pay(request)
+        return Outcome(f"evaluation/{request.payment_request_id}", _result(answer))
+
+    async def create(self, request: PayRequest) -> PayResponse:
+        return await self.stack.driver.pay(request)
+
+    async def type_code(self, answer: PayResponse, code: str) -> httpx.Response:
+        page = await self.user.get(answer.payment_url or "")
+        page.raise_for_status()
+        return await self.user.post(answer.payment_url or "", data={"code": code})
+
+    async def read_otp(self, phone: str) -> str:
+        for _ in range(100):
+            code = self.stack.alipayplus.latest_otp(phone)
+            if code:
+                return code
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no OTP reached {phone}")
+
+    async def final(self, request: PayRequest) -> Outcome:
+        """The payment's final state, as Alipay+ learns it by inquiryPayment."""
+        for _ in range(200):
+            answer = await self.stack.driver.inquire(request.payment_request_id)
+            result = answer.payment_result
+            if result is not None and result.is_final:
+                return Outcome(f"pay/{request.payment_request_id}", f"{result.result_status}/{result.result_code}")
+            await asyncio.sleep(0.1)
+        return Outcome(f"pay/{request.payment_request_id}", "U/PAYMENT_IN_PROCESS")
+
+    async def notified(self, request_id: str, count: int = 1) -> None:
+        for _ in range(300):
+            if len(self.stack.alipayplus.notifications(request_id)) >= count:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"notifyPayment for {request_id} arrived fewer than {count} times")
+
+
+def _result(answer: PayResponse) -> str:
+    return f"{answer.result.result_status}/{answer.result.result_code}"
+
+
+def _redirect_status(response: httpx.Response) -> str:
+    match = re.search(r"[?&]status=(\w+)", response.headers.get("location", ""))
+    return match.group(1) if match else f"HTTP {response.status_code}"
+
+
+# --- the scenarios --------------------------------------------------------------------------
+
+
+async def evaluation_supported(demo: Demo) -> Outcome:
+    return await demo.evaluate(PIN_USER)
+
+
+async def evaluation_frozen(demo: Demo) -> Outcome:
+    return await demo.evaluate(FROZEN_USER)
+
+
+async def evaluation_unknown(demo: Demo) -> Outcome:
+    return await demo.evaluate("852-00000000")
+
+
+async def evaluation_poor(demo: Demo) -> Outcome:
+    return await demo.evaluate(POOR_USER)
+
+
+async def pin_payment(demo: Demo) -> Outcome:
+    request = demo.order(PIN_USER)
+    answer = await demo.create(request)
+    redirect = await demo.type_code(answer, PIN)
+    outcome = await demo.final(request)
+    await demo.notified(request.payment_request_id)
+    outcome.state += f" → status={_redirect_status(redirect)}"
+    return outcome
+
+
+async def otp_payment(demo: Demo) -> Outcome:
+    request = demo.order(OTP_USER)
+    answer = await demo.create(request)
+    redirect = await demo.type_code(answer, await demo.read_otp("+85295303585"))
+    outcome = await demo.final(request)
+    outcome.state += f" → status={_redirect_status(redirect)}"
+    return outcome
+
+
+async def wrong_code_then_right(demo: Demo) -> Outcome:
+    request = demo.order(PIN_USER)
+    answer = await demo.create(request)
+    wrong = await demo.type_code(answer, "135791")
+    if wrong.status_code != 200 or "attempt(s) left" not in wrong.text:
+        return Outcome(f"pay/{request.payment_request_id}", "wrong code was not refused")
+    await demo.type_code(answer, PIN)
+    return await demo.final(request)
+
+
+async def otp_resend(demo: Demo) -> Outcome:
+    request = demo.order(OTP_USER)
+    answer = await demo.create(request)
+    first = await demo.read_otp("+85295303585")
+    resent = await demo.user.post(f"{answer.payment_url}/resend")
+    second = demo.stack.alipayplus.latest_otp("+85295303585")
+    if "new code" not in resent.text or second is None:
+        return Outcome(f"pay/{request.payment_request_id}", "resend failed")
+    if first != second:  # the replaced code no longer works
+        stale = await demo.type_code(answer, first)
+        if "Wrong code" not in stale.text:
+            return Outcome(f"pay/{request.payment_request_id}", "stale code accepted")
+    await demo.type_code(answer, second)
+    return await demo.final(request)
+
+
+async def too_many_wrong_codes(demo: Demo) -> Outcome:
+    request = demo.order(PIN_USER)
+    answer = await demo.create(request)
+    last = None
+    for _ in range(3):
+        last = await demo.type_code(answer, "999999")
+    outcome = await demo.final(request)
+    outcome.state += f" → status={_redirect_status(last) if last else '?'}"
+    return outcome
+
+
+async def expiry(demo: Demo) -> Outcome:
+    request = demo.order(PIN_USER, expires_in=timedelta(seconds=3))
+    await demo.create(request)
+    return await demo.final(request)
+
+
+async def insufficient_balance(demo: Demo) -> Outcome:
+    request = demo.order(POOR_USER)
+    return Outcome(f"pay/{request.payment_request_id}", _result(await demo.create(request)))
+
+
+async def frozen_user_order(demo: Demo) -> Outcome:
+    request = demo.order(FROZEN_USER)
+    return Outcome(f"pay/{request.payment_request_id}", _result(await demo.create(request)))
+
+
+async def over_single_limit(demo: Demo) -> Outcome:
+    request = demo.order(PIN_USER, amount=Amount(currency="IDR", value=5_000_001))
+    return Outcome(f"pay/{request.payment_request_id}", _result(await demo.create(request)))
+
+
+async def duplicate_and_inconsistent(demo: Demo) -> Outcome:
+    request = demo.order(PIN_USER)
+    first = await demo.create(request)
+    again = await demo.create(request)
+    changed = await demo.create(request.model_copy(update={"pay_to_amount": Amount(currency="IDR", value=PRICE.value + 1)}))
+    same = again.payment_id == first.payment_id and again.payment_url == first.payment_url
+    return Outcome(f"pay/{request.payment_request_id}", f"{'same answer' if same else 'DIFFERENT answer'}, then {_result(changed)}")
+
+
+async def notify_retried(demo: Demo) -> Outcome:
+    demo.stack.alipayplus.script("notifyPayment", ["U"])
+    request = demo.order(PIN_USER)
+    answer = await demo.create(request)
+    await demo.type_code(answer, PIN)
+    await demo.notified(request.payment_request_id, count=2)  # U, then S after the 5 s retry
+    notices = demo.stack.alipayplus.notifications(request.payment_request_id)
+    return Outcome(f"notify/{request.payment_request_id}", f"{len(notices)} deliveries, last S")
+
+
+async def one_click_consent(demo: Demo) -> Outcome:
+    demo.stack.alipayplus.script("authNotify", ["U"])
+    agreement = demo.new_id("a")
+    request = demo.order(
+        PIN_USER,
+        authorization=AuthorizationInfo(auth_client_id="2188120040699147", auth_state="authStatus_demo", reference_agreement_id=agreement),
+    )
+    answer = await demo.create(request)
+    await demo.type_code(answer, PIN)
+    for _ in range(150):
+        notices = demo.stack.alipayplus.auth_notifications(agreement)
+        if len(notices) >= 2:
+            kind = notices[-1].body["authorizationNotifyType"]
+            return Outcome(f"auth/{agreement}", f"{kind} after {len(notices)} deliveries")
+        await asyncio.sleep(0.1)
+    return Outcome(f"auth/{agreement}", "authNotify not retried")
+
+
+async def inquiry_schedule(demo: Demo) -> Outcome:
+    """Alipay+ inquires every 10 s while the result is unknown; the user verifies meanwhile."""
+    request = demo.order(PIN_USER)
+    answer = await demo.create(request)
+    schedule = await demo.stack.client.start_workflow(
+        InquiryScheduleWorkflow.run,
+        InquirySchedule(payment_request_id=request.payment_request_id, acquirer_id=request.acquirer_id, psp_id=request.psp_id),
+        id=inquiry_workflow_id(request.payment_request_id),
+        task_queue=SANDBOX_TASK_QUEUE,
+    )
+    await asyncio.sleep(1)
+    await demo.type_code(answer, PIN)
+    outcome = await schedule.result()
+    result = outcome.payment_result
+    state = f"{result.result_status}/{result.result_code}" if result else "no final result"
+    return Outcome(schedule.id, f"{state} after {outcome.inquiries} inquiry")
+
+
+async def bad_signature(demo: Demo) -> Outcome:
+    request = demo.order(PIN_USER)
+    body = request.to_wire()
+    headers = demo.stack.alipayplus.signer.headers(PayRequest.PATH, body)
+    response = await demo.user.post(f"{demo.stack.api_url}{PayRequest.PATH}", content=body.replace(b"5000", b"5"), headers=headers)
+    result = response.json()["result"]
+    return Outcome("—", f"{result['resultStatus']}/{result['resultCode']}")
+
+
+async def unknown_payment_inquiry(demo: Demo) -> Outcome:
+    answer = await demo.stack.driver.inquire(demo.new_id("x"))
+    return Outcome("—", f"{answer.result.result_status}/{answer.result.result_code}")
+
+
+SCENARIOS = [
+    Scenario("pay #1: active user is supported", "S/SUCCESS", evaluation_supported),
+    Scenario("pay #1: frozen user", "F/USER_STATUS_ABNORMAL", evaluation_frozen),
+    Scenario("pay #1: unknown user", "F/USER_NOT_EXIST", evaluation_unknown),
+    Scenario("pay #1: balance too low", "F/USER_BALANCE_NOT_ENOUGH", evaluation_poor),
+    Scenario("PIN verified, debited, notified", "S/SUCCESS → status=success", pin_payment),
+    Scenario("SMS OTP verified", "S/SUCCESS → status=success", otp_payment),
+    Scenario("wrong PIN, then right PIN", "S/SUCCESS", wrong_code_then_right),
+    Scenario("OTP resent, new code used", "S/SUCCESS", otp_resend),
+    Scenario("three wrong codes", "F/USER_PAYMENT_VERIFICATION_FAILED → status=fail", too_many_wrong_codes),
+    Scenario("not verified before paymentExpiryTime", "F/ORDER_IS_CLOSED", expiry),
+    Scenario("pay #2: balance too low", "F/USER_BALANCE_NOT_ENOUGH", insufficient_balance),
+    Scenario("pay #2: frozen user", "F/USER_STATUS_ABNORMAL", frozen_user_order),
+    Scenario("pay #2: over the single-payment limit", "F/PAYMENT_AMOUNT_EXCEED_LIMIT", over_single_limit),
+    Scenario("pay #2 repeated, then changed", "same answer, then F/REPEAT_REQ_INCONSISTENT", duplicate_and_inconsistent),
+    Scenario("notifyPayment answered U, retried", "2 deliveries, last S", notify_retried),
+    Scenario("one-click consent: authNotify retried", "TOKEN_CREATED after 2 deliveries", one_click_consent),
+    Scenario("Alipay+ inquiry schedule (10 s)", "S/SUCCESS after 1 inquiry", inquiry_schedule),
+    Scenario("tampered body", "F/INVALID_SIGNATURE", bad_signature),
+    Scenario("inquiry for an unknown payment", "F/ORDER_NOT_EXIST", unknown_payment_inquiry),
+]
+
+
+async def run_scenarios(stack: DevStack, console: Console) -> list[tuple[Scenario, Outcome, float]]:
+    demo = Demo(stack)
+    results: list[tuple[Scenario, Outcome, float]] = []
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
+
+        async def one(scenario: Scenario) -> None:
+            task = progress.add_task(scenario.name, total=1)
+            started = time.perf_counter()
+            try:
+                outcome = await asyncio.wait_for(scenario.run(demo), timeout=60)
+            except Exception as exc:  # a broken scenario is a wrong state, not a crash of the demo
+                outcome = Outcome("—", f"error: {type(exc).__name__}: {exc}"[:120])
+            seconds = time.perf_counter() - started
+            mark = "[green]✓[/]" if outcome.state == scenario.expected else "[red]✗[/]"
+            progress.update(task, completed=1, description=f"{mark} {scenario.name}")
+            results.append((scenario, outcome, seconds))
+
+        await asyncio.gather(*(one(scenario) for scenario in SCENARIOS))
+    await demo.user.aclose()
+    order = {scenario.name: index for index, scenario in enumerate(SCENARIOS)}
+    return sorted(results, key=lambda row: order[row[0].name])
+
+
+def summary(results: list[tuple[Scenario, Outcome, float]]) -> Table:
+    table = Table(title="Easy Pay scenarios")
+    for column in ("scenario", "workflow id", "final state", "seconds", ""):
+        table.add_column(column)
+    for scenario, outcome, seconds in results:
+        ok = outcome.state == scenario.expected
+        state = outcome.state if ok else f"{outcome.state} (expected {scenario.expected})"
+        table.add_row(scenario.name, outcome.workflow_id, state, f"{seconds:.2f}", "[green]ok[/]" if ok else "[red]WRONG[/]")
+    return table
+
+
+async def run_demo(var_dir: Path, console: Console, ports: Ports = Ports()) -> int:
+    console.print("Starting the embedded stack (Temporal dev server, worker, API, sandbox Alipay+)…")
+    async with dev_stack(var_dir, ports) as stack:
+        results = await run_scenarios(stack, console)
+        console.print(summary(results))
+        engine = create_engine_for(stack.settings.database_url)
+        check = Ledger(engine).check()
+        engine.dispose()
+        console.print(
+            f"Ledger: {check.postings} postings, balanced={check.balanced}, "
+            f"balances match entries={check.balances_match_entries}, no negative user balance={check.no_negative_user_balance}"
+        )
+        console.print(f"Temporal Web UI: {stack.web_ui_url}/namespaces/{stack.settings.temporal_namespace}/workflows")
+    wrong = [scenario.name for scenario, outcome, _ in results if outcome.state != scenario.expected]
+    if wrong or not check.ok:
+        console.print(f"[red]{len(wrong)} scenario(s) in the wrong state[/]" + ("" if check.ok else "; ledger check failed"))
+        return 1
+    console.print(f"[green]All {len(results)} scenarios ended in their expected state.[/]")
+    return 0
