@@ -31,6 +31,7 @@ from .dev_stack import DevStack, Ports, dev_stack
 
 PIN_USER, OTP_USER, FROZEN_USER, POOR_USER = "852-11112222", "852-95303585", "852-33334444", "852-55556666"
 PIN = "246810"
+OTP_PHONE = "+85295303585"
 PRICE = Amount(currency="IDR", value=5000)
 
 
@@ -54,6 +55,9 @@ class Demo:
         self.stack = stack
         self.user = httpx.AsyncClient(timeout=10.0)
         self._run = time.strftime("%Y%m%d%H%M%S")
+        # One OTP user, one phone: OTP scenarios take turns so each reads its own code.
+        self.otp_phone = asyncio.Lock()
+        self._used_otps: set[str] = set()
 
     def new_id(self, tag: str) -> str:
         return f"demo{self._run}{tag}{uuid.uuid4().hex[:8]}"
@@ -82,13 +86,15 @@ class Demo:
         page.raise_for_status()
         return await self.user.post(answer.payment_url or "", data={"code": code})
 
-    async def read_otp(self, phone: str) -> str:
+    async def read_otp(self, payment_request_id: str, after: str | None = None) -> str:
+        """The user reads the newest code on their phone (a new one, if ``after`` is given)."""
         for _ in range(100):
-            code = self.stack.alipayplus.latest_otp(phone)
-            if code:
+            code = self.stack.alipayplus.latest_otp(OTP_PHONE)
+            if code and code != after and code not in self._used_otps:
+                self._used_otps.add(code)
                 return code
             await asyncio.sleep(0.05)
-        raise AssertionError(f"no OTP reached {phone}")
+        raise AssertionError(f"no new OTP reached {OTP_PHONE} for {payment_request_id}")
 
     async def final(self, request: PayRequest) -> Outcome:
         """The payment's final state, as Alipay+ learns it by inquiryPayment."""
@@ -148,8 +154,9 @@ async def pin_payment(demo: Demo) -> Outcome:
 
 async def otp_payment(demo: Demo) -> Outcome:
     request = demo.order(OTP_USER)
-    answer = await demo.create(request)
-    redirect = await demo.type_code(answer, await demo.read_otp("+85295303585"))
+    async with demo.otp_phone:
+        answer = await demo.create(request)
+        redirect = await demo.type_code(answer, await demo.read_otp(request.payment_request_id))
     outcome = await demo.final(request)
     outcome.state += f" → status={_redirect_status(redirect)}"
     return outcome
@@ -167,17 +174,17 @@ async def wrong_code_then_right(demo: Demo) -> Outcome:
 
 async def otp_resend(demo: Demo) -> Outcome:
     request = demo.order(OTP_USER)
-    answer = await demo.create(request)
-    first = await demo.read_otp("+85295303585")
-    resent = await demo.user.post(f"{answer.payment_url}/resend")
-    second = demo.stack.alipayplus.latest_otp("+85295303585")
-    if "new code" not in resent.text or second is None:
-        return Outcome(f"pay/{request.payment_request_id}", "resend failed")
-    if first != second:  # the replaced code no longer works
-        stale = await demo.type_code(answer, first)
+    async with demo.otp_phone:
+        answer = await demo.create(request)
+        first = await demo.read_otp(request.payment_request_id)
+        resent = await demo.user.post(f"{answer.payment_url}/resend")
+        second = await demo.read_otp(request.payment_request_id, after=first)
+        if "new code" not in resent.text:
+            return Outcome(f"pay/{request.payment_request_id}", "resend failed")
+        stale = await demo.type_code(answer, first)  # the replaced code no longer works
         if "Wrong code" not in stale.text:
             return Outcome(f"pay/{request.payment_request_id}", "stale code accepted")
-    await demo.type_code(answer, second)
+        await demo.type_code(answer, second)
     return await demo.final(request)
 
 
@@ -223,8 +230,8 @@ async def duplicate_and_inconsistent(demo: Demo) -> Outcome:
 
 
 async def notify_retried(demo: Demo) -> Outcome:
-    demo.stack.alipayplus.script("notifyPayment", ["U"])
     request = demo.order(PIN_USER)
+    demo.stack.alipayplus.script("notifyPayment", ["U"], subject=request.payment_request_id)
     answer = await demo.create(request)
     await demo.type_code(answer, PIN)
     await demo.notified(request.payment_request_id, count=2)  # U, then S after the 5 s retry
@@ -233,8 +240,8 @@ async def notify_retried(demo: Demo) -> Outcome:
 
 
 async def one_click_consent(demo: Demo) -> Outcome:
-    demo.stack.alipayplus.script("authNotify", ["U"])
     agreement = demo.new_id("a")
+    demo.stack.alipayplus.script("authNotify", ["U"], subject=agreement)
     request = demo.order(
         PIN_USER,
         authorization=AuthorizationInfo(auth_client_id="2188120040699147", auth_state="authStatus_demo", reference_agreement_id=agreement),
@@ -340,6 +347,8 @@ def summary(results: list[tuple[Scenario, Outcome, float]]) -> Table:
 
 
 async def run_demo(var_dir: Path, console: Console, ports: Ports = Ports()) -> int:
+    if not console.is_terminal:
+        console.width = max(console.width, 150)  # keep the summary table readable in logs
     console.print("Starting the embedded stack (Temporal dev server, worker, API, sandbox Alipay+)…")
     async with dev_stack(var_dir, ports) as stack:
         results = await run_scenarios(stack, console)
@@ -352,6 +361,7 @@ async def run_demo(var_dir: Path, console: Console, ports: Ports = Ports()) -> i
             f"balances match entries={check.balances_match_entries}, no negative user balance={check.no_negative_user_balance}"
         )
         console.print(f"Temporal Web UI: {stack.web_ui_url}/namespaces/{stack.settings.temporal_namespace}/workflows")
+        console.print("(the demo stops the stack it started; `make dev` brings it back with these workflows)")
     wrong = [scenario.name for scenario, outcome, _ in results if outcome.state != scenario.expected]
     if wrong or not check.ok:
         console.print(f"[red]{len(wrong)} scenario(s) in the wrong state[/]" + ("" if check.ok else "; ledger check failed"))

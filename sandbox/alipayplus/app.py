@@ -43,6 +43,7 @@ _ANSWERS: dict[Behaviour, ResultCode] = {
 class BehaviourScript(BaseModel):
     api: Api
     answers: list[Behaviour]
+    subject: str | None = None  # a paymentRequestId / referenceAgreementId, or any
 
 
 def create_app(peer: SandboxAlipayPlus) -> FastAPI:
@@ -71,7 +72,8 @@ def create_app(peer: SandboxAlipayPlus) -> FastAPI:
         except ValidationError as exc:
             return signed(path, ErrorResponse(result=Result.of(ResultCode.PARAM_ILLEGAL, _first_error(exc))))
         record(message, json.loads(body))
-        behaviour = peer.next_behaviour(api)
+        subject = message.payment_request_id if isinstance(message, NotifyPaymentRequest) else message.reference_agreement_id
+        behaviour = peer.next_behaviour(api, subject)
         if behaviour is Behaviour.SILENT:
             await asyncio.sleep(peer.silence_seconds)
         return signed(path, answer(message, Result.of(_ANSWERS[behaviour])))
@@ -126,7 +128,7 @@ def _control_router(peer: SandboxAlipayPlus) -> APIRouter:
 
     @router.post("/behaviour")
     async def set_behaviour(script: BehaviourScript) -> dict[str, Any]:
-        peer.script(script.api, script.answers)
+        peer.script(script.api, script.answers, script.subject)
         return {"api": script.api, "queued": [str(answer) for answer in script.answers]}
 
     @router.get("/notifications")

@@ -82,7 +82,9 @@ class SandboxAlipayPlus:
         self._notifications: list[tuple[NotifyPaymentRequest, Received]] = []
         self._auth_notifications: list[tuple[AuthNotifyRequest, Received]] = []
         self._sms: list[Sms] = []
-        self._behaviours: dict[str, deque[Behaviour]] = {}
+        # keyed by (api, subject): a subject is a paymentRequestId or referenceAgreementId, or
+        # None for "any"; scripts for one payment let concurrent scenarios not steal answers
+        self._behaviours: dict[tuple[str, str | None], deque[Behaviour]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, alipayplus_private_key_file: Path) -> SandboxAlipayPlus:
@@ -96,13 +98,16 @@ class SandboxAlipayPlus:
 
     # --- scripted answers --------------------------------------------------------------
 
-    def script(self, api: Api, answers: list[Behaviour] | list[str]) -> None:
-        """Queue answers for ``api``; once they are used up the sandbox answers S again."""
-        self._behaviours.setdefault(api, deque()).extend(Behaviour(answer) for answer in answers)
+    def script(self, api: Api, answers: list[Behaviour] | list[str], subject: str | None = None) -> None:
+        """Queue answers for ``api`` (for one ``subject``, or any); once used up the sandbox answers S."""
+        self._behaviours.setdefault((api, subject), deque()).extend(Behaviour(answer) for answer in answers)
 
-    def next_behaviour(self, api: Api) -> Behaviour:
-        queue = self._behaviours.get(api)
-        return queue.popleft() if queue else Behaviour.S
+    def next_behaviour(self, api: Api, subject: str | None = None) -> Behaviour:
+        for key in ((api, subject), (api, None)):
+            queue = self._behaviours.get(key)
+            if queue:
+                return queue.popleft()
+        return Behaviour.S
 
     # --- what the MPP sent -------------------------------------------------------------
 
