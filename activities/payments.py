@@ -14,7 +14,7 @@ from typing import Protocol
 import httpx
 from pydantic import BaseModel
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -105,10 +105,6 @@ def mask_phone(phone: str) -> str:
     return phone[:4] + "*" * max(len(phone) - 8, 0) + phone[-4:]
 
 
-def _start_of_day(now: datetime) -> datetime:
-    return now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 @dataclass
 class PaymentActivities:
     engine: Engine
@@ -129,15 +125,8 @@ class PaymentActivities:
         )
         if user is None:
             return AccountCheck(result_code=ResultCode.USER_NOT_EXIST)
-        now = datetime.now(timezone.utc)
-        code = evaluate_account(
-            user,
-            request.pay_to_amount,
-            debited_today=self.ledger.debited_since(user.account_id, _start_of_day(now)),
-            balance=self.ledger.balance(user.account_id),
-        )
         return AccountCheck(
-            result_code=code,
+            result_code=self._evaluate(user, request.pay_to_amount),
             customer_id=user.customer_id,
             verification_method=VerificationMethod(user.verification_method),
             phone_hint=mask_phone(user.phone),
@@ -215,9 +204,7 @@ class PaymentActivities:
                 user = session.get(WalletUser, check.customer_id)
                 expected = user.pin_digest if user else None
             else:
-                challenge = session.exec(
-                    select(OtpChallenge).where(OtpChallenge.id == check.challenge_id)
-                ).first()
+                challenge = session.get(OtpChallenge, check.challenge_id) if check.challenge_id else None
                 live = challenge is not None and challenge.expires_at > datetime.now(timezone.utc)
                 expected = challenge.code_digest if live and challenge else None
         return expected is not None and hmac.compare_digest(expected, check.code_digest)
@@ -229,15 +216,8 @@ class PaymentActivities:
         if user is None:
             return DebitResult(result_code=ResultCode.USER_NOT_EXIST)
         key = f"pay/{request.payment_request_id}/debit"
-        existing = self.ledger.receipt(key)
-        if existing is None:
-            now = datetime.now(timezone.utc)
-            code = evaluate_account(
-                user,
-                request.amount,
-                debited_today=self.ledger.debited_since(user.account_id, _start_of_day(now)),
-                balance=self.ledger.balance(user.account_id),
-            )
+        if self.ledger.receipt(key) is None:  # a retry after the posting must not re-check the balance
+            code = self._evaluate(user, request.amount)
             if code is not ResultCode.SUCCESS:
                 return DebitResult(result_code=code)
         try:
@@ -245,3 +225,13 @@ class PaymentActivities:
         except InsufficientFunds:
             return DebitResult(result_code=ResultCode.USER_BALANCE_NOT_ENOUGH)
         return DebitResult(result_code=ResultCode.SUCCESS, payment_time=receipt.created_at)
+
+    def _evaluate(self, user: WalletUser, amount: Amount) -> ResultCode:
+        """Status, currency, limits and balance, as of now."""
+        midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        return evaluate_account(
+            user,
+            amount,
+            debited_today=self.ledger.debited_since(user.account_id, midnight),
+            balance=self.ledger.balance(user.account_id),
+        )

@@ -3,6 +3,7 @@ the sandbox Alipay+ in process, and a worker with the real activities."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import httpx
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -28,6 +29,13 @@ from workflows import search_attributes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HISTORIES = Path(__file__).parent / "histories"
+
+
+async def save_history(handle: WorkflowHandle, name: str) -> None:
+    """Keep a recorded history for the replay test, when asked: ``RECORD_HISTORIES=1 make test``."""
+    if os.environ.get("RECORD_HISTORIES"):
+        history = await handle.fetch_history()
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
 
 
 @pytest.fixture(scope="session")

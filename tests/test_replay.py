@@ -13,12 +13,14 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
+from sandbox.alipayplus import InquiryScheduleWorkflow
 from workers.temporal import DATA_CONVERTER
-from workers.worker import WORKFLOWS
+from workers.worker import WORKFLOWS as MPP_WORKFLOWS
 
 from .conftest import HISTORIES
 
 RECORDED = sorted(HISTORIES.glob("*.json"))
+WORKFLOWS = [*MPP_WORKFLOWS, InquiryScheduleWorkflow]
 
 
 def _workflow_type(path: Path) -> str:

@@ -27,6 +27,7 @@ from alipayplus import (
     TransportError,
     Verifier,
 )
+from tests.conftest import save_history
 from sandbox.alipayplus import (
     AlipayPlusDriver,
     InquiryOutcome,
@@ -174,6 +175,8 @@ async def _run_schedule(env: WorkflowEnvironment, driver: AlipayPlusDriver, sche
             task_queue=task_queue,
         )
         outcome = await handle.result()
+        if outcome.final:
+            await save_history(handle, "inquiry_schedule")
         return outcome, await handle.query(InquiryScheduleWorkflow.inquiries)
 
 

@@ -18,7 +18,7 @@ from activities.records import PaymentStatus
 from activities.secrets import keyed_digest
 from alipayplus import Amount, AuthorizationInfo, PayRequest, ResultCode, ResultStatus
 from sandbox.alipayplus import SandboxAlipayPlus, easy_pay_order
-from tests.conftest import HISTORIES
+from tests.conftest import save_history
 from workers.settings import Settings
 from workflows.auth_notify import AuthNotifyWorkflow
 from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow, PaymentState
@@ -60,15 +60,6 @@ def pin(settings: Settings, customer_id: str, code: str = PIN) -> str:
 def otp(settings: Settings, state: PaymentState) -> str:
     challenge = state.otp_challenge_id or ""
     return keyed_digest(settings.secret_key, "otp", challenge, otp_code(settings.secret_key, challenge))
-
-
-async def save_history(handle: WorkflowHandle, name: str) -> None:
-    """Keep one recorded history per workflow type for the replay test (only when asked)."""
-    import os
-
-    if os.environ.get("RECORD_HISTORIES"):
-        history = await handle.fetch_history()
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
 
 
 async def test_pin_payment_debits_once_and_notifies(

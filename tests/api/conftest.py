@@ -1,0 +1,77 @@
+"""The MPP's HTTP API in process (no ports): signed calls as Alipay+ makes them, answers checked.
+
+``api`` is ``create_app(settings, client)`` behind ``httpx.ASGITransport``, with the app's
+lifespan entered by hand (ASGITransport does not run it). ``AlipayPlusCaller`` signs with the
+sandbox Alipay+'s key and checks every answer's signature with the MPP's public key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.ledger import Ledger
+from alipayplus import KeyRegistry, Verifier
+from api.main import create_app
+from sandbox.alipayplus import SandboxAlipayPlus
+from workers.settings import Settings
+
+
+@pytest.fixture(scope="module")
+async def app(settings: Settings, client: Client, worker: Worker, database: Ledger) -> AsyncIterator[FastAPI]:
+    """The API with its lifespan running; ``worker`` so the workflows it starts make progress."""
+    application = create_app(settings, client)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="module")
+async def api(app: FastAPI, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=settings.public_base_url) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def mpp_verifier(settings: Settings) -> Verifier:
+    """Checks the MPP's answers with the MPP's public key (tests/fixtures/test_mpp_public.pem)."""
+    keys = KeyRegistry()
+    keys.add_file(settings.client_id, settings.key_version, settings.mpp_public_key_file)
+    return Verifier(settings.client_id, keys)
+
+
+@dataclass
+class AlipayPlusCaller:
+    """Alipay+ calling the MPP: raw bodies, signed (or deliberately mis-signed) headers."""
+
+    http: httpx.AsyncClient
+    peer: SandboxAlipayPlus
+    verifier: Verifier
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+        """POST ``body``; ``headers`` default to a correct Alipay+ signature over ``path``."""
+        return await self.http.post(path, content=body, headers=self.peer.signer.headers(path, body) if headers is None else headers)
+
+    def check(self, path: str, response: httpx.Response) -> dict[str, Any]:
+        """HTTP 200, ``Response-Time`` and a ``Signature`` that verifies over the raw answer."""
+        assert response.status_code == 200, response.text
+        assert response.headers.get("Response-Time")
+        assert response.headers.get("Client-Id") == self.verifier.client_id
+        assert response.headers.get("Signature")
+        self.verifier.check(path, response.headers, response.content, response=True)  # raises if not
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    async def call(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        return self.check(path, await self.post(path, body, headers))
+
+
+@pytest.fixture(scope="module")
+def alipay(api: httpx.AsyncClient, alipayplus: SandboxAlipayPlus, mpp_verifier: Verifier) -> AlipayPlusCaller:
+    return AlipayPlusCaller(api, alipayplus, mpp_verifier)
