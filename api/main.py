@@ -24,8 +24,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.load_keys()
         records = create_engine_for(settings.database_url)
-        settings.signer, settings.verifier, settings.secret_key  # load keys once, fail fast if missing
         app.state.services = Services(settings=settings, temporal=temporal or await connect(settings), records=records)
         yield
         records.dispose()

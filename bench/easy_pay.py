@@ -70,8 +70,9 @@ from workers.settings import Settings
 LEVELS = (1, 10, 50)
 PIN_USER, PIN = "852-11112222", "246810"
 AMOUNT = Amount(currency="IDR", value=100)  # 100 minor units: thousands of flows stay under the daily limit
-FLOW_SECONDS = 8.0  # closed-loop flows per level; in-flight flows finish and count
-WARMUP_PAYS, WARMUP_FLOWS = 20, 5
+FLOW_SECONDS = 8.0  # closed-loop flows per level, and at least FLOWS_PER_CLIENT each; in-flight ones count
+FLOWS_PER_CLIENT = 2
+WARMUP_PAYS, WARMUP_FLOWS = 10, 5  # pays per level (at least one per client), flows once per target
 LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=200)  # no connection churn at 50
 
 
@@ -229,13 +230,17 @@ async def measure_latency(target: Target, level: Level, requests: int) -> None:
     await asyncio.gather(*(client() for _ in range(level.concurrency)))
 
 
-async def measure_flows(target: Target, level: Level, seconds: float) -> list[str]:
+async def measure_flows(target: Target, level: Level, seconds: float, at_least: int) -> list[str]:
+    """Closed loop until ``seconds`` have passed and ``at_least`` flows have started."""
     completed: list[str] = []
     started = time.perf_counter()
     deadline = started + seconds
+    begun = 0
 
     async def client() -> None:
-        while time.perf_counter() < deadline:
+        nonlocal begun
+        while time.perf_counter() < deadline or begun < at_least:
+            begun += 1
             try:
                 completed.append(await target.flow())
             except Exception as exc:
@@ -247,18 +252,11 @@ async def measure_flows(target: Target, level: Level, seconds: float) -> list[st
     return completed
 
 
-async def warm_up(target: Target) -> list[str]:
-    level = Level(concurrency=10)
-    await measure_latency(target, level, WARMUP_PAYS)
-    flows = await asyncio.gather(*(target.flow() for _ in range(WARMUP_FLOWS)), return_exceptions=True)
-    return level.failures + [f"warm-up flow: {_describe(flow)}" for flow in flows if isinstance(flow, BaseException)]
-
-
-async def drain_notifications(peer: SandboxAlipayPlus, payment_request_ids: list[str], timeout: float = 60.0) -> list[str]:
-    """Let each finished payment's notifyPayment land before the next level starts measuring."""
-    pending = set(payment_request_ids)
+async def drain_notifications(peer: SandboxAlipayPlus | None, payment_request_ids: list[str], timeout: float = 60.0) -> list[str]:
+    """Let each finished payment's notifyPayment land before the next measurement starts."""
+    pending = set(payment_request_ids) if peer is not None else set()
     deadline = time.perf_counter() + timeout
-    while pending and time.perf_counter() < deadline:
+    while peer is not None and pending and time.perf_counter() < deadline:
         pending -= {received.body.get("paymentRequestId") for received in peer.notifications()}
         if pending:
             await asyncio.sleep(0.1)
@@ -266,20 +264,21 @@ async def drain_notifications(peer: SandboxAlipayPlus, payment_request_ids: list
 
 
 async def bench(target: Target, console: Console, peer: SandboxAlipayPlus | None = None) -> tuple[list[Level], list[str]]:
-    console.print(f"[bold]{target.name}[/]: warm-up …")
-    failures = await warm_up(target)
-    if peer is not None:
-        await asyncio.sleep(1.0)  # let the warm-up's notifications go out
+    """Warm-up flows once; per level a warm-up at that concurrency (its connections open), then measure."""
+    console.print(f"[bold]{target.name}[/]")
+    warm = Level(concurrency=WARMUP_FLOWS)
+    failures = warm.failures
+    failures += await drain_notifications(peer, await measure_flows(target, warm, 0.0, WARMUP_FLOWS))
     levels = []
     for concurrency in LEVELS:
+        await measure_latency(target, Level(concurrency, failures=failures), max(WARMUP_PAYS, concurrency))
         level = Level(concurrency)
         await measure_latency(target, level, latency_requests(concurrency))
-        completed = await measure_flows(target, level, FLOW_SECONDS)
-        if peer is not None:
-            level.failures += await drain_notifications(peer, completed)
+        completed = await measure_flows(target, level, FLOW_SECONDS, at_least=FLOWS_PER_CLIENT * concurrency)
+        level.failures += await drain_notifications(peer, completed)
         console.print(
             f"  c={concurrency:<3} pay p50 {level.percentile(50):7.1f} ms  p99 {level.percentile(99):7.1f} ms  "
-            f"{level.flows_per_second:7.1f} flows/s  failed {len(level.failures)}"
+            f"{level.flows_per_second:7.1f} flows/s ({level.flows} in {level.flow_seconds:.1f} s)  failed {len(level.failures)}"
         )
         levels.append(level)
     return levels, failures
@@ -306,8 +305,9 @@ def report(results: list[tuple[str, list[Level]]]) -> Table:
     table = Table(
         title="Easy Pay: pay #2 latency and completed flows",
         caption=(
-            f"latency: max(40, 4×c) pay #2 calls per level; flows: closed loop for {FLOW_SECONDS:.0f} s, "
-            "in-flight flows finish and count; flow = pay #2 + one more HTTP call"
+            f"latency: max(40, 4×c) pay #2 calls per level after max(10, c) warm-up calls; flows: closed loop for "
+            f"{FLOW_SECONDS:.0f} s and at least {FLOWS_PER_CLIENT} per client, in-flight flows finish and count; "
+            "flow = pay #2 + one more HTTP call"
         ),
     )
     for column in ("target", "conc.", "pay n", "pay p50 ms", "pay p99 ms", "flows/s", "flows", "failed"):

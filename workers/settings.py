@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     pay_answer_deadline: timedelta = timedelta(seconds=6)
     inquiry_answer_deadline: timedelta = timedelta(seconds=3)
 
+    def load_keys(self) -> None:
+        """Read every key now, so that a missing or bad file stops start-up, not the first payment."""
+        _ = self.signer, self.verifier, self.secret_key
+
     @cached_property
     def signer(self) -> Signer:
         """Signs what the MPP sends (requests to Alipay+, answers to Alipay+)."""

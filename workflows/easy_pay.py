@@ -89,7 +89,6 @@ def with_status(url: str | None, status: str) -> str | None:
 class EasyPayWorkflow:
     @workflow.init
     def __init__(self, order: EasyPayOrder) -> None:
-        self._order = order
         self._request = order.request
         self._payment_id = workflow.uuid4().hex
         self._expires_at = self._request.payment_expiry_time or workflow.now() + order.default_expiry
@@ -107,10 +106,14 @@ class EasyPayWorkflow:
 
     @workflow.run
     async def run(self, order: EasyPayOrder) -> PaymentState:
+        await self._pay(order)
+        await workflow.wait_condition(workflow.all_handlers_finished)  # every caller gets its answer
+        return self.state()
+
+    async def _pay(self, order: EasyPayOrder) -> None:
         request = order.request
         if workflow.now() >= self._expires_at:
-            await self._finish(PaymentStatus.CLOSED, ResultCode.ORDER_IS_CLOSED)
-            return self.state()
+            return await self._finish(PaymentStatus.CLOSED, ResultCode.ORDER_IS_CLOSED)
 
         # Step 2: create the payment order.
         check = await workflow.execute_activity_method(PaymentActivities.check_account, request, **_DB)
@@ -118,8 +121,7 @@ class EasyPayWorkflow:
         if check.customer_id:
             workflow.upsert_search_attributes([search_attributes.CUSTOMER_ID.value_set(check.customer_id)])
         if check.result_code is not ResultCode.SUCCESS:
-            await self._finish(PaymentStatus.FAIL, check.result_code)
-            return self.state()
+            return await self._finish(PaymentStatus.FAIL, check.result_code)
         self._method = check.verification_method
         self._answer = PayResponse(
             result=Result.of(ResultCode.PAYMENT_IN_PROCESS),
@@ -129,7 +131,7 @@ class EasyPayWorkflow:
         )
         await self._record()
 
-        # Step 3: the user verifies on our page, before the order expires.
+        # Step 3: the user verifies on our page before the order expires; then debit once.
         if self._method is VerificationMethod.OTP:
             await self._send_otp()
         try:
@@ -138,12 +140,9 @@ class EasyPayWorkflow:
                 timeout=max(self._expires_at - workflow.now(), timedelta(0)),
             )
         except asyncio.TimeoutError:
-            await self._finish(PaymentStatus.CLOSED, ResultCode.ORDER_IS_CLOSED)
-            return self.state()
+            return await self._finish(PaymentStatus.CLOSED, ResultCode.ORDER_IS_CLOSED)
         if not self._verified:
-            await self._finish(PaymentStatus.FAIL, ResultCode.USER_PAYMENT_VERIFICATION_FAILED)
-            return self.state()
-
+            return await self._finish(PaymentStatus.FAIL, ResultCode.USER_PAYMENT_VERIFICATION_FAILED)
         debit = await workflow.execute_activity_method(
             PaymentActivities.debit,
             DebitRequest(
@@ -153,14 +152,11 @@ class EasyPayWorkflow:
             ),
             **_DB,
         )
-        if debit.result_code is ResultCode.SUCCESS:
-            self._payment_time = debit.payment_time
-            await self._finish(PaymentStatus.SUCCESS, ResultCode.SUCCESS)
-        else:
-            await self._finish(PaymentStatus.FAIL, debit.result_code)
+        self._payment_time = debit.payment_time
 
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return self.state()
+        # Steps 4 and 5: the result is recorded, notified and, on one-click consent, authorised.
+        succeeded = debit.result_code is ResultCode.SUCCESS
+        await self._finish(PaymentStatus.SUCCESS if succeeded else PaymentStatus.FAIL, debit.result_code)
 
     # --- Alipay+ and the user talk to the workflow ----------------------------------------
 
@@ -293,7 +289,7 @@ class EasyPayWorkflow:
         )
 
     async def _finish(self, status: PaymentStatus, code: ResultCode) -> None:
-        """Step 4 (and 5): the final state is recorded, notified and, on consent, authorised."""
+        """Steps 4 and 5: record the final state, notify it and, on one-click consent, authorise."""
         self._status = status
         self._result = Result.of(code)
         if self._answer is None:

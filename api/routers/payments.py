@@ -113,6 +113,10 @@ async def _create_order(request: PayRequest, services: Services) -> PayResponse:
         return PayResponse(result=Result.of(ResultCode.PAYMENT_IN_PROCESS))
     except WorkflowAlreadyStartedError:
         return _answer_from_record(request, services)
+    except RPCError as exc:  # the same, from servers that omit the already-started details
+        if exc.status is not RPCStatusCode.ALREADY_EXISTS:
+            raise
+        return _answer_from_record(request, services)
     finally:
         _retrieve_start_outcome(start)
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from activities.records import PaymentStatus, VerificationMethod
@@ -57,6 +57,15 @@ def _leave(state: PaymentState) -> Response:
     )
 
 
+async def _update(request: Request, handle: WorkflowHandle, update: Any, *args: str) -> Response:
+    """Run a page action on the payment; if it closed meanwhile, show where it ended."""
+    try:
+        outcome: VerificationOutcome = await handle.execute_update(update, *args)
+    except (WorkflowUpdateFailedError, RPCError):
+        return _leave(await handle.query(EasyPayWorkflow.state))
+    return _page(request, outcome.state, outcome.message, error=not outcome.accepted)
+
+
 def _not_found() -> Response:
     return HTMLResponse("<!doctype html><title>Not found</title><h1>This payment link is not valid.</h1>", 404)
 
@@ -79,6 +88,8 @@ async def submit(
     if not found:
         return _not_found()
     handle, state = found
+    if state.status is not PaymentStatus.PROCESSING:
+        return _leave(state)  # already final (a resubmitted form): a closed workflow takes no updates
     code = code.strip()
     if not _CODE.fullmatch(code):
         return _page(request, state, "Enter the digits of your code.", error=True)
@@ -86,8 +97,7 @@ async def submit(
         digest = keyed_digest(services.settings.secret_key, "otp", state.otp_challenge_id or "", code)
     else:
         digest = keyed_digest(services.settings.secret_key, "pin", state.customer_id or "", code)
-    outcome: VerificationOutcome = await handle.execute_update(EasyPayWorkflow.submit_code, digest)
-    return _page(request, outcome.state, outcome.message, error=not outcome.accepted)
+    return await _update(request, handle, EasyPayWorkflow.submit_code, digest)
 
 
 @router.post("/{payment_request_id}/{payment_id}/resend", response_class=HTMLResponse)
@@ -95,5 +105,7 @@ async def resend(request: Request, payment_request_id: str, payment_id: str, ser
     found = await _payment(services, payment_request_id, payment_id)
     if not found:
         return _not_found()
-    outcome: VerificationOutcome = await found[0].execute_update(EasyPayWorkflow.resend_otp)
-    return _page(request, outcome.state, outcome.message, error=not outcome.accepted)
+    handle, state = found
+    if state.status is not PaymentStatus.PROCESSING:
+        return _leave(state)
+    return await _update(request, handle, EasyPayWorkflow.resend_otp)

@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger import Ledger
 from alipayplus import Amount, InquiryPaymentRequest, PayRequest, Signer, format_datetime
-from sandbox.alipayplus import SandboxAlipayPlus, easy_pay_order, sample_requests
+from sandbox.alipayplus import easy_pay_order, sample_requests
 from workers.settings import Settings
 
 from .conftest import AlipayPlusCaller
