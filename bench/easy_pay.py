@@ -15,7 +15,9 @@ the Alipay+ signature over the raw body, parses ``PayRequest`` and answers a sig
 sign, JSON parse and serialise, one HTTP exchange), so the gap between the two rows is what
 durability costs: workflow history writes, activities, the ledger. Its "flow" is pay plus one
 more signed round trip (a signed inquiryPayment standing in for the verification POST), so
-both sides make the same number of HTTP calls per flow.
+both sides make the same number of HTTP calls per flow. Each level is preceded by a few
+warm-up calls at its concurrency (connections open); each target's CPU use (this process, the
+dev server) is printed to show where the time goes.
 
 Both targets run in this process, on one event loop with the load generator (as ``mpp dev``
 does), served by uvicorn and called through the same ``AlipayPlusDriver`` code; the Temporal
@@ -37,6 +39,7 @@ import socket
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +76,9 @@ AMOUNT = Amount(currency="IDR", value=100)  # 100 minor units: thousands of flow
 FLOW_SECONDS = 8.0  # closed-loop flows per level, and at least FLOWS_PER_CLIENT each; in-flight ones count
 FLOWS_PER_CLIENT = 2
 WARMUP_PAYS, WARMUP_FLOWS = 10, 5  # pays per level (at least one per client), flows once per target
-LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=200)  # no connection churn at 50
+# No connection churn at 50; idle connections dropped before uvicorn's 5 s keep-alive timeout
+# closes them, or a request racing that close fails with a ReadError (a client artefact).
+LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=3.0)
 
 
 def latency_requests(concurrency: int) -> int:
@@ -263,9 +268,23 @@ async def drain_notifications(peer: SandboxAlipayPlus | None, payment_request_id
     return [f"notifyPayment never arrived for {len(pending)} payment(s)"] if pending else []
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used so far by this process (all threads) and its child processes (the dev server)."""
+    own = sum(os.times()[:2])
+    children = 0.0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # from field 3 (state) on
+            if int(fields[1]) == os.getpid():
+                children += (int(fields[11]) + int(fields[12])) / tick
+    return own, children
+
+
 async def bench(target: Target, console: Console, peer: SandboxAlipayPlus | None = None) -> tuple[list[Level], list[str]]:
     """Warm-up flows once; per level a warm-up at that concurrency (its connections open), then measure."""
     console.print(f"[bold]{target.name}[/]")
+    wall, (own, children) = time.perf_counter(), cpu_seconds()
     warm = Level(concurrency=WARMUP_FLOWS)
     failures = warm.failures
     failures += await drain_notifications(peer, await measure_flows(target, warm, 0.0, WARMUP_FLOWS))
@@ -281,6 +300,11 @@ async def bench(target: Target, console: Console, peer: SandboxAlipayPlus | None
             f"{level.flows_per_second:7.1f} flows/s ({level.flows} in {level.flow_seconds:.1f} s)  failed {len(level.failures)}"
         )
         levels.append(level)
+    wall, (own, children) = time.perf_counter() - wall, (now - then for now, then in zip(cpu_seconds(), (own, children)))
+    console.print(
+        f"  CPU over {wall:.0f} s: this process (load, API, worker, sandbox) {own / wall:.2f} cores, "
+        f"Temporal dev server {children / wall:.2f} cores"
+    )
     return levels, failures
 
 
@@ -370,9 +394,9 @@ async def run(console: Console) -> int:
     console.print(f"Machine: {machine_facts()}")
     console.print(f"Ledger check after the run: {'ok' if ledger_ok else '[red]FAILED[/]'}; total {time.perf_counter() - begun:.0f} s")
     if failures or not ledger_ok:
-        console.print(f"[red]{len(failures)} request(s) failed[/]")
-        for failure in sorted(set(failures))[:10]:
-            console.print(f"  {failure}")
+        console.print(f"[red]{len(failures)} request(s) failed[/]" + ("" if ledger_ok else "[red]; the ledger check failed[/]"))
+        for failure, count in Counter(failures).most_common(10):
+            console.print(f"  {count}× {failure}")
         return 1
     return 0
 

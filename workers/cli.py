@@ -104,8 +104,12 @@ def api() -> None:
 
     from api.main import create_app
 
-    settings = Settings()
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+    async def run() -> int:
+        settings = Settings()
+        await uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port)).serve()
+        return 0
+
+    _exit(run)
 
 
 if __name__ == "__main__":

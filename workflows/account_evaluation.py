@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
 class AccountEvaluationWorkflow:
     @workflow.run
     async def run(self, request: PayRequest) -> PayResponse:
-        check = await workflow.execute_activity_method(
+        check = await workflow.execute_local_activity_method(
             PaymentActivities.check_account,
             request,
             start_to_close_timeout=timedelta(seconds=10),

@@ -6,7 +6,11 @@ import asyncio
 
 from fastapi import APIRouter
 from sqlmodel import Session
-from temporalio.client import WithStartWorkflowOperation, WorkflowQueryFailedError
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowQueryFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -108,7 +112,7 @@ async def _create_order(request: PayRequest, services: Services) -> PayResponse:
             ),
             settings.pay_answer_deadline.total_seconds(),
         )
-    except TimeoutError:
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         # Alipay+ waits 8 s; past our deadline it learns the result by inquiry or notify.
         return PayResponse(result=Result.of(ResultCode.PAYMENT_IN_PROCESS))
     except WorkflowAlreadyStartedError:
