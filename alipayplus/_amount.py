@@ -59,4 +59,4 @@ class Amount(Message):
         """Human form for pages and logs: ``IDR 50.00``."""
         exponent = minor_unit_exponent(self.currency)
         major = Decimal(self.value).scaleb(-exponent)
-        return f"{self.currency} {major:.{exponent}f}"
+        return f"{self.currency} {major:,.{exponent}f}"

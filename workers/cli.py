@@ -4,6 +4,8 @@
   mpp dev      the embedded stack, kept running until Ctrl-C
   mpp worker   the payments worker, against the configured Temporal cluster and database
   mpp api      the HTTP API, against the configured Temporal cluster and database
+  mpp migrate  bring the database schema up to date (optionally with the demo users)
+  mpp sandbox  the sandbox Alipay+ alone, to try a deployment without the real network
 """
 
 from __future__ import annotations
@@ -107,6 +109,61 @@ def api() -> None:
     async def run() -> int:
         settings = Settings()
         await uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port)).serve()
+        return 0
+
+    _exit(run)
+
+
+@app.command()
+def migrate(demo_users: bool = typer.Option(False, help="Also create and fund the demo users")) -> None:
+    """Upgrade the database at DATABASE_URL to the newest schema."""
+    from activities.db import create_engine_for
+    from activities.db import migrate as upgrade
+    from activities.ledger import Ledger
+    from activities.users import UserStore
+
+    settings = Settings()
+    upgrade(settings.database_url)
+    if demo_users:
+        engine = create_engine_for(settings.database_url)
+        UserStore(engine).seed_demo_users(Ledger(engine), settings.secret_key)
+        engine.dispose()
+    console.print(f"schema up to date{' with demo users' if demo_users else ''}")
+
+
+@app.command()
+def sandbox(
+    port: int = typer.Option(8001, help="Port of the sandbox Alipay+"),
+    alipayplus_private_key_file: Path = typer.Option(VAR_DIR / "keys" / "alipayplus_private.pem"),
+) -> None:
+    """Serve the sandbox Alipay+ (notify receiver, SMS gateway) and run its inquiry worker."""
+    import uvicorn
+    from temporalio.worker import Worker
+
+    from sandbox.alipayplus import (
+        SANDBOX_TASK_QUEUE,
+        AlipayPlusDriver,
+        InquiryScheduleWorkflow,
+        SandboxActivities,
+        SandboxAlipayPlus,
+        create_app,
+    )
+
+    from .temporal import connect
+
+    async def run() -> int:
+        settings = Settings()
+        peer = SandboxAlipayPlus.from_settings(settings, alipayplus_private_key_file)
+        async with (
+            AlipayPlusDriver.for_peer(peer, settings.public_base_url) as driver,
+            Worker(
+                await connect(settings),
+                task_queue=SANDBOX_TASK_QUEUE,
+                workflows=[InquiryScheduleWorkflow],
+                activities=[SandboxActivities(driver).inquire_payment],
+            ),
+        ):
+            await uvicorn.Server(uvicorn.Config(create_app(peer), host="127.0.0.1", port=port)).serve()
         return 0
 
     _exit(run)

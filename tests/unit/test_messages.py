@@ -49,7 +49,7 @@ def test_amount_currency_must_be_iso_4217() -> None:
         Amount.from_wire('{"currency": "ZZZ", "value": "1"}')
 
 
-@pytest.mark.parametrize("currency,exponent,shown", [("JPY", 0, "JPY 5000"), ("USD", 2, "USD 50.00"), ("KWD", 3, "KWD 5.000")])
+@pytest.mark.parametrize("currency,exponent,shown", [("JPY", 0, "JPY 5,000"), ("USD", 2, "USD 50.00"), ("KWD", 3, "KWD 5.000")])
 def test_minor_units_follow_the_iso_4217_exponent(currency: str, exponent: int, shown: str) -> None:
     assert minor_unit_exponent(currency) == exponent
     assert str(Amount(currency=currency, value=5000)) == shown
