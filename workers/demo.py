@@ -18,6 +18,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from temporalio.client import WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -25,7 +27,13 @@ from rich.table import Table
 from activities.db import create_engine_for
 from activities.ledger import Ledger
 from alipayplus import Amount, AuthorizationInfo, PayRequest, PayResponse, ResultCode
-from sandbox.alipayplus import InquirySchedule, InquiryScheduleWorkflow, SANDBOX_TASK_QUEUE, inquiry_workflow_id
+from sandbox.alipayplus import (
+    SANDBOX_TASK_QUEUE,
+    InquiryOutcome,
+    InquirySchedule,
+    InquiryScheduleWorkflow,
+    inquiry_workflow_id,
+)
 
 from .dev_stack import DevStack, Ports, dev_stack
 
@@ -58,6 +66,7 @@ class Demo:
         # One OTP user, one phone: OTP scenarios take turns so each reads its own code.
         self.otp_phone = asyncio.Lock()
         self._used_otps: set[str] = set()
+        self.inquiry_schedules: dict[str, WorkflowHandle[InquiryScheduleWorkflow, InquiryOutcome]] = {}
 
     def new_id(self, tag: str) -> str:
         return f"demo{self._run}{tag}{uuid.uuid4().hex[:8]}"
@@ -79,7 +88,25 @@ class Demo:
         return Outcome(f"evaluation/{request.payment_request_id}", _result(answer))
 
     async def create(self, request: PayRequest) -> PayResponse:
-        return await self.stack.driver.pay(request)
+        """Alipay+ sends pay #2; on an unknown result it starts its inquiry schedule, as it does."""
+        answer = await self.stack.driver.pay(request)
+        if not answer.result.is_final:
+            self.inquiry_schedules[request.payment_request_id] = await self.stack.client.start_workflow(
+                InquiryScheduleWorkflow.run,
+                InquirySchedule(
+                    payment_request_id=request.payment_request_id, acquirer_id=request.acquirer_id, psp_id=request.psp_id
+                ),
+                id=inquiry_workflow_id(request.payment_request_id),
+                task_queue=SANDBOX_TASK_QUEUE,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,  # a repeated pay #2: one schedule
+            )
+        return answer
+
+    async def inquiries_settled(self) -> str:
+        """Wait for every inquiry schedule (each ends at its first final answer, ≤ 10 s later)."""
+        outcomes = await asyncio.gather(*(schedule.result() for schedule in self.inquiry_schedules.values()))
+        final = sum(outcome.final for outcome in outcomes)
+        return f"{len(outcomes)} inquiry schedules, {final} ended with a final result"
 
     async def type_code(self, answer: PayResponse, code: str) -> httpx.Response:
         page = await self.user.get(answer.payment_url or "")
@@ -221,7 +248,7 @@ async def over_single_limit(demo: Demo) -> Outcome:
 
 
 async def duplicate_and_inconsistent(demo: Demo) -> Outcome:
-    request = demo.order(PIN_USER)
+    request = demo.order(PIN_USER, expires_in=timedelta(seconds=5))  # left unpaid: let it close soon
     first = await demo.create(request)
     again = await demo.create(request)
     changed = await demo.create(request.model_copy(update={"pay_to_amount": Amount(currency="IDR", value=PRICE.value + 1)}))
@@ -261,14 +288,9 @@ async def inquiry_schedule(demo: Demo) -> Outcome:
     """Alipay+ inquires every 10 s while the result is unknown; the user verifies meanwhile."""
     request = demo.order(PIN_USER)
     answer = await demo.create(request)
-    schedule = await demo.stack.client.start_workflow(
-        InquiryScheduleWorkflow.run,
-        InquirySchedule(payment_request_id=request.payment_request_id, acquirer_id=request.acquirer_id, psp_id=request.psp_id),
-        id=inquiry_workflow_id(request.payment_request_id),
-        task_queue=SANDBOX_TASK_QUEUE,
-    )
     await asyncio.sleep(1)
     await demo.type_code(answer, PIN)
+    schedule = demo.inquiry_schedules[request.payment_request_id]
     outcome = await schedule.result()
     result = outcome.payment_result
     state = f"{result.result_status}/{result.result_code}" if result else "no final result"
@@ -330,6 +352,12 @@ async def run_scenarios(stack: DevStack, console: Console) -> list[tuple[Scenari
             results.append((scenario, outcome, seconds))
 
         await asyncio.gather(*(one(scenario) for scenario in SCENARIOS))
+        settling = progress.add_task("Alipay+ inquiry schedules settle", total=1)
+        try:
+            settled = f"[green]✓[/] {await asyncio.wait_for(demo.inquiries_settled(), timeout=30)}"
+        except TimeoutError:
+            settled = "[red]✗[/] some Alipay+ inquiry schedules are still waiting for a final result"
+        progress.update(settling, completed=1, description=settled)
     await demo.user.aclose()
     order = {scenario.name: index for index, scenario in enumerate(SCENARIOS)}
     return sorted(results, key=lambda row: order[row[0].name])
