@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel
@@ -103,7 +103,7 @@ class NotificationActivities:
                 select(AccessToken).where(AccessToken.reference_agreement_id == grant.reference_agreement_id)
             ).first()
             if stored is None:
-                now = datetime.now(timezone.utc).replace(microsecond=0)
+                now = datetime.now(UTC).replace(microsecond=0)
                 stored = AccessToken(
                     token_digest=token_digest(access_token),
                     reference_agreement_id=grant.reference_agreement_id,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import httpx
@@ -136,7 +136,7 @@ class PaymentActivities:
     def record_payment(self, update: PaymentRecordUpdate) -> None:
         """Mirror the payment's state into the records inquiryPayment reads."""
         request = update.request
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with Session(self.engine) as session:
             record = session.get(PaymentRecord, request.payment_request_id)
             if record is None:
@@ -171,7 +171,7 @@ class PaymentActivities:
         if user is None:
             raise ApplicationError(f"unknown customer {request.customer_id}", non_retryable=True)
         code = otp_code(self.secret_key, request.challenge_id)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with Session(self.engine) as session:
             challenge = session.get(OtpChallenge, request.challenge_id)
             if challenge is None:
@@ -205,7 +205,7 @@ class PaymentActivities:
                 expected = user.pin_digest if user else None
             else:
                 challenge = session.get(OtpChallenge, check.challenge_id) if check.challenge_id else None
-                live = challenge is not None and challenge.expires_at > datetime.now(timezone.utc)
+                live = challenge is not None and challenge.expires_at > datetime.now(UTC)
                 expected = challenge.code_digest if live and challenge else None
         return expected is not None and hmac.compare_digest(expected, check.code_digest)
 
@@ -221,14 +221,16 @@ class PaymentActivities:
             if code is not ResultCode.SUCCESS:
                 return DebitResult(result_code=code)
         try:
-            receipt = self.ledger.debit_user_to_settlement(key, request.payment_request_id, user.account_id, request.amount)
+            receipt = self.ledger.debit_user_to_settlement(
+                key, request.payment_request_id, user.account_id, request.amount
+            )
         except InsufficientFunds:
             return DebitResult(result_code=ResultCode.USER_BALANCE_NOT_ENOUGH)
         return DebitResult(result_code=ResultCode.SUCCESS, payment_time=receipt.created_at)
 
     def _evaluate(self, user: WalletUser, amount: Amount) -> ResultCode:
         """Status, currency, limits and balance, as of now."""
-        midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         return evaluate_account(
             user,
             amount,

@@ -48,7 +48,7 @@ class Amount(Message):
                 raise ValueError("must not be negative")
             return value
         if not isinstance(value, str) or not _DIGITS.fullmatch(value):
-            raise ValueError("must be a string of digits (minor units), e.g. \"100\"")
+            raise ValueError('must be a string of digits (minor units), e.g. "100"')
         return int(value)
 
     @field_serializer("value")

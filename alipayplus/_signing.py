@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -40,7 +41,7 @@ def content_to_sign(method: str, path: str, client_id: str, time: str, body: byt
 
 
 def now_timestamp() -> str:
-    return format_datetime(datetime.now(timezone.utc))
+    return format_datetime(datetime.now(UTC))
 
 
 @dataclass(frozen=True)
@@ -146,9 +147,9 @@ class Verifier:
     client_id: str
     keys: KeyRegistry
 
-    def check(self, path: str, headers: dict[str, str] | object, body: bytes, *, response: bool = False) -> None:
+    def check(self, path: str, headers: Mapping[str, str], body: bytes, *, response: bool = False) -> None:
         """Raise ``SignatureError`` (INVALID_CLIENT, KEY_NOT_FOUND, INVALID_SIGNATURE) unless it verifies."""
-        get = headers.get  # type: ignore[attr-defined]  # dict or httpx/starlette Headers
+        get = headers.get  # a dict, or httpx/Starlette headers (case-insensitive)
         client_id = get("Client-Id") or get("client-id")
         if client_id != self.client_id:
             raise SignatureError(ResultCode.INVALID_CLIENT, f"Unknown Client-Id {client_id!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer, StringConstraints, Strict, ValidationInfo
+from pydantic import BeforeValidator, PlainSerializer, Strict, StringConstraints, ValidationInfo
 
 
 def _empty_is_none(value: Any) -> Any:

@@ -58,7 +58,9 @@ def signed(services: Services, path: str, message: Message) -> Response:
     return Response(content=body, headers=services.settings.signer.headers(path, body, response=True))
 
 
-def inbound(router: APIRouter, path: str, request_type: type[RequestT]) -> Callable[[Handler[RequestT]], Handler[RequestT]]:
+def inbound(
+    router: APIRouter, path: str, request_type: type[RequestT]
+) -> Callable[[Handler[RequestT]], Handler[RequestT]]:
     """Register ``handler`` as the Alipay+ endpoint ``POST path``."""
 
     def register(handler: Handler[RequestT]) -> Handler[RequestT]:
@@ -91,7 +93,9 @@ def inbound(router: APIRouter, path: str, request_type: type[RequestT]) -> Calla
             methods=["POST"],
             summary=(handler.__doc__ or "").strip().splitlines()[0] if handler.__doc__ else None,
             openapi_extra={
-                "requestBody": {"content": {"application/json": {"schema": request_type.model_json_schema(by_alias=True)}}}
+                "requestBody": {
+                    "content": {"application/json": {"schema": request_type.model_json_schema(by_alias=True)}}
+                }
             },
         )
         return handler

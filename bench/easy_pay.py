@@ -65,7 +65,8 @@ from alipayplus import (
     ResultStatus,
     SignatureError,
 )
-from sandbox.alipayplus import AlipayPlusDriver, SandboxAlipayPlus
+from sandbox.alipayplus.driver import AlipayPlusDriver
+from sandbox.alipayplus.peer import SandboxAlipayPlus
 from workers.cli import _exit
 from workers.dev_stack import DevStack, Ports, _serving, dev_stack
 from workers.settings import Settings
@@ -257,7 +258,9 @@ async def measure_flows(target: Target, level: Level, seconds: float, at_least: 
     return completed
 
 
-async def drain_notifications(peer: SandboxAlipayPlus | None, payment_request_ids: list[str], timeout: float = 60.0) -> list[str]:
+async def drain_notifications(
+    peer: SandboxAlipayPlus | None, payment_request_ids: list[str], timeout: float = 60.0
+) -> list[str]:
     """Let each finished payment's notifyPayment land before the next measurement starts."""
     pending = set(payment_request_ids) if peer is not None else set()
     deadline = time.perf_counter() + timeout
@@ -281,7 +284,9 @@ def cpu_seconds() -> tuple[float, float]:
     return own, children
 
 
-async def bench(target: Target, console: Console, peer: SandboxAlipayPlus | None = None) -> tuple[list[Level], list[str]]:
+async def bench(
+    target: Target, console: Console, peer: SandboxAlipayPlus | None = None
+) -> tuple[list[Level], list[str]]:
     """Warm-up flows once; per level a warm-up at that concurrency (its connections open), then measure."""
     console.print(f"[bold]{target.name}[/]")
     wall, (own, children) = time.perf_counter(), cpu_seconds()
@@ -297,10 +302,14 @@ async def bench(target: Target, console: Console, peer: SandboxAlipayPlus | None
         level.failures += await drain_notifications(peer, completed)
         console.print(
             f"  c={concurrency:<3} pay p50 {level.percentile(50):7.1f} ms  p99 {level.percentile(99):7.1f} ms  "
-            f"{level.flows_per_second:7.1f} flows/s ({level.flows} in {level.flow_seconds:.1f} s)  failed {len(level.failures)}"
+            f"{level.flows_per_second:7.1f} flows/s ({level.flows} in {level.flow_seconds:.1f} s)  "
+            f"failed {len(level.failures)}"
         )
         levels.append(level)
-    wall, (own, children) = time.perf_counter() - wall, (now - then for now, then in zip(cpu_seconds(), (own, children)))
+    wall, (own, children) = (
+        time.perf_counter() - wall,
+        (now - then for now, then in zip(cpu_seconds(), (own, children), strict=True)),
+    )
     console.print(
         f"  CPU over {wall:.0f} s: this process (load, API, worker, sandbox) {own / wall:.2f} cores, "
         f"Temporal dev server {children / wall:.2f} cores"
@@ -372,14 +381,34 @@ async def run(console: Console) -> int:
             console.print(f"  up in {time.perf_counter() - begun:.1f} s")
             user = await scope.enter_async_context(httpx.AsyncClient(timeout=30.0, limits=LIMITS))
             bare_url = f"http://127.0.0.1:{_free_port()}"
-            await scope.enter_async_context(_serving(bare_app(stack.settings, bare_url), int(bare_url.rsplit(":", 1)[1])))
+            await scope.enter_async_context(
+                _serving(bare_app(stack.settings, bare_url), int(bare_url.rsplit(":", 1)[1]))
+            )
             bare_driver = _driver(stack, bare_url)
             api_driver = _driver(stack, stack.api_url)
             scope.push_async_callback(bare_driver.aclose)
             scope.push_async_callback(api_driver.aclose)
             targets = [
-                (Target("bare signed handler", bare_driver, stack.settings.psp_id, stack.sandbox_url, signed_round_trip(bare_driver)), None),
-                (Target("MPP API + Temporal", api_driver, stack.settings.psp_id, stack.sandbox_url, pin_verification(user)), stack.alipayplus),
+                (
+                    Target(
+                        "bare signed handler",
+                        bare_driver,
+                        stack.settings.psp_id,
+                        stack.sandbox_url,
+                        signed_round_trip(bare_driver),
+                    ),
+                    None,
+                ),
+                (
+                    Target(
+                        "MPP API + Temporal",
+                        api_driver,
+                        stack.settings.psp_id,
+                        stack.sandbox_url,
+                        pin_verification(user),
+                    ),
+                    stack.alipayplus,
+                ),
             ]
             for target, peer in targets:
                 levels, warm_up_failures = await bench(target, console, peer)
@@ -392,9 +421,14 @@ async def run(console: Console) -> int:
                 engine.dispose()
     console.print(report(results[::-1]))  # the stack first, its baseline under it
     console.print(f"Machine: {machine_facts()}")
-    console.print(f"Ledger check after the run: {'ok' if ledger_ok else '[red]FAILED[/]'}; total {time.perf_counter() - begun:.0f} s")
+    console.print(
+        f"Ledger check after the run: {'ok' if ledger_ok else '[red]FAILED[/]'}; "
+        f"total {time.perf_counter() - begun:.0f} s"
+    )
     if failures or not ledger_ok:
-        console.print(f"[red]{len(failures)} request(s) failed[/]" + ("" if ledger_ok else "[red]; the ledger check failed[/]"))
+        console.print(
+            f"[red]{len(failures)} request(s) failed[/]" + ("" if ledger_ok else "[red]; the ledger check failed[/]")
+        )
         for failure, count in Counter(failures).most_common(10):
             console.print(f"  {count}× {failure}")
         return 1

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -20,8 +19,9 @@ from activities.db import create_engine_for, migrate
 from activities.ledger import Ledger
 from activities.users import UserStore
 from alipayplus import SignedClient
-from sandbox.alipayplus import SandboxAlipayPlus, TimeoutASGITransport
-from sandbox.alipayplus import create_app as create_sandbox_app
+from sandbox.alipayplus.app import create_app as create_sandbox_app
+from sandbox.alipayplus.peer import SandboxAlipayPlus
+from sandbox.alipayplus.transport import TimeoutASGITransport
 from workers.settings import Settings
 from workers.temporal import DATA_CONVERTER, temporal_test_server
 from workers.worker import activities_for, build_worker
@@ -104,7 +104,9 @@ def client(env: WorkflowEnvironment) -> Client:
 
 
 @pytest.fixture(scope="session")
-async def worker(client: Client, settings: Settings, database: Ledger, alipayplus: SandboxAlipayPlus) -> AsyncIterator[Worker]:
+async def worker(
+    client: Client, settings: Settings, database: Ledger, alipayplus: SandboxAlipayPlus
+) -> AsyncIterator[Worker]:
     mpp_to_alipayplus = SignedClient(
         "http://alipayplus.test",
         settings.signer,

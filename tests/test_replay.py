@@ -13,7 +13,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from sandbox.alipayplus import InquiryScheduleWorkflow
+from sandbox.alipayplus.inquiry import InquiryScheduleWorkflow
 from workers.temporal import DATA_CONVERTER
 from workers.worker import WORKFLOWS as MPP_WORKFLOWS
 

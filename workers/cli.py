@@ -1,11 +1,11 @@
 """``mpp``: run the wallet backend.
 
-  mpp demo     the embedded stack, every Easy Pay scenario, a summary; exits non-zero on a wrong state
-  mpp dev      the embedded stack, kept running until Ctrl-C
-  mpp worker   the payments worker, against the configured Temporal cluster and database
-  mpp api      the HTTP API, against the configured Temporal cluster and database
-  mpp migrate  bring the database schema up to date (optionally with the demo users)
-  mpp sandbox  the sandbox Alipay+ alone, to try a deployment without the real network
+mpp demo     the embedded stack, every Easy Pay scenario, a summary; exits non-zero on a wrong state
+mpp dev      the embedded stack, kept running until Ctrl-C
+mpp worker   the payments worker, against the configured Temporal cluster and database
+mpp api      the HTTP API, against the configured Temporal cluster and database
+mpp migrate  bring the database schema up to date (optionally with the demo users)
+mpp sandbox  the sandbox Alipay+ alone, to try a deployment without the real network
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,7 +29,7 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console()
 
 
-def _exit(run: Callable[[], Awaitable[int]]) -> None:
+def _exit(run: Callable[[], Coroutine[Any, Any, int]]) -> None:
     """Run, then leave with its exit code.
 
     temporalio's runtime can abort at interpreter teardown in short-lived processes
@@ -53,8 +54,11 @@ async def _until_interrupted() -> None:
     await stop.wait()
 
 
+VarDir = Annotated[Path, typer.Option(help="Where keys and databases live")]
+
+
 @app.command()
-def demo(var_dir: Path = typer.Option(VAR_DIR, help="Where keys and databases live")) -> None:
+def demo(var_dir: VarDir = VAR_DIR) -> None:
     """Run every Easy Pay scenario through the real HTTP API and print a summary."""
     from .demo import run_demo
 
@@ -62,7 +66,7 @@ def demo(var_dir: Path = typer.Option(VAR_DIR, help="Where keys and databases li
 
 
 @app.command()
-def dev(var_dir: Path = typer.Option(VAR_DIR, help="Where keys and databases live")) -> None:
+def dev(var_dir: VarDir = VAR_DIR) -> None:
     """Start the embedded stack and keep it running until Ctrl-C."""
     from .dev_stack import dev_stack
 
@@ -89,7 +93,9 @@ def worker() -> None:
         client = await connect(settings)
         payments_worker = build_worker(client, settings)
         task = asyncio.create_task(payments_worker.run())
-        console.print(f"worker on {settings.temporal_address}/{settings.temporal_namespace} queue {settings.temporal_task_queue}")
+        console.print(
+            f"worker on {settings.temporal_address}/{settings.temporal_namespace} queue {settings.temporal_task_queue}"
+        )
         with contextlib.suppress(asyncio.CancelledError):
             await _until_interrupted()
         await payments_worker.shutdown()
@@ -108,14 +114,16 @@ def api() -> None:
 
     async def run() -> int:
         settings = Settings()
-        await uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port)).serve()
+        await uvicorn.Server(
+            uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port)
+        ).serve()
         return 0
 
     _exit(run)
 
 
 @app.command()
-def migrate(demo_users: bool = typer.Option(False, help="Also create and fund the demo users")) -> None:
+def migrate(demo_users: Annotated[bool, typer.Option(help="Also create and fund the demo users")] = False) -> None:
     """Upgrade the database at DATABASE_URL to the newest schema."""
     from activities.db import create_engine_for
     from activities.db import migrate as upgrade
@@ -133,21 +141,19 @@ def migrate(demo_users: bool = typer.Option(False, help="Also create and fund th
 
 @app.command()
 def sandbox(
-    port: int = typer.Option(8001, help="Port of the sandbox Alipay+"),
-    alipayplus_private_key_file: Path = typer.Option(VAR_DIR / "keys" / "alipayplus_private.pem"),
+    port: Annotated[int, typer.Option(help="Port of the sandbox Alipay+")] = 8001,
+    alipayplus_private_key_file: Annotated[Path, typer.Option(help="Its signing key")] = VAR_DIR
+    / "keys"
+    / "alipayplus_private.pem",
 ) -> None:
     """Serve the sandbox Alipay+ (notify receiver, SMS gateway) and run its inquiry worker."""
     import uvicorn
     from temporalio.worker import Worker
 
-    from sandbox.alipayplus import (
-        SANDBOX_TASK_QUEUE,
-        AlipayPlusDriver,
-        InquiryScheduleWorkflow,
-        SandboxActivities,
-        SandboxAlipayPlus,
-        create_app,
-    )
+    from sandbox.alipayplus.app import create_app
+    from sandbox.alipayplus.driver import AlipayPlusDriver
+    from sandbox.alipayplus.inquiry import SANDBOX_TASK_QUEUE, InquiryScheduleWorkflow, SandboxActivities
+    from sandbox.alipayplus.peer import SandboxAlipayPlus
 
     from .temporal import connect
 

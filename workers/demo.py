@@ -18,16 +18,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from temporalio.client import WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from temporalio.client import WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.db import create_engine_for
 from activities.ledger import Ledger
-from alipayplus import Amount, AuthorizationInfo, PayRequest, PayResponse, ResultCode
-from sandbox.alipayplus import (
+from alipayplus import Amount, AuthorizationInfo, PayRequest, PayResponse
+from sandbox.alipayplus.inquiry import (
     SANDBOX_TASK_QUEUE,
     InquiryOutcome,
     InquirySchedule,
@@ -35,7 +35,7 @@ from sandbox.alipayplus import (
     inquiry_workflow_id,
 )
 
-from .dev_stack import DevStack, Ports, dev_stack
+from .dev_stack import DEFAULT_PORTS, DevStack, Ports, dev_stack
 
 PIN_USER, OTP_USER, FROZEN_USER, POOR_USER = "852-11112222", "852-95303585", "852-33334444", "852-55556666"
 PIN = "246810"
@@ -94,7 +94,9 @@ class Demo:
             self.inquiry_schedules[request.payment_request_id] = await self.stack.client.start_workflow(
                 InquiryScheduleWorkflow.run,
                 InquirySchedule(
-                    payment_request_id=request.payment_request_id, acquirer_id=request.acquirer_id, psp_id=request.psp_id
+                    payment_request_id=request.payment_request_id,
+                    acquirer_id=request.acquirer_id,
+                    psp_id=request.psp_id,
                 ),
                 id=inquiry_workflow_id(request.payment_request_id),
                 task_queue=SANDBOX_TASK_QUEUE,
@@ -251,9 +253,13 @@ async def duplicate_and_inconsistent(demo: Demo) -> Outcome:
     request = demo.order(PIN_USER, expires_in=timedelta(seconds=5))  # left unpaid: let it close soon
     first = await demo.create(request)
     again = await demo.create(request)
-    changed = await demo.create(request.model_copy(update={"pay_to_amount": Amount(currency="IDR", value=PRICE.value + 1)}))
+    changed = await demo.create(
+        request.model_copy(update={"pay_to_amount": Amount(currency="IDR", value=PRICE.value + 1)})
+    )
     same = again.payment_id == first.payment_id and again.payment_url == first.payment_url
-    return Outcome(f"pay/{request.payment_request_id}", f"{'same answer' if same else 'DIFFERENT answer'}, then {_result(changed)}")
+    return Outcome(
+        f"pay/{request.payment_request_id}", f"{'same answer' if same else 'DIFFERENT answer'}, then {_result(changed)}"
+    )
 
 
 async def notify_retried(demo: Demo) -> Outcome:
@@ -271,7 +277,9 @@ async def one_click_consent(demo: Demo) -> Outcome:
     demo.stack.alipayplus.script("authNotify", ["U"], subject=agreement)
     request = demo.order(
         PIN_USER,
-        authorization=AuthorizationInfo(auth_client_id="2188120040699147", auth_state="authStatus_demo", reference_agreement_id=agreement),
+        authorization=AuthorizationInfo(
+            auth_client_id="2188120040699147", auth_state="authStatus_demo", reference_agreement_id=agreement
+        ),
     )
     answer = await demo.create(request)
     await demo.type_code(answer, PIN)
@@ -301,7 +309,9 @@ async def bad_signature(demo: Demo) -> Outcome:
     request = demo.order(PIN_USER)
     body = request.to_wire()
     headers = demo.stack.alipayplus.signer.headers(PayRequest.PATH, body)
-    response = await demo.user.post(f"{demo.stack.api_url}{PayRequest.PATH}", content=body.replace(b"5000", b"5"), headers=headers)
+    response = await demo.user.post(
+        f"{demo.stack.api_url}{PayRequest.PATH}", content=body.replace(b"5000", b"5"), headers=headers
+    )
     result = response.json()["result"]
     return Outcome("—", f"{result['resultStatus']}/{result['resultCode']}")
 
@@ -325,7 +335,9 @@ SCENARIOS = [
     Scenario("pay #2: balance too low", "F/USER_BALANCE_NOT_ENOUGH", insufficient_balance),
     Scenario("pay #2: frozen user", "F/USER_STATUS_ABNORMAL", frozen_user_order),
     Scenario("pay #2: over the single-payment limit", "F/PAYMENT_AMOUNT_EXCEED_LIMIT", over_single_limit),
-    Scenario("pay #2 repeated, then changed", "same answer, then F/REPEAT_REQ_INCONSISTENT", duplicate_and_inconsistent),
+    Scenario(
+        "pay #2 repeated, then changed", "same answer, then F/REPEAT_REQ_INCONSISTENT", duplicate_and_inconsistent
+    ),
     Scenario("notifyPayment answered U, retried", "2 deliveries, last S", notify_retried),
     Scenario("one-click consent: authNotify retried", "TOKEN_CREATED after 2 deliveries", one_click_consent),
     Scenario("Alipay+ inquiry schedule (10 s)", "S/SUCCESS after 1 inquiry", inquiry_schedule),
@@ -370,11 +382,13 @@ def summary(results: list[tuple[Scenario, Outcome, float]]) -> Table:
     for scenario, outcome, seconds in results:
         ok = outcome.state == scenario.expected
         state = outcome.state if ok else f"{outcome.state} (expected {scenario.expected})"
-        table.add_row(scenario.name, outcome.workflow_id, state, f"{seconds:.2f}", "[green]ok[/]" if ok else "[red]WRONG[/]")
+        table.add_row(
+            scenario.name, outcome.workflow_id, state, f"{seconds:.2f}", "[green]ok[/]" if ok else "[red]WRONG[/]"
+        )
     return table
 
 
-async def run_demo(var_dir: Path, console: Console, ports: Ports = Ports()) -> int:
+async def run_demo(var_dir: Path, console: Console, ports: Ports = DEFAULT_PORTS) -> int:
     if not console.is_terminal:
         console.width = max(console.width, 150)  # keep the summary table readable in logs
     console.print("Starting the embedded stack (Temporal dev server, worker, API, sandbox Alipay+)…")
@@ -385,14 +399,16 @@ async def run_demo(var_dir: Path, console: Console, ports: Ports = Ports()) -> i
         check = Ledger(engine).check()
         engine.dispose()
         console.print(
-            f"Ledger: {check.postings} postings, balanced={check.balanced}, "
-            f"balances match entries={check.balances_match_entries}, no negative user balance={check.no_negative_user_balance}"
+            f"Ledger: {check.postings} postings, balanced={check.balanced}, balances match entries="
+            f"{check.balances_match_entries}, no negative user balance={check.no_negative_user_balance}"
         )
         console.print(f"Temporal Web UI: {stack.web_ui_url}/namespaces/{stack.settings.temporal_namespace}/workflows")
         console.print("(the demo stops the stack it started; `make dev` brings it back with these workflows)")
     wrong = [scenario.name for scenario, outcome, _ in results if outcome.state != scenario.expected]
     if wrong or not check.ok:
-        console.print(f"[red]{len(wrong)} scenario(s) in the wrong state[/]" + ("" if check.ok else "; ledger check failed"))
+        console.print(
+            f"[red]{len(wrong)} scenario(s) in the wrong state[/]" + ("" if check.ok else "; ledger check failed")
+        )
         return 1
     console.print(f"[green]All {len(results)} scenarios ended in their expected state.[/]")
     return 0

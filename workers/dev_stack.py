@@ -23,14 +23,10 @@ from activities.db import create_engine_for, migrate
 from activities.ledger import Ledger
 from activities.users import UserStore
 from api.main import create_app
-from sandbox.alipayplus import (
-    SANDBOX_TASK_QUEUE,
-    AlipayPlusDriver,
-    InquiryScheduleWorkflow,
-    SandboxActivities,
-    SandboxAlipayPlus,
-)
-from sandbox.alipayplus import create_app as create_sandbox_app
+from sandbox.alipayplus.app import create_app as create_sandbox_app
+from sandbox.alipayplus.driver import AlipayPlusDriver
+from sandbox.alipayplus.inquiry import SANDBOX_TASK_QUEUE, InquiryScheduleWorkflow, SandboxActivities
+from sandbox.alipayplus.peer import SandboxAlipayPlus
 from workflows import search_attributes
 
 from .keys import ensure_dev_keys
@@ -61,7 +57,10 @@ class Ports:
         return cls(temporal, web_ui, api, sandbox)
 
 
-def dev_settings(var_dir: Path = VAR_DIR, ports: Ports = Ports()) -> Settings:
+DEFAULT_PORTS = Ports()
+
+
+def dev_settings(var_dir: Path = VAR_DIR, ports: Ports = DEFAULT_PORTS) -> Settings:
     """Settings for the embedded stack: everything under ``var_dir``, everything on loopback."""
     keys = var_dir / "keys"
     sandbox = f"http://127.0.0.1:{ports.sandbox}"
@@ -134,7 +133,9 @@ def prepare(settings: Settings, keys_dir: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def dev_stack(var_dir: Path = VAR_DIR, ports: Ports = Ports(), *, web_ui: bool = True) -> AsyncIterator[DevStack]:
+async def dev_stack(
+    var_dir: Path = VAR_DIR, ports: Ports = DEFAULT_PORTS, *, web_ui: bool = True
+) -> AsyncIterator[DevStack]:
     settings = dev_settings(var_dir, ports)
     keys_dir = var_dir / "keys"
     prepare(settings, keys_dir)

@@ -30,7 +30,9 @@ WORKFLOWS: Sequence[type] = (AccountEvaluationWorkflow, EasyPayWorkflow, NotifyP
 
 def alipayplus_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> SignedClient:
     """The MPP's signed client to Alipay+: our key signs, Alipay+'s key checks the answers."""
-    return SignedClient(settings.alipayplus_base_url, settings.signer, settings.verifier, timeout=5.0, transport=transport)
+    return SignedClient(
+        settings.alipayplus_base_url, settings.signer, settings.verifier, timeout=5.0, transport=transport
+    )
 
 
 def activities_for(

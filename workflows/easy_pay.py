@@ -42,7 +42,8 @@ MAX_OTP_RESENDS = 5
 # Short reads and record upserts run as local activities: same retries and idempotency, no
 # round trip through the server's task queue (most of pay #2's latency). The debit and the
 # SMS stay ordinary activities, each visible on its own in the Web UI.
-_DB = dict(start_to_close_timeout=timedelta(seconds=10), retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)))
+DB_TIMEOUT = timedelta(seconds=10)
+DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
 
 
 class EasyPayOrder(BaseModel):
@@ -119,7 +120,9 @@ class EasyPayWorkflow:
             return await self._finish(PaymentStatus.CLOSED, ResultCode.ORDER_IS_CLOSED)
 
         # Step 2: create the payment order.
-        check = await workflow.execute_local_activity_method(PaymentActivities.check_account, request, **_DB)
+        check = await workflow.execute_local_activity_method(
+            PaymentActivities.check_account, request, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY
+        )
         self._customer_id = check.customer_id
         if check.customer_id:
             workflow.upsert_search_attributes([search_attributes.CUSTOMER_ID.value_set(check.customer_id)])
@@ -142,7 +145,7 @@ class EasyPayWorkflow:
                 lambda: self._verified or self._attempts_left <= 0,
                 timeout=max(self._expires_at - workflow.now(), timedelta(0)),
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return await self._finish(PaymentStatus.CLOSED, ResultCode.ORDER_IS_CLOSED)
         if not self._verified:
             return await self._finish(PaymentStatus.FAIL, ResultCode.USER_PAYMENT_VERIFICATION_FAILED)
@@ -153,7 +156,8 @@ class EasyPayWorkflow:
                 customer_id=check.customer_id or "",
                 amount=request.pay_to_amount,
             ),
-            **_DB,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
         )
         self._payment_time = debit.payment_time
 
@@ -185,7 +189,8 @@ class EasyPayWorkflow:
                     challenge_id=self._otp.challenge_id if self._otp else None,
                     code_digest=code_digest,
                 ),
-                **_DB,
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
             )
             if right:
                 self._verified = True
@@ -228,7 +233,9 @@ class EasyPayWorkflow:
             otp_challenge_id=self._otp.challenge_id if self._otp else None,
             attempts_left=self._attempts_left,
             redirect_url=(
-                with_status(request.payment_redirect_url, "success" if self._status is PaymentStatus.SUCCESS else "fail")
+                with_status(
+                    request.payment_redirect_url, "success" if self._status is PaymentStatus.SUCCESS else "fail"
+                )
                 if final
                 else None
             ),
@@ -271,7 +278,8 @@ class EasyPayWorkflow:
                 amount=request.pay_to_amount,
                 merchant_name=(merchant.merchant_display_name or merchant.merchant_name) if merchant else None,
             ),
-            **_DB,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
         )
 
     async def _record(self) -> None:
@@ -288,7 +296,8 @@ class EasyPayWorkflow:
                 payment_time=self._payment_time,
                 payment_expiry_time=self._expires_at,
             ),
-            **_DB,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
         )
 
     async def _finish(self, status: PaymentStatus, code: ResultCode) -> None:
@@ -313,7 +322,8 @@ class EasyPayWorkflow:
                     customer_id=self._customer_id,
                 )
             ),
-            **_DB,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
         )
         authorization = request.authorization_info
         if status is PaymentStatus.SUCCESS and request.payment_factor.is_authorization_and_pay and authorization:
@@ -330,5 +340,6 @@ class EasyPayWorkflow:
                         psp_id=request.psp_id,
                     )
                 ),
-                **_DB,
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
             )

@@ -55,7 +55,7 @@ def _check_easy_pay(request: PayRequest) -> None:
     if not factor.is_easy_pay_scenario:
         raise Rejection(ResultCode.BUSINESS_NOT_SUPPORT, "Only Easy Pay (isEasyPayScenario=true) is served")
     if not factor.is_agreement_payment:
-        raise Rejection(ResultCode.PARAM_ILLEGAL, "paymentFactor.isAgreementPayment: must be \"true\" for Easy Pay")
+        raise Rejection(ResultCode.PARAM_ILLEGAL, 'paymentFactor.isAgreementPayment: must be "true" for Easy Pay')
     for name, amount in (("paymentAmount", request.payment_amount), ("payToAmount", request.pay_to_amount)):
         if amount.value <= 0:
             raise Rejection(ResultCode.PARAM_ILLEGAL, f"{name}.value: must be greater than zero")

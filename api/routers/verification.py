@@ -27,7 +27,9 @@ templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates"
 _CODE = re.compile(r"[0-9]{4,8}")
 
 
-async def _payment(services: Services, payment_request_id: str, payment_id: str) -> tuple[WorkflowHandle, PaymentState] | None:
+async def _payment(
+    services: Services, payment_request_id: str, payment_id: str
+) -> tuple[WorkflowHandle, PaymentState] | None:
     handle = services.temporal.get_workflow_handle_for(EasyPayWorkflow.run, f"pay/{payment_request_id}")
     try:
         state = await handle.query(EasyPayWorkflow.state)

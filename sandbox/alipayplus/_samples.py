@@ -7,7 +7,7 @@ verbatim, including their odd spacing, so tests exercise the exact bytes Alipay+
 from __future__ import annotations
 
 # Step 1: the account check (isPaymentEvaluation "true").
-EVALUATION_SAMPLE: bytes = r'''{
+EVALUATION_SAMPLE: bytes = rb"""{
     "acquirerId": "1022188000000000001",
     "order":
     {
@@ -58,10 +58,10 @@ EVALUATION_SAMPLE: bytes = r'''{
     },
     "paymentRequestId": "2023091819074101000930025674948",
     "pspId": "1022160000000000000"
-}'''.encode()
+}"""
 
 # Step 2: the payment order with one-click authorisation (isAuthorizationAndPay "true").
-ORDER_SAMPLE: bytes = r'''{
+ORDER_SAMPLE: bytes = rb"""{
     "acquirerId": "1022188000000000001",
     "extendInfo": "{\"acqToMerchantSettleFxMode\":\"NON_LOCKING\",\"fxRateBizScene\":\"COMMON_QUOTE\",\"settleContractId\":\"2022050219046000100142100082205\",\"merchantSettlementArea\":\"HK\",\"isLocalSettlement\":false,\"acqSiteMerchantInfo\":{\"merchantId\":\"2188120040699147\",\"merchantName\":\"testAliasName\"},\"fxPdCode\":\"Merchant_Live_KA\",\"settleProductCode\":\"MC400300000000000036\"}",
     "order":
@@ -123,4 +123,4 @@ ORDER_SAMPLE: bytes = r'''{
     "paymentRequestId": "2023091819074101000380025683717",
     "pspId": "1022160000000000000",
     "paymentRedirectUrl":"https://ac.alipay.com/page/antom-web-checkout/src/component-app/doubleFA/index.html?paymentSessionData=n5xHy7LlExD8%2BaNKekkKwPm%2FotYQ3UjTXDoh5tlj4R8QajYr0lNjqv%2B%2FOkMs4QLvfHFwC9QkDRio2sX34SSATg%3D%3D%26%26SG%26%26188&ps=EASY_PAY&pmct=WALLET&psv=2.0&app=app&en_US=en_US"
-}'''.encode()
+}"""

@@ -72,7 +72,9 @@ def create_app(peer: SandboxAlipayPlus) -> FastAPI:
         except ValidationError as exc:
             return signed(path, ErrorResponse(result=Result.of(ResultCode.PARAM_ILLEGAL, _first_error(exc))))
         record(message, json.loads(body))
-        subject = message.payment_request_id if isinstance(message, NotifyPaymentRequest) else message.reference_agreement_id
+        subject = (
+            message.payment_request_id if isinstance(message, NotifyPaymentRequest) else message.reference_agreement_id
+        )
         behaviour = peer.next_behaviour(api, subject)
         if behaviour is Behaviour.SILENT:
             await asyncio.sleep(peer.silence_seconds)

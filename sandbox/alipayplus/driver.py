@@ -65,7 +65,9 @@ def _order(payment_request_id: str, amount: Amount) -> Order:
 def _payment_method(user_login_id: str, user_login_id_type: str) -> PaymentMethod:
     return PaymentMethod(
         payment_method_type=PAYMENT_METHOD_TYPE,
-        payment_method_meta_data=PaymentMethodMetadata(user_login_id=user_login_id, user_login_id_type=user_login_id_type),
+        payment_method_meta_data=PaymentMethodMetadata(
+            user_login_id=user_login_id, user_login_id_type=user_login_id_type
+        ),
     )
 
 

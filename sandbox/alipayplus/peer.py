@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -156,4 +156,4 @@ class SandboxAlipayPlus:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -20,7 +20,7 @@ from temporalio.worker import Worker
 from activities.ledger import Ledger
 from alipayplus import KeyRegistry, Verifier
 from api.main import create_app
-from sandbox.alipayplus import SandboxAlipayPlus
+from sandbox.alipayplus.peer import SandboxAlipayPlus
 from workers.settings import Settings
 
 
@@ -56,7 +56,9 @@ class AlipayPlusCaller:
 
     async def post(self, path: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
         """POST ``body``; ``headers`` default to a correct Alipay+ signature over ``path``."""
-        return await self.http.post(path, content=body, headers=self.peer.signer.headers(path, body) if headers is None else headers)
+        return await self.http.post(
+            path, content=body, headers=self.peer.signer.headers(path, body) if headers is None else headers
+        )
 
     def check(self, path: str, response: httpx.Response) -> dict[str, Any]:
         """HTTP 200, ``Response-Time`` and a ``Signature`` that verifies over the raw answer."""

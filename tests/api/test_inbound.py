@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger import Ledger
 from alipayplus import Amount, InquiryPaymentRequest, PayRequest, Signer, format_datetime
-from sandbox.alipayplus import easy_pay_order, sample_requests
+from sandbox.alipayplus.driver import easy_pay_order, sample_requests
 from workers.settings import Settings
 
 from .conftest import AlipayPlusCaller
@@ -122,7 +122,10 @@ async def test_seed_order_sample_verbatim_is_closed(
     assert result_of(answer) == ("F", "ORDER_IS_CLOSED")
     assert "paymentId" not in answer and "paymentUrl" not in answer
     assert result_of(inquiry) == ("S", "SUCCESS")
-    assert (inquiry["paymentResult"]["resultStatus"], inquiry["paymentResult"]["resultCode"]) == ("F", "ORDER_IS_CLOSED")
+    assert (inquiry["paymentResult"]["resultStatus"], inquiry["paymentResult"]["resultCode"]) == (
+        "F",
+        "ORDER_IS_CLOSED",
+    )
     assert inquiry["paymentRequestId"] == "2023091819074101000380025683717"
     assert "paymentId" not in inquiry
     assert database.balance(Ledger.user_account_id(SEED_USER[1])) == balance
@@ -185,7 +188,9 @@ async def test_page_with_wrong_payment_id_is_not_found(
 
     assert (await alipay.http.get(wrong)).status_code == 404
     assert (await alipay.http.post(wrong, data={"code": PIN})).status_code == 404
-    assert (await alipay.http.get(f"/easypay/verify/unknown-{uuid.uuid4().hex}/{created['paymentId']}")).status_code == 404
+    assert (
+        await alipay.http.get(f"/easypay/verify/unknown-{uuid.uuid4().hex}/{created['paymentId']}")
+    ).status_code == 404
     # The guess cost no attempt on the real page.
     assert "3 attempt(s) left" in (await alipay.http.get(urlsplit(created["paymentUrl"]).path)).text
 
@@ -197,7 +202,9 @@ def _wire(request: PayRequest) -> dict[str, Any]:
     return json.loads(request.to_wire())
 
 
-def _edit(change: Callable[[dict[str, Any]], object]) -> Callable[[PayRequest, AlipayPlusCaller], tuple[bytes, dict[str, str]]]:
+def _edit(
+    change: Callable[[dict[str, Any]], object],
+) -> Callable[[PayRequest, AlipayPlusCaller], tuple[bytes, dict[str, str]]]:
     """A body with one field broken, correctly signed."""
 
     def make(request: PayRequest, alipay: AlipayPlusCaller) -> tuple[bytes, dict[str, str]]:
@@ -234,7 +241,9 @@ def _unsigned(request: PayRequest, alipay: AlipayPlusCaller) -> tuple[bytes, dic
     return body, headers
 
 
-def _resigned(client_id: str | None = None, key_version: str | None = None) -> Callable[..., tuple[bytes, dict[str, str]]]:
+def _resigned(
+    client_id: str | None = None, key_version: str | None = None
+) -> Callable[..., tuple[bytes, dict[str, str]]]:
     def make(request: PayRequest, alipay: AlipayPlusCaller) -> tuple[bytes, dict[str, str]]:
         signer = alipay.peer.signer
         other = Signer(client_id or signer.client_id, signer.private_key, key_version or signer.key_version)
@@ -324,7 +333,9 @@ async def test_order_for_unknown_user_fails(
 
     assert result_of(answer) == ("F", "USER_NOT_EXIST")
     assert "paymentId" not in answer and "paymentUrl" not in answer
-    assert inquiry["paymentResult"]["resultStatus"] == "F" and inquiry["paymentResult"]["resultCode"] == "USER_NOT_EXIST"
+    assert (
+        inquiry["paymentResult"]["resultStatus"] == "F" and inquiry["paymentResult"]["resultCode"] == "USER_NOT_EXIST"
+    )
     assert database.check().postings == postings
 
 

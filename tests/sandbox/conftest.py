@@ -11,7 +11,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from alipayplus import KeyRegistry, SignedClient, Signer, Verifier
-from sandbox.alipayplus import SandboxAlipayPlus, TimeoutASGITransport, create_app
+from sandbox.alipayplus.app import create_app
+from sandbox.alipayplus.peer import SandboxAlipayPlus
+from sandbox.alipayplus.transport import TimeoutASGITransport
 
 CLIENT_ID = "SANDBOX_TEST_CLIENT"
 ALIPAYPLUS_URL = "http://alipayplus.test"
@@ -67,7 +69,9 @@ def alipayplus_verifier(keys: Keys) -> Verifier:
 @pytest.fixture
 async def http(peer: SandboxAlipayPlus) -> AsyncIterator[httpx.AsyncClient]:
     """Plain HTTP to the sandbox: control endpoints and hand-made (mis)signed requests."""
-    async with httpx.AsyncClient(base_url=ALIPAYPLUS_URL, transport=TimeoutASGITransport(app=create_app(peer))) as client:
+    async with httpx.AsyncClient(
+        base_url=ALIPAYPLUS_URL, transport=TimeoutASGITransport(app=create_app(peer))
+    ) as client:
         yield client
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -25,7 +25,8 @@ from alipayplus import (
     TransportError,
     Verifier,
 )
-from sandbox.alipayplus import SandboxAlipayPlus, create_app
+from sandbox.alipayplus.app import create_app
+from sandbox.alipayplus.peer import SandboxAlipayPlus
 
 ALIPAYPLUS_URL = "http://alipayplus.test"
 NOTIFY = NotifyPaymentRequest.PATH
@@ -36,7 +37,7 @@ def notice(payment_request_id: str = "2023091819074101000380025683717") -> Notif
         payment_result=Result.success(),
         payment_request_id=payment_request_id,
         payment_id="201000000000000000000000004444",
-        payment_time=datetime(2023, 9, 18, 9, 40, tzinfo=timezone.utc),
+        payment_time=datetime(2023, 9, 18, 9, 40, tzinfo=UTC),
         payment_amount=Amount(currency="HKD", value=50),
         pay_to_amount=Amount(currency="HKD", value=50),
         customer_id="2160220037535020",
@@ -65,7 +66,9 @@ async def test_notify_payment_is_accepted_recorded_and_answer_signed(
     alipayplus_verifier.check(NOTIFY, response.headers, response.content, response=True)  # Alipay+'s key signed it
     assert NotifyPaymentResponse.from_wire(response.content).result.result_status is ResultStatus.SUCCESS
 
-    received = (await http.get("/sandbox/notifications", params={"paymentRequestId": notice().payment_request_id})).json()
+    received = (
+        await http.get("/sandbox/notifications", params={"paymentRequestId": notice().payment_request_id})
+    ).json()
     assert len(received) == 1
     assert received[0]["paymentId"] == "201000000000000000000000004444"
     assert received[0]["paymentResult"]["resultStatus"] == "S"
@@ -95,7 +98,10 @@ async def test_wrong_client_id_gets_invalid_client(
     stranger = Signer("SOMEONE_ELSE", mpp_signer.private_key)
     response = await mpp_client(signer=stranger).call(NOTIFY, notice(), ErrorResponse)
 
-    assert (response.result.result_status, response.result.result_code) == (ResultStatus.FAIL, ResultCode.INVALID_CLIENT)
+    assert (response.result.result_status, response.result.result_code) == (
+        ResultStatus.FAIL,
+        ResultCode.INVALID_CLIENT,
+    )
     assert peer.notifications() == []
 
 
@@ -142,7 +148,9 @@ async def test_auth_notify_answer_echoes_ids_and_follows_its_own_script(
     assert second.result.is_success and notified.result.is_success
     assert (second.acquirer_id, second.psp_id) == ("1022188000000000001", "1022160000000000000")
     received = (
-        await http.get("/sandbox/auth-notifications", params={"referenceAgreementId": auth_notice().reference_agreement_id})
+        await http.get(
+            "/sandbox/auth-notifications", params={"referenceAgreementId": auth_notice().reference_agreement_id}
+        )
     ).json()
     assert [r["accessToken"] for r in received] == ["AT0123", "AT0123"]
 

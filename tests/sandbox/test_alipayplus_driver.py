@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -27,20 +27,17 @@ from alipayplus import (
     TransportError,
     Verifier,
 )
-from tests.conftest import save_history
-from sandbox.alipayplus import (
-    AlipayPlusDriver,
+from sandbox.alipayplus.driver import AlipayPlusDriver, easy_pay_evaluation, easy_pay_order, sample_requests
+from sandbox.alipayplus.inquiry import (
     InquiryOutcome,
     InquirySchedule,
     InquiryScheduleWorkflow,
     SandboxActivities,
-    SandboxAlipayPlus,
-    TimeoutASGITransport,
-    easy_pay_evaluation,
-    easy_pay_order,
     inquiry_workflow_id,
-    sample_requests,
 )
+from sandbox.alipayplus.peer import SandboxAlipayPlus
+from sandbox.alipayplus.transport import TimeoutASGITransport
+from tests.conftest import save_history
 
 from .conftest import Keys
 
@@ -82,11 +79,15 @@ class FakeMpp:
             verifier.check(request.url.path, request.headers, body)
             inquiry = InquiryPaymentRequest.from_wire(body)
             self.received.append(inquiry)
-            payment_result = self.inquiry_answers.pop(0) if self.inquiry_answers else Result.of(ResultCode.PAYMENT_IN_PROCESS)
+            payment_result = (
+                self.inquiry_answers.pop(0) if self.inquiry_answers else Result.of(ResultCode.PAYMENT_IN_PROCESS)
+            )
             return signed(
                 InquiryPaymentRequest.PATH,
                 InquiryPaymentResponse(
-                    result=Result.success(), payment_result=payment_result, payment_request_id=inquiry.payment_request_id
+                    result=Result.success(),
+                    payment_result=payment_result,
+                    payment_request_id=inquiry.payment_request_id,
                 ),
             )
 
@@ -133,7 +134,7 @@ def test_easy_pay_builders_follow_the_seed() -> None:
     assert not plain.payment_factor.is_authorization_and_pay and plain.authorization_info is None
     assert order.payment_redirect_url == "http://127.0.0.1:8001/sandbox/result?paymentRequestId=PR1"
     assert order.payment_expiry_time is not None
-    remaining = order.payment_expiry_time - datetime.now(timezone.utc)
+    remaining = order.payment_expiry_time - datetime.now(UTC)
     assert timedelta(minutes=9) < remaining <= timedelta(minutes=10)
     # the wire form round-trips and says "true" as strings, like the samples
     wire = order.to_wire()
@@ -160,7 +161,9 @@ async def test_driver_rejects_answers_not_signed_by_the_mpp(
             await driver.inquire("PR1")
 
 
-async def _run_schedule(env: WorkflowEnvironment, driver: AlipayPlusDriver, schedule: InquirySchedule) -> tuple[InquiryOutcome, int]:
+async def _run_schedule(
+    env: WorkflowEnvironment, driver: AlipayPlusDriver, schedule: InquirySchedule
+) -> tuple[InquiryOutcome, int]:
     task_queue = f"sandbox-test-{uuid.uuid4().hex[:8]}"
     async with Worker(
         env.client,
@@ -183,7 +186,11 @@ async def _run_schedule(env: WorkflowEnvironment, driver: AlipayPlusDriver, sche
 async def test_inquiry_schedule_stops_at_the_first_final_result(
     env: WorkflowEnvironment, driver: AlipayPlusDriver, fake_mpp: FakeMpp
 ) -> None:
-    fake_mpp.inquiry_answers = [Result.of(ResultCode.PAYMENT_IN_PROCESS), Result.of(ResultCode.PAYMENT_IN_PROCESS), Result.success()]
+    fake_mpp.inquiry_answers = [
+        Result.of(ResultCode.PAYMENT_IN_PROCESS),
+        Result.of(ResultCode.PAYMENT_IN_PROCESS),
+        Result.success(),
+    ]
     request_id = f"PR-{uuid.uuid4().hex[:12]}"
     schedule = InquirySchedule(payment_request_id=request_id, acquirer_id="1022188000000000001", psp_id=PSP_ID)
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from alipayplus import Amount, PaymentFactor, PayRequest, Result, ResultCode, minor_unit_exponent
-from sandbox.alipayplus import sample_requests
+from sandbox.alipayplus.driver import sample_requests
 
 
 def _scalars(value: object) -> list[object]:
@@ -37,7 +37,7 @@ def test_flags_are_the_strings_true_and_false() -> None:
         PaymentFactor.from_wire(b'{"isAgreementPayment": true}')
 
 
-@pytest.mark.parametrize("value", ['50', '"1e309"', '"-1"', '"1.5"', '""', '"12345678901234567890"', "null"])
+@pytest.mark.parametrize("value", ["50", '"1e309"', '"-1"', '"1.5"', '""', '"12345678901234567890"', "null"])
 def test_amount_values_must_be_digit_strings(value: str) -> None:
     with pytest.raises(ValidationError) as error:
         Amount.from_wire(f'{{"currency": "IDR", "value": {value}}}')
@@ -49,7 +49,9 @@ def test_amount_currency_must_be_iso_4217() -> None:
         Amount.from_wire('{"currency": "ZZZ", "value": "1"}')
 
 
-@pytest.mark.parametrize("currency,exponent,shown", [("JPY", 0, "JPY 5,000"), ("USD", 2, "USD 50.00"), ("KWD", 3, "KWD 5.000")])
+@pytest.mark.parametrize(
+    "currency,exponent,shown", [("JPY", 0, "JPY 5,000"), ("USD", 2, "USD 50.00"), ("KWD", 3, "KWD 5.000")]
+)
 def test_minor_units_follow_the_iso_4217_exponent(currency: str, exponent: int, shown: str) -> None:
     assert minor_unit_exponent(currency) == exponent
     assert str(Amount(currency=currency, value=5000)) == shown

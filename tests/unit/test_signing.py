@@ -62,9 +62,15 @@ def test_round_trip(signer: Signer, verifier: Verifier, response: bool) -> None:
         (lambda h, p, b: (h, "/aps/api/v1/payments/refund", b), ResultCode.INVALID_SIGNATURE),
         (lambda h, p, b: ({**h, "Request-Time": "2019-05-28T12:12:13+08:00"}, p, b), ResultCode.INVALID_SIGNATURE),
         (lambda h, p, b: ({**h, "Client-Id": "SANDBOX_OTHER"}, p, b), ResultCode.INVALID_CLIENT),
-        (lambda h, p, b: ({**h, "Signature": h["Signature"].replace("keyVersion=1", "keyVersion=2")}, p, b), ResultCode.KEY_NOT_FOUND),
+        (
+            lambda h, p, b: ({**h, "Signature": h["Signature"].replace("keyVersion=1", "keyVersion=2")}, p, b),
+            ResultCode.KEY_NOT_FOUND,
+        ),
         (lambda h, p, b: ({k: v for k, v in h.items() if k != "Signature"}, p, b), ResultCode.INVALID_SIGNATURE),
-        (lambda h, p, b: ({**h, "Signature": "algorithm=RSA256,keyVersion=1,signature=%%%"}, p, b), ResultCode.INVALID_SIGNATURE),
+        (
+            lambda h, p, b: ({**h, "Signature": "algorithm=RSA256,keyVersion=1,signature=%%%"}, p, b),
+            ResultCode.INVALID_SIGNATURE,
+        ),
     ],
     ids=["body", "whitespace", "path", "time", "client-id", "key-version", "missing", "garbage"],
 )

@@ -17,7 +17,8 @@ from activities.payments import otp_code
 from activities.records import PaymentStatus
 from activities.secrets import keyed_digest
 from alipayplus import Amount, AuthorizationInfo, PayRequest, ResultCode, ResultStatus
-from sandbox.alipayplus import SandboxAlipayPlus, easy_pay_order
+from sandbox.alipayplus.driver import easy_pay_order
+from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.conftest import save_history
 from workers.settings import Settings
 from workflows.auth_notify import AuthNotifyWorkflow
@@ -32,14 +33,21 @@ PRICE = Amount(currency="IDR", value=5000)
 
 
 async def order(
-    env: WorkflowEnvironment, settings: Settings, login_id: str, *, expires_in: timedelta = timedelta(minutes=3), **extra: object
+    env: WorkflowEnvironment,
+    settings: Settings,
+    login_id: str,
+    *,
+    expires_in: timedelta = timedelta(minutes=3),
+    **extra: object,
 ) -> PayRequest:
     """An Easy Pay order expiring ``expires_in`` after the server's (skipped) clock."""
     request = easy_pay_order(f"wf-{uuid.uuid4().hex}", login_id, PRICE, settings.psp_id, **extra)  # type: ignore[arg-type]
     return request.model_copy(update={"payment_expiry_time": await env.get_current_time() + expires_in})
 
 
-async def start(client: Client, settings: Settings, request: PayRequest) -> WorkflowHandle[EasyPayWorkflow, PaymentState]:
+async def start(
+    client: Client, settings: Settings, request: PayRequest
+) -> WorkflowHandle[EasyPayWorkflow, PaymentState]:
     handle = await client.start_workflow(
         EasyPayWorkflow.run,
         EasyPayOrder(request=request, verification_page_url="http://testserver/easypay/verify"),
@@ -63,7 +71,12 @@ def otp(settings: Settings, state: PaymentState) -> str:
 
 
 async def test_pin_payment_debits_once_and_notifies(
-    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker, database: Ledger, alipayplus: SandboxAlipayPlus
+    env: WorkflowEnvironment,
+    client: Client,
+    settings: Settings,
+    worker: Worker,
+    database: Ledger,
+    alipayplus: SandboxAlipayPlus,
 ) -> None:
     request = await order(env, settings, PIN_USER[0])
     account = Ledger.user_account_id(PIN_USER[1])
@@ -87,7 +100,9 @@ async def test_pin_payment_debits_once_and_notifies(
     await save_history(notify, "notify_payment")
 
 
-async def test_wrong_code_then_right_code(env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker) -> None:
+async def test_wrong_code_then_right_code(
+    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker
+) -> None:
     handle = await start(client, settings, await order(env, settings, PIN_USER[0]))
 
     wrong = await handle.execute_update(EasyPayWorkflow.submit_code, pin(settings, PIN_USER[1], "000000"))
@@ -98,10 +113,14 @@ async def test_wrong_code_then_right_code(env: WorkflowEnvironment, client: Clie
     await save_history(handle, "easy_pay_wrong_then_right")
 
 
-async def test_attempts_are_bounded(env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker) -> None:
+async def test_attempts_are_bounded(
+    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker
+) -> None:
     handle = await start(client, settings, await order(env, settings, PIN_USER[0]))
 
-    outcomes = [await handle.execute_update(EasyPayWorkflow.submit_code, pin(settings, PIN_USER[1], "111111")) for _ in range(3)]
+    outcomes = [
+        await handle.execute_update(EasyPayWorkflow.submit_code, pin(settings, PIN_USER[1], "111111")) for _ in range(3)
+    ]
     late_right = await handle.execute_update(EasyPayWorkflow.submit_code, pin(settings, PIN_USER[1]))
 
     assert [o.state.attempts_left for o in outcomes] == [2, 1, 0]
@@ -135,7 +154,12 @@ async def test_otp_resend_replaces_the_code(
 
 
 async def test_expiry_closes_the_order(
-    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker, alipayplus: SandboxAlipayPlus, database: Ledger
+    env: WorkflowEnvironment,
+    client: Client,
+    settings: Settings,
+    worker: Worker,
+    alipayplus: SandboxAlipayPlus,
+    database: Ledger,
 ) -> None:
     request = await order(env, settings, PIN_USER[0], expires_in=timedelta(minutes=3))
     account = Ledger.user_account_id(PIN_USER[1])
@@ -148,11 +172,16 @@ async def test_expiry_closes_the_order(
     assert state.payment_result.result_code == ResultCode.ORDER_IS_CLOSED
     assert database.balance(account) == before
     await client.get_workflow_handle(f"notify/{request.payment_request_id}").result()
-    assert alipayplus.notifications(request.payment_request_id)[-1].body["paymentResult"]["resultCode"] == "ORDER_IS_CLOSED"
+    assert (
+        alipayplus.notifications(request.payment_request_id)[-1].body["paymentResult"]["resultCode"]
+        == "ORDER_IS_CLOSED"
+    )
     await save_history(handle, "easy_pay_expired")
 
 
-async def test_insufficient_balance_fails_at_order_creation(env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker) -> None:
+async def test_insufficient_balance_fails_at_order_creation(
+    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker
+) -> None:
     request = await order(env, settings, POOR_USER[0])
     handle = await client.start_workflow(
         EasyPayWorkflow.run,
@@ -167,7 +196,9 @@ async def test_insufficient_balance_fails_at_order_creation(env: WorkflowEnviron
     assert state.payment_result.result_code == ResultCode.USER_BALANCE_NOT_ENOUGH
 
 
-async def test_repeat_with_changed_key_fields_is_inconsistent(env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker) -> None:
+async def test_repeat_with_changed_key_fields_is_inconsistent(
+    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker
+) -> None:
     request = await order(env, settings, PIN_USER[0])
     handle = await start(client, settings, request)
 
@@ -212,7 +243,9 @@ async def test_one_click_consent_issues_a_token_and_retries_auth_notify(
         env,
         settings,
         PIN_USER[0],
-        authorization=AuthorizationInfo(auth_client_id="2188120040699147", auth_state="st", reference_agreement_id=agreement),
+        authorization=AuthorizationInfo(
+            auth_client_id="2188120040699147", auth_state="st", reference_agreement_id=agreement
+        ),
     )
     handle = await start(client, settings, request)
     await handle.execute_update(EasyPayWorkflow.submit_code, pin(settings, PIN_USER[1]))
@@ -235,14 +268,21 @@ async def test_one_click_consent_issues_a_token_and_retries_auth_notify(
     await save_history(handle, "easy_pay_one_click")
 
 
-@pytest.mark.parametrize("login_id,code", [(PIN_USER[0], "SUCCESS"), ("852-33334444", "USER_STATUS_ABNORMAL"), ("000", "USER_NOT_EXIST")])
-async def test_account_evaluation(env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker, login_id: str, code: str) -> None:
-    from sandbox.alipayplus import easy_pay_evaluation
+@pytest.mark.parametrize(
+    "login_id,code", [(PIN_USER[0], "SUCCESS"), ("852-33334444", "USER_STATUS_ABNORMAL"), ("000", "USER_NOT_EXIST")]
+)
+async def test_account_evaluation(
+    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker, login_id: str, code: str
+) -> None:
+    from sandbox.alipayplus.driver import easy_pay_evaluation
     from workflows.account_evaluation import AccountEvaluationWorkflow
 
     request = easy_pay_evaluation(f"ev-{uuid.uuid4().hex}", login_id, PRICE, settings.psp_id)
     handle = await client.start_workflow(
-        AccountEvaluationWorkflow.run, request, id=f"evaluation/{request.payment_request_id}", task_queue=settings.temporal_task_queue
+        AccountEvaluationWorkflow.run,
+        request,
+        id=f"evaluation/{request.payment_request_id}",
+        task_queue=settings.temporal_task_queue,
     )
 
     answer = await handle.result()
