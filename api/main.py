@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 
 from activities.db import create_engine_for
 from workers.settings import Settings
 from workers.temporal import connect
 
-from .routers import ops, payments, verification
+from .routers import codec, ops, payments, verification
 from .services import Services
 
 
@@ -34,4 +35,12 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(payments.router)
     app.include_router(verification.router)
     app.include_router(ops.router)
+    app.include_router(codec.router)
+    app.add_middleware(  # the Web UI calls the codec endpoint from the operator's browser
+        CORSMiddleware,
+        allow_origins=settings.codec_cors_origins,
+        allow_methods=["POST"],
+        allow_headers=["*"],
+        allow_credentials=True,
+    )
     return app

@@ -23,7 +23,7 @@ from sandbox.alipayplus.app import create_app as create_sandbox_app
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from sandbox.alipayplus.transport import TimeoutASGITransport
 from workers.settings import Settings
-from workers.temporal import DATA_CONVERTER, temporal_test_server
+from workers.temporal import data_converter, temporal_test_server
 from workers.worker import activities_for, build_worker
 from workflows import search_attributes
 
@@ -48,6 +48,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         mpp_public_key_file=FIXTURES / "test_mpp_public.pem",
         alipayplus_public_key_file=FIXTURES / "test_alipayplus_public.pem",
         secret_key_file=FIXTURES / "test_secret.key",
+        payload_key_file=FIXTURES / "test_payload.key",
         public_base_url="http://testserver",
     )
 
@@ -84,9 +85,9 @@ class SandboxSms:
 
 
 @pytest.fixture(scope="session")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
+async def env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_time_skipping(
-        data_converter=DATA_CONVERTER, test_server_existing_path=str(temporal_test_server())
+        data_converter=data_converter(settings), test_server_existing_path=str(temporal_test_server())
     )
     await environment.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(

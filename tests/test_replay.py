@@ -14,7 +14,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from sandbox.alipayplus.inquiry import InquiryScheduleWorkflow
-from workers.temporal import DATA_CONVERTER
+from workers.settings import Settings
+from workers.temporal import data_converter
 from workers.worker import WORKFLOWS as MPP_WORKFLOWS
 
 from .conftest import HISTORIES
@@ -34,6 +35,7 @@ def test_every_workflow_type_has_a_recorded_history() -> None:
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[path.stem for path in RECORDED])
-async def test_history_replays(path: Path) -> None:
+async def test_history_replays(path: Path, settings: Settings) -> None:
+    """Histories are encrypted with the test payload key, as production ones are with theirs."""
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    await Replayer(workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER).replay_workflow(history)
+    await Replayer(workflows=list(WORKFLOWS), data_converter=data_converter(settings)).replay_workflow(history)

@@ -31,7 +31,7 @@ from workflows import search_attributes
 
 from .keys import ensure_dev_keys
 from .settings import VAR_DIR, Settings
-from .temporal import DATA_CONVERTER, temporal_cli
+from .temporal import data_converter, temporal_cli
 from .worker import build_worker
 
 # The dev server on a SQLite file is 2-3x faster with these (TEMPORAL-NOTES.md).
@@ -75,6 +75,8 @@ def dev_settings(var_dir: Path = VAR_DIR, ports: Ports = DEFAULT_PORTS) -> Setti
         mpp_public_key_file=keys / "mpp_public.pem",
         alipayplus_public_key_file=keys / "alipayplus_public.pem",
         secret_key_file=keys / "mpp_secret.key",
+        payload_key_file=keys / "payload.key",
+        codec_cors_origins=[f"http://127.0.0.1:{ports.web_ui}", f"http://localhost:{ports.web_ui}"],
     )
 
 
@@ -150,11 +152,12 @@ async def dev_stack(
         port=ports.temporal,
         ui=web_ui,
         ui_port=ports.web_ui if web_ui else None,
-        data_converter=DATA_CONVERTER,
+        data_converter=data_converter(settings),
         search_attributes=search_attributes.ALL,
         dev_server_existing_path=str(temporal_cli()),
         dev_server_database_filename=str(var_dir / "temporal.sqlite"),
-        dev_server_extra_args=SQLITE_PRAGMAS,
+        # the Web UI decrypts payloads through our API's codec endpoint, in the operator's browser
+        dev_server_extra_args=[*SQLITE_PRAGMAS, "--ui-codec-endpoint", f"{api_url}/codec"],
     )
     driver = AlipayPlusDriver.for_peer(alipayplus, api_url)
     try:

@@ -34,10 +34,11 @@ def ensure_key_pair(keys_dir: Path, name: str) -> None:
 
 
 def ensure_dev_keys(keys_dir: Path) -> None:
-    """The MPP's and the sandbox Alipay+'s key pairs, and the MPP's secret for keyed digests."""
+    """The MPP's and the sandbox Alipay+'s key pairs, the MPP's secret for keyed digests and
+    the AES-256 key that encrypts workflow payloads."""
     keys_dir.mkdir(parents=True, exist_ok=True)
     ensure_key_pair(keys_dir, "mpp")
     ensure_key_pair(keys_dir, "alipayplus")
-    secret = keys_dir / "mpp_secret.key"
-    if not secret.exists():
-        _write_private(secret, secrets.token_bytes(32))
+    for secret in (keys_dir / "mpp_secret.key", keys_dir / "payload.key"):
+        if not secret.exists():
+            _write_private(secret, secrets.token_bytes(32))

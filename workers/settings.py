@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from alipayplus import KeyRegistry, Signer, Verifier
 
+from .codec import EncryptionCodec
+
 VAR_DIR = Path("var")
 
 
@@ -62,13 +64,19 @@ class Settings(BaseSettings):
     refresh_token_ttl: timedelta = timedelta(days=365 * 10)
     secret_key_file: Path = VAR_DIR / "keys" / "mpp_secret.key"
 
+    # Encryption of workflow payloads (histories hold personal data); older keys stay readable
+    payload_key_file: Path = VAR_DIR / "keys" / "payload.key"
+    payload_key_id: str = "1"
+    payload_previous_key_files: dict[str, Path] = {}
+    codec_cors_origins: list[str] = ["http://127.0.0.1:8233", "http://localhost:8233"]  # the Web UI
+
     # Deadlines under Alipay+'s own timeouts (pay 8 s, inquiry 5 s)
     pay_answer_deadline: timedelta = timedelta(seconds=6)
     inquiry_answer_deadline: timedelta = timedelta(seconds=3)
 
     def load_keys(self) -> None:
         """Read every key now, so that a missing or bad file stops start-up, not the first payment."""
-        _ = self.signer, self.verifier, self.secret_key
+        _ = self.signer, self.verifier, self.secret_key, self.payload_codec
 
     @cached_property
     def signer(self) -> Signer:
@@ -81,6 +89,12 @@ class Settings(BaseSettings):
         keys = KeyRegistry()
         keys.add_file(self.client_id, self.alipayplus_key_version, self.alipayplus_public_key_file)
         return Verifier(self.client_id, keys)
+
+    @cached_property
+    def payload_codec(self) -> EncryptionCodec:
+        keys = {key_id: path.read_bytes() for key_id, path in self.payload_previous_key_files.items()}
+        keys[self.payload_key_id] = self.payload_key_file.read_bytes()
+        return EncryptionCodec(keys, self.payload_key_id)
 
     @cached_property
     def secret_key(self) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import sysconfig
 from pathlib import Path
@@ -12,7 +13,10 @@ from temporalio.converter import DataConverter
 
 from .settings import Settings
 
-DATA_CONVERTER: DataConverter = pydantic_data_converter
+
+def data_converter(settings: Settings) -> DataConverter:
+    """Pydantic models as JSON, then encrypted: the same for client, workers, tests and replay."""
+    return dataclasses.replace(pydantic_data_converter, payload_codec=settings.payload_codec)
 
 
 async def connect(settings: Settings) -> Client:
@@ -28,7 +32,7 @@ async def connect(settings: Settings) -> Client:
         namespace=settings.temporal_namespace,
         tls=tls,
         api_key=settings.temporal_api_key,
-        data_converter=DATA_CONVERTER,
+        data_converter=data_converter(settings),
     )
 
 

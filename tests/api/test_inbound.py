@@ -8,6 +8,7 @@ server's clock (``env.get_current_time()``), which may be ahead of real time.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import uuid
@@ -16,7 +17,9 @@ from datetime import timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -347,3 +350,16 @@ async def test_inquiry_for_unknown_payment(alipay: AlipayPlusCaller, client: Cli
     assert result_of(answer) == ("F", "ORDER_NOT_EXIST")
     assert set(answer) == {"result"}
     await assert_no_workflow(client, f"pay/{payment_request_id}")
+
+
+async def test_the_web_ui_codec_endpoint_decrypts_payloads(api: httpx.AsyncClient, settings: Settings) -> None:
+    [sealed] = await settings.payload_codec.encode([Payload(metadata={"encoding": b"json/plain"}, data=b'"secret"')])
+    metadata = {key: base64.b64encode(value).decode() for key, value in sealed.metadata.items()}
+    body = {"payloads": [{"metadata": metadata, "data": base64.b64encode(sealed.data).decode()}]}
+
+    response = await api.post("/codec/decode", json=body, headers={"Origin": settings.codec_cors_origins[0]})
+
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == settings.codec_cors_origins[0]
+    [decoded] = response.json()["payloads"]
+    assert base64.b64decode(decoded["data"]) == b'"secret"'
