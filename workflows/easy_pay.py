@@ -198,7 +198,8 @@ class EasyPayWorkflow:
                 self._attempts_left -= 1
         if right or self._attempts_left <= 0:
             await workflow.wait_condition(lambda: self._status is not PaymentStatus.PROCESSING)
-            return self._outcome(right, "Verified." if right else "Too many wrong codes.")
+            paid = self._status is PaymentStatus.SUCCESS  # a right code can still meet expiry or a low balance
+            return self._outcome(paid, "Paid." if paid else self._result.result_message or "The payment failed.")
         return self._outcome(False, f"Wrong code. {self._attempts_left} attempt(s) left.")
 
     @workflow.update
