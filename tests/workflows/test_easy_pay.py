@@ -290,3 +290,27 @@ async def test_account_evaluation(
     assert answer.result.result_code == code
     if code == "SUCCESS":
         await save_history(handle, "account_evaluation")
+
+
+async def test_balance_spent_elsewhere_before_verification_fails_the_debit(
+    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker, database: Ledger
+) -> None:
+    request = await order(env, settings, PIN_USER[0])
+    handle = await start(client, settings, request)
+    account = Ledger.user_account_id(PIN_USER[1])
+    elsewhere = database.balance(account) - PRICE.value + 1  # leaves one minor unit too few
+    spend = f"test/{request.payment_request_id}/spend"
+    database.post(
+        spend, "PAYMENT_DEBIT", spend, [(account, -elsewhere), (database.settlement_account("IDR"), elsewhere)]
+    )
+    try:
+        outcome = await handle.execute_update(EasyPayWorkflow.submit_code, pin(settings, PIN_USER[1]))
+        assert not outcome.accepted
+        assert outcome.state.status is PaymentStatus.FAIL
+        assert outcome.state.payment_result.result_code == ResultCode.USER_BALANCE_NOT_ENOUGH
+        assert outcome.state.redirect_url and outcome.state.redirect_url.endswith("status=fail")
+        assert database.balance(account) == PRICE.value - 1
+    finally:  # give the money back for the other tests
+        back = f"test/{request.payment_request_id}/back"
+        database.post(back, "TOP_UP", back, [(database.settlement_account("IDR"), -elsewhere), (account, elsewhere)])
+    assert database.check().ok
