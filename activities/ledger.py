@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, func, insert, not_, or_, select, update
+from sqlalchemy import Connection, Engine, Executable, func, insert, not_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
@@ -31,7 +31,24 @@ Leg = tuple[str, int]
 
 class PostingKind(StrEnum):
     PAYMENT_DEBIT = "PAYMENT_DEBIT"
+    REFUND = "REFUND"
+    CANCEL_REVERSAL = "CANCEL_REVERSAL"
     TOP_UP = "TOP_UP"
+
+
+RETURNS = (PostingKind.REFUND, PostingKind.CANCEL_REVERSAL)
+"""Postings that give a payment's money back to the user; together never more than its debit."""
+
+Condition = tuple[Executable, str]
+"""A conditional statement that must change exactly one row, and the reason if it does not."""
+
+
+class PostingRefused(Exception):
+    """A condition of the posting did not hold (e.g. the payment was cancelled); nothing was posted."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class InsufficientFunds(Exception):
@@ -71,11 +88,17 @@ class LedgerCheck:
     balanced: bool  # every posting, hence every currency, sums to zero
     balances_match_entries: bool  # each account's balance is the sum of its entries
     no_negative_user_balance: bool  # no account barred from going negative (users, settlement) is below zero
+    returns_within_debits: bool  # no payment gave back (refunds, reversal) more than it debited
     postings: int
 
     @property
     def ok(self) -> bool:
-        return self.balanced and self.balances_match_entries and self.no_negative_user_balance
+        return (
+            self.balanced
+            and self.balances_match_entries
+            and self.no_negative_user_balance
+            and self.returns_within_debits
+        )
 
 
 class Ledger:
@@ -129,8 +152,21 @@ class Ledger:
 
     # postings
 
-    def post(self, idempotency_key: str, kind: str, reference: str, legs: Sequence[Leg]) -> PostingReceipt:
+    def post(
+        self,
+        idempotency_key: str,
+        kind: str,
+        reference: str,
+        legs: Sequence[Leg],
+        *,
+        conditions: Sequence[Condition] = (),
+    ) -> PostingReceipt:
         """Apply a balanced posting once per ``idempotency_key``, all or nothing.
+
+        ``conditions`` run in the same transaction, first: each must change exactly one row
+        (a record's state moving on, a refunded sum growing within its cap), else nothing
+        is posted and ``PostingRefused`` carries its reason. A replayed key skips them: they
+        held when the posting was first made.
 
         Raises ``ValueError`` if the legs do not sum to zero, ``UnknownAccount``,
         ``ValueError`` if the accounts' currencies differ, ``InsufficientFunds`` (nothing
@@ -145,6 +181,9 @@ class Ledger:
                 earlier = _find_posting(connection, idempotency_key)
                 if earlier is not None:
                     return _replay(connection, earlier, kind, reference, legs)
+                for statement, reason in conditions:
+                    if connection.execute(statement).rowcount != 1:
+                        raise PostingRefused(reason)
                 currency = _common_currency(connection, net_changes)
                 created_at = utc_now()
                 # The posting goes in first: a racing twin with the same key waits here on
@@ -175,12 +214,31 @@ class Ledger:
                 return _replay(connection, earlier, kind, reference, legs)
 
     def debit_user_to_settlement(
-        self, idempotency_key: str, reference: str, customer_account_id: str, amount: Amount
+        self,
+        idempotency_key: str,
+        reference: str,
+        customer_account_id: str,
+        amount: Amount,
+        conditions: Sequence[Condition] = (),
     ) -> PostingReceipt:
         """Pay ``amount`` out of the user's account into what the wallet owes Alipay+."""
         settlement = self.settlement_account(amount.currency)
         legs = [(customer_account_id, -amount.value), (settlement, amount.value)]
-        return self.post(idempotency_key, PostingKind.PAYMENT_DEBIT, reference, legs)
+        return self.post(idempotency_key, PostingKind.PAYMENT_DEBIT, reference, legs, conditions=conditions)
+
+    def return_to_user(
+        self,
+        idempotency_key: str,
+        kind: PostingKind,
+        reference: str,
+        customer_account_id: str,
+        amount: Amount,
+        conditions: Sequence[Condition] = (),
+    ) -> PostingReceipt:
+        """Give ``amount`` of a payment back (a refund or a cancel's reversal): the mirror of its debit."""
+        settlement = self.settlement_account(amount.currency)
+        legs = [(settlement, -amount.value), (customer_account_id, amount.value)]
+        return self.post(idempotency_key, kind, reference, legs, conditions=conditions)
 
     def fund_user(
         self, idempotency_key: str, account_id: str, amount: Amount, reference: str | None = None
@@ -236,10 +294,20 @@ class Ledger:
                 )
             ).scalar_one()
             postings = connection.execute(select(func.count()).select_from(Posting)).scalar_one()
+            user_flows = connection.execute(
+                select(col(Posting.reference), col(Posting.kind), func.sum(col(Entry.amount)))
+                .join(Entry, col(Entry.posting_id) == col(Posting.id))
+                .join(Account, col(Account.id) == col(Entry.account_id))
+                .where(
+                    col(Account.kind) == AccountKind.USER, col(Posting.kind).in_([PostingKind.PAYMENT_DEBIT, *RETURNS])
+                )
+                .group_by(col(Posting.reference), col(Posting.kind))
+            ).all()
             return LedgerCheck(
                 balanced=unbalanced_postings == 0 and all(total == 0 for total in currency_totals),
                 balances_match_entries=mismatched_accounts == 0,
                 no_negative_user_balance=negative_accounts == 0,
+                returns_within_debits=_returns_within_debits(user_flows),
                 postings=int(postings),
             )
 
@@ -286,6 +354,18 @@ class Ledger:
                 connection = connection.execution_options(isolation_level="REPEATABLE READ")
             with connection.begin():
                 yield connection
+
+
+def _returns_within_debits(user_flows: Iterable[Any]) -> bool:
+    """From (reference, kind, net user amount) rows: per payment, money returned <= money debited."""
+    debited: dict[str, int] = {}
+    returned: dict[str, int] = {}
+    for reference, kind, total in user_flows:
+        if kind == PostingKind.PAYMENT_DEBIT:
+            debited[reference] = debited.get(reference, 0) - int(total)
+        else:
+            returned[reference] = returned.get(reference, 0) + int(total)
+    return all(amount <= debited.get(reference, 0) for reference, amount in returned.items())
 
 
 def _net_changes(legs: Sequence[Leg]) -> dict[str, int]:

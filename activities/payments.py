@@ -13,15 +13,15 @@ from typing import Protocol
 
 import httpx
 from pydantic import BaseModel
-from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from alipayplus import Amount, PayRequest, ResultCode
 
 from .evaluation import evaluate_account
-from .ledger import InsufficientFunds, Ledger
+from .ledger import InsufficientFunds, Ledger, PostingRefused
 from .records import OtpChallenge, PaymentRecord, PaymentStatus, VerificationMethod, WalletUser
 from .secrets import keyed_digest
 from .users import UserStore
@@ -38,6 +38,7 @@ class AccountCheck(BaseModel):
 
 class PaymentRecordUpdate(BaseModel):
     request: PayRequest
+    now: datetime  # the workflow's clock: the payment's own times follow it, so windows are consistent
     payment_id: str
     product: str
     status: PaymentStatus
@@ -73,6 +74,7 @@ class DebitRequest(BaseModel):
     payment_request_id: str
     customer_id: str
     amount: Amount
+    paid_at: datetime  # the workflow's clock; the refund and cancel windows count from it
 
 
 class DebitResult(BaseModel):
@@ -133,12 +135,15 @@ class PaymentActivities:
         )
 
     @activity.defn
-    def record_payment(self, update: PaymentRecordUpdate) -> None:
-        """Mirror the payment's state into the records inquiryPayment reads."""
+    def record_payment(self, update: PaymentRecordUpdate) -> PaymentStatus:
+        """Mirror the payment's state into the records inquiryPayment reads; returns the stored
+        status, which stays CLOSED once Alipay+ has cancelled the payment (even before it came)."""
         request = update.request
-        now = datetime.now(UTC)
+        now = update.now
         with Session(self.engine) as session:
             record = session.get(PaymentRecord, request.payment_request_id)
+            if record is not None and record.cancelled_at is not None:
+                return record.status
             if record is None:
                 record = PaymentRecord(
                     payment_request_id=request.payment_request_id,
@@ -158,11 +163,12 @@ class PaymentActivities:
             record.customer_id = update.customer_id
             record.result_code = update.result_code
             record.result_message = update.result_message
-            record.payment_time = update.payment_time
+            record.payment_time = record.payment_time or update.payment_time  # the debit's own time wins
             record.payment_expiry_time = update.payment_expiry_time
             record.updated_at = now
             session.add(record)
             session.commit()
+            return update.status
 
     @activity.defn
     def send_otp(self, request: OtpRequest) -> OtpSent:
@@ -220,13 +226,27 @@ class PaymentActivities:
             code = self._evaluate(user, request.amount)
             if code is not ResultCode.SUCCESS:
                 return DebitResult(result_code=code)
+        paid_at = request.paid_at
+        still_open = (  # a cancel that committed first closed the record: then nothing is debited
+            update(PaymentRecord)
+            .where(
+                col(PaymentRecord.payment_request_id) == request.payment_request_id,
+                col(PaymentRecord.status) == PaymentStatus.PROCESSING,
+                col(PaymentRecord.cancelled_at).is_(None),
+            )
+            .values(status=PaymentStatus.SUCCESS, payment_time=paid_at, updated_at=paid_at)
+        )
         try:
-            receipt = self.ledger.debit_user_to_settlement(
-                key, request.payment_request_id, user.account_id, request.amount
+            self.ledger.debit_user_to_settlement(
+                key, request.payment_request_id, user.account_id, request.amount, [(still_open, "cancelled")]
             )
         except InsufficientFunds:
             return DebitResult(result_code=ResultCode.USER_BALANCE_NOT_ENOUGH)
-        return DebitResult(result_code=ResultCode.SUCCESS, payment_time=receipt.created_at)
+        except PostingRefused:
+            return DebitResult(result_code=ResultCode.ORDER_IS_CLOSED)
+        with Session(self.engine) as session:  # the time the record holds, also on a retry
+            record = session.get(PaymentRecord, request.payment_request_id)
+        return DebitResult(result_code=ResultCode.SUCCESS, payment_time=record.payment_time if record else paid_at)
 
     def _evaluate(self, user: WalletUser, amount: Amount) -> ResultCode:
         """Status, currency, limits and balance, as of now."""

@@ -147,28 +147,53 @@ class Entry(SQLModel, table=True):
 
 
 class PaymentRecord(SQLModel, table=True):
-    """A payment's lasting state: what inquiryPayment answers from once its workflow is gone."""
+    """A payment's lasting state: what inquiryPayment answers from once its workflow is gone.
+
+    The row also arbitrates races between a payment, its refunds and its cancellation: the
+    debit, each refund and the cancel change it with conditional updates in the same
+    transaction as their ledger posting. A cancel for a payment never seen leaves a
+    tombstone (no amounts, ``cancelled_at`` set) so that a late pay is closed at once.
+    """
 
     __tablename__ = "payment_record"
     __table_args__ = (UniqueConstraint("payment_id", name="uq_payment_record_payment_id"),)
 
     payment_request_id: str = Field(primary_key=True, max_length=64)
-    payment_id: str = Field(max_length=64)
-    product: str = Field(max_length=32)  # "EASY_PAY", …
+    payment_id: str | None = Field(default=None, max_length=64)
+    product: str | None = Field(default=None, max_length=32)  # "EASY_PAY", …
     customer_id: str | None = Field(default=None, max_length=64)
     status: PaymentStatus = Field(sa_type=_string_enum(PaymentStatus))
     result_code: str | None = Field(default=None, max_length=64)  # paymentResult.resultCode
     result_message: str | None = Field(default=None)
-    key_fields_digest: str = Field(max_length=64)  # sha256 hex of the idempotency key fields
-    payment_amount_currency: str = Field(max_length=3)
-    payment_amount_value: int = Field(sa_type=BigInteger)
-    pay_to_amount_currency: str = Field(max_length=3)
-    pay_to_amount_value: int = Field(sa_type=BigInteger)
+    key_fields_digest: str | None = Field(default=None, max_length=64)  # sha256 hex of the idempotency key fields
+    payment_amount_currency: str | None = Field(default=None, max_length=3)
+    payment_amount_value: int | None = Field(default=None, sa_type=BigInteger)
+    pay_to_amount_currency: str | None = Field(default=None, max_length=3)
+    pay_to_amount_value: int | None = Field(default=None, sa_type=BigInteger)
     payment_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
     payment_expiry_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
     redirect_url: str | None = Field(default=None, max_length=2048)
+    refunded_payment_value: int = Field(default=0, sa_type=BigInteger)  # sum of refundAmount (payment currency)
+    refunded_pay_to_value: int = Field(default=0, sa_type=BigInteger)  # credited back to the user (payTo currency)
+    cancelled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class RefundRecord(SQLModel, table=True):
+    """A refund's answer, kept so that a repeat of its refundRequestId gets the same one."""
+
+    __tablename__ = "refund_record"
+
+    refund_request_id: str = Field(primary_key=True, max_length=64)
+    refund_id: str = Field(max_length=64)
+    payment_request_id: str = Field(index=True, max_length=64)
+    key_fields_digest: str = Field(max_length=64)
+    result_code: str = Field(max_length=64)
+    result_message: str | None = Field(default=None)
+    credited_value: int = Field(default=0, sa_type=BigInteger)  # minor units of the payTo currency
+    refund_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
 
 
 class OtpChallenge(SQLModel, table=True):

@@ -11,6 +11,8 @@ from .messages import (
     AuthNotifyResponse,
     AuthorizationInfo,
     AuthorizationNotifyType,
+    CancelPaymentRequest,
+    CancelPaymentResponse,
     ErrorResponse,
     InquiryPaymentRequest,
     InquiryPaymentResponse,
@@ -23,6 +25,8 @@ from .messages import (
     PaymentMethodMetadata,
     PayRequest,
     PayResponse,
+    RefundRequest,
+    RefundResponse,
 )
 
 __all__ = [
@@ -31,6 +35,10 @@ __all__ = [
     "AuthNotifyResponse",
     "AuthorizationInfo",
     "AuthorizationNotifyType",
+    "CancelPaymentRequest",
+    "CancelPaymentResponse",
+    "RefundRequest",
+    "RefundResponse",
     "ErrorResponse",
     "InquiryPaymentRequest",
     "InquiryPaymentResponse",

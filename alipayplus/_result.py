@@ -47,6 +47,11 @@ class ResultCode(StrEnum):
     MERCHANT_NOT_REGISTERED = "MERCHANT_NOT_REGISTERED"
     CURRENCY_NOT_SUPPORT = "CURRENCY_NOT_SUPPORT"
     BUSINESS_NOT_SUPPORT = "BUSINESS_NOT_SUPPORT"
+    # refunds and cancellation
+    REFUND_AMOUNT_EXCEED = "REFUND_AMOUNT_EXCEED"
+    ORDER_STATUS_INVALID = "ORDER_STATUS_INVALID"
+    REFUND_WINDOW_EXCEED = "REFUND_WINDOW_EXCEED"
+    CANCEL_WINDOW_EXCEED = "CANCEL_WINDOW_EXCEED"
 
 
 _STATUS = {
@@ -75,6 +80,10 @@ _MESSAGES = {
     ResultCode.CURRENCY_NOT_SUPPORT: "The currency is not supported for this account",
     ResultCode.BUSINESS_NOT_SUPPORT: "This business is not supported",
     ResultCode.INVALID_TOKEN: "The access token is invalid",
+    ResultCode.REFUND_AMOUNT_EXCEED: "The refunds would exceed the amount paid",
+    ResultCode.ORDER_STATUS_INVALID: "Only a successful payment can be refunded",
+    ResultCode.REFUND_WINDOW_EXCEED: "The refund window of this payment has passed",
+    ResultCode.CANCEL_WINDOW_EXCEED: "The cancellation window (00:30 UTC+8 on T+1) has passed; refund instead",
 }
 
 

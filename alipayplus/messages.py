@@ -18,6 +18,12 @@ from ._base import Message
 from ._result import Result
 from ._types import DateTime, Flag, Id64, OptionalId64, OptionalText, Text
 
+
+def _digest(message: Message, key_fields: set[str]) -> str:
+    key = message.model_dump(include=key_fields, exclude_none=True, mode="json")
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
 # --- shared pieces -----------------------------------------------------------------------
 
 
@@ -129,12 +135,9 @@ class PayRequest(Message):
 
     def key_fields_digest(self) -> str:
         """Digest of the fields Alipay+ compares for idempotency (spec §1.9)."""
-        key = self.model_dump(
-            include={"payment_amount", "pay_to_amount", "surcharge_info", "payment_method", "payment_promo_info"},
-            exclude_none=True,
-            mode="json",
+        return _digest(
+            self, {"payment_amount", "pay_to_amount", "surcharge_info", "payment_method", "payment_promo_info"}
         )
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 class PayResponse(Message):
@@ -168,6 +171,51 @@ class InquiryPaymentResponse(Message):
     payment_amount: Amount | None = None
     pay_to_amount: Amount | None = None
     customer_id: OptionalId64 = None
+
+
+# --- refund (Alipay+ -> MPP) ----------------------------------------------------------
+
+
+class RefundRequest(Message):
+    PATH: ClassVar[str] = "/aps/api/v1/payments/refund"
+
+    acquirer_id: Id64
+    psp_id: Id64
+    payment_request_id: Id64
+    payment_id: Id64
+    refund_request_id: Id64
+    refund_amount: Amount
+    refund_from_amount: Amount | None = None  # what the user gets back, in the payment's payTo currency
+    refund_quote: Quote | None = None
+    refund_promo_info: dict[str, Any] | None = None
+    surcharge_info: dict[str, Any] | None = None
+    refund_reason: OptionalText = None
+    extend_info: OptionalText = None
+
+    def key_fields_digest(self) -> str:
+        """Digest of the fields Alipay+ compares for idempotency (spec §1.9)."""
+        return _digest(self, {"refund_amount", "refund_from_amount", "refund_promo_info", "surcharge_info"})
+
+
+class RefundResponse(Message):
+    result: Result
+    refund_id: OptionalId64 = None
+    refund_time: DateTime | None = None
+
+
+# --- cancelPayment (Alipay+ -> MPP) -----------------------------------------------------
+
+
+class CancelPaymentRequest(Message):
+    PATH: ClassVar[str] = "/aps/api/v1/payments/cancelPayment"
+
+    acquirer_id: Id64
+    psp_id: Id64
+    payment_request_id: Id64
+
+
+class CancelPaymentResponse(Message):
+    result: Result
 
 
 # --- notifyPayment (MPP -> Alipay+) ------------------------------------------------------

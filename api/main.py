@@ -16,7 +16,7 @@ from activities.db import create_engine_for
 from workers.settings import Settings
 from workers.temporal import connect
 
-from .routers import codec, ops, payments, verification
+from .routers import codec, ops, payments, refunds, verification
 from .services import Services
 
 
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
 
     app = FastAPI(title="MPP wallet API", lifespan=lifespan)
     app.include_router(payments.router)
+    app.include_router(refunds.router)
     app.include_router(verification.router)
     app.include_router(ops.router)
     app.include_router(codec.router)

@@ -6,7 +6,7 @@ under ``var/``, keys under ``var/keys/``, the sandbox Alipay+ on 127.0.0.1:8001.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import time, timedelta
 from functools import cached_property
 from pathlib import Path
 
@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     payload_key_id: str = "1"
     payload_previous_key_files: dict[str, Path] = {}
     codec_cors_origins: list[str] = ["http://127.0.0.1:8233", "http://localhost:8233"]  # the Web UI
+
+    # Refunds and cancellation (spec §5, §6): refunds are accepted for at least 366 days
+    refund_window: timedelta = Field(default=timedelta(days=366), ge=timedelta(days=366))
+    cancel_cutoff: time = time(0, 30)  # cancels are accepted until this time (UTC+8) on T+1
 
     # Deadlines under Alipay+'s own timeouts (pay 8 s, inquiry 5 s)
     pay_answer_deadline: timedelta = timedelta(seconds=6)

@@ -11,21 +11,32 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.cancellation import CancelActivities
 from activities.db import create_engine_for
 from activities.deliveries import DeliveryActivities
 from activities.ledger import Ledger
 from activities.notifications import NotificationActivities
 from activities.payments import HttpSmsGateway, PaymentActivities, SmsGateway
+from activities.refunds import RefundActivities
 from activities.users import UserStore
 from alipayplus import SignedClient
 from workflows.account_evaluation import AccountEvaluationWorkflow
 from workflows.auth_notify import AuthNotifyWorkflow
+from workflows.cancel_payment import CancelPaymentWorkflow
 from workflows.easy_pay import EasyPayWorkflow
 from workflows.notify_payment import NotifyPaymentWorkflow
+from workflows.refund import RefundWorkflow
 
 from .settings import Settings
 
-WORKFLOWS: Sequence[type] = (AccountEvaluationWorkflow, EasyPayWorkflow, NotifyPaymentWorkflow, AuthNotifyWorkflow)
+WORKFLOWS: Sequence[type] = (
+    AccountEvaluationWorkflow,
+    EasyPayWorkflow,
+    NotifyPaymentWorkflow,
+    AuthNotifyWorkflow,
+    RefundWorkflow,
+    CancelPaymentWorkflow,
+)
 
 
 def alipayplus_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> SignedClient:
@@ -60,7 +71,11 @@ def activities_for(
         refresh_token_ttl=settings.refresh_token_ttl,
     )
     deliveries = DeliveryActivities(temporal=client, task_queue=settings.temporal_task_queue)
+    refunds = RefundActivities(engine=engine, ledger=ledger)
+    cancellations = CancelActivities(engine=engine, ledger=ledger)
     return [
+        refunds.apply_refund,
+        cancellations.cancel_payment,
         deliveries.start_payment_notification,
         deliveries.start_auth_notification,
         payments.check_account,

@@ -106,6 +106,7 @@ class EasyPayWorkflow:
         self._otp_resends = 0
         self._attempts_left = order.verification_attempts
         self._verified = False
+        self._cancelled = False
         self._checking = asyncio.Lock()
 
     @workflow.run
@@ -128,6 +129,8 @@ class EasyPayWorkflow:
             workflow.upsert_search_attributes([search_attributes.CUSTOMER_ID.value_set(check.customer_id)])
         if check.result_code is not ResultCode.SUCCESS:
             return await self._finish(PaymentStatus.FAIL, check.result_code)
+        if await self._record() is PaymentStatus.CLOSED:  # Alipay+ cancelled it before it arrived
+            return await self._finish(PaymentStatus.CLOSED, ResultCode.ORDER_IS_CLOSED)
         self._method = check.verification_method
         self._answer = PayResponse(
             result=Result.of(ResultCode.PAYMENT_IN_PROCESS),
@@ -135,17 +138,18 @@ class EasyPayWorkflow:
             payment_url=f"{order.verification_page_url}/{request.payment_request_id}/{self._payment_id}",
             customer_id=self._customer_id,
         )
-        await self._record()
 
         # Step 3: the user verifies on our page before the order expires; then debit once.
         if self._method is VerificationMethod.OTP:
             await self._send_otp()
         try:
             await workflow.wait_condition(
-                lambda: self._verified or self._attempts_left <= 0,
+                lambda: self._verified or self._attempts_left <= 0 or self._cancelled,
                 timeout=max(self._expires_at - workflow.now(), timedelta(0)),
             )
         except TimeoutError:
+            return await self._finish(PaymentStatus.CLOSED, ResultCode.ORDER_IS_CLOSED)
+        if self._cancelled:
             return await self._finish(PaymentStatus.CLOSED, ResultCode.ORDER_IS_CLOSED)
         if not self._verified:
             return await self._finish(PaymentStatus.FAIL, ResultCode.USER_PAYMENT_VERIFICATION_FAILED)
@@ -155,6 +159,7 @@ class EasyPayWorkflow:
                 payment_request_id=request.payment_request_id,
                 customer_id=check.customer_id or "",
                 amount=request.pay_to_amount,
+                paid_at=workflow.now(),
             ),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
@@ -162,8 +167,8 @@ class EasyPayWorkflow:
         self._payment_time = debit.payment_time
 
         # Steps 4 and 5: the result is recorded, notified and, on one-click consent, authorised.
-        succeeded = debit.result_code is ResultCode.SUCCESS
-        await self._finish(PaymentStatus.SUCCESS if succeeded else PaymentStatus.FAIL, debit.result_code)
+        outcome = {ResultCode.SUCCESS: PaymentStatus.SUCCESS, ResultCode.ORDER_IS_CLOSED: PaymentStatus.CLOSED}
+        await self._finish(outcome.get(debit.result_code, PaymentStatus.FAIL), debit.result_code)
 
     # --- Alipay+ and the user talk to the workflow ----------------------------------------
 
@@ -211,6 +216,12 @@ class EasyPayWorkflow:
         self._otp_resends += 1
         await self._send_otp()
         return self._outcome(True, f"A new code was sent to {self._otp.sent_to if self._otp else 'your phone'}.")
+
+    @workflow.signal
+    def cancel(self) -> None:
+        """Alipay+ cancelled the payment; the cancel has already closed its record, so no debit
+        can follow. A payment still waiting for its user closes now."""
+        self._cancelled = True
 
     @workflow.query
     def state(self) -> PaymentState:
@@ -260,6 +271,7 @@ class EasyPayWorkflow:
             self._answer is not None
             and self._status is PaymentStatus.PROCESSING
             and not self._verified
+            and not self._cancelled
             and self._attempts_left > 0
             and workflow.now() < self._expires_at
         )
@@ -283,11 +295,12 @@ class EasyPayWorkflow:
             retry_policy=DB_RETRY,
         )
 
-    async def _record(self) -> None:
-        await workflow.execute_local_activity_method(
+    async def _record(self) -> PaymentStatus:
+        return await workflow.execute_local_activity_method(
             PaymentActivities.record_payment,
             PaymentRecordUpdate(
                 request=self._request,
+                now=workflow.now(),
                 payment_id=self._payment_id,
                 product=PRODUCT,
                 status=self._status,

@@ -9,7 +9,6 @@ from sqlmodel import Session
 from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowQueryFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -17,7 +16,6 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.records import PaymentRecord, PaymentStatus
@@ -36,6 +34,7 @@ from workflows.easy_pay import PRODUCT, EasyPayOrder, EasyPayWorkflow, PaymentSt
 
 from ..inbound import Rejection, inbound
 from ..services import Services
+from ..workflow_calls import Closed, Late, update_with_start
 
 router = APIRouter(tags=["Alipay+ inbound"])
 
@@ -106,30 +105,14 @@ async def _create_order(request: PayRequest, services: Services) -> PayResponse:
         search_attributes=_attributes(request, PaymentStatus.PROCESSING.value),
     )
     try:
-        return await asyncio.wait_for(
-            services.temporal.execute_update_with_start_workflow(
-                EasyPayWorkflow.create_order, request, start_workflow_operation=start
-            ),
-            settings.pay_answer_deadline.total_seconds(),
+        answer: PayResponse = await update_with_start(
+            services.temporal, EasyPayWorkflow.create_order, request, start, settings.pay_answer_deadline
         )
-    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        # Alipay+ waits 8 s; past our deadline it learns the result by inquiry or notify.
+    except Late:  # Alipay+ waits 8 s; past our deadline it learns the result by inquiry or notify
         return PayResponse(result=Result.of(ResultCode.PAYMENT_IN_PROCESS))
-    except WorkflowAlreadyStartedError:
+    except Closed:
         return _answer_from_record(request, services)
-    except RPCError as exc:  # the same, from servers that omit the already-started details
-        if exc.status is not RPCStatusCode.ALREADY_EXISTS:
-            raise
-        return _answer_from_record(request, services)
-    finally:
-        _retrieve_start_outcome(start)
-
-
-def _retrieve_start_outcome(start: WithStartWorkflowOperation[EasyPayWorkflow, PaymentState]) -> None:
-    """Mark a failed start as seen; otherwise asyncio logs "exception was never retrieved"."""
-    future = start._workflow_handle  # the SDK exposes it only as an awaitable
-    if future.done() and not future.cancelled():
-        future.exception()
+    return answer
 
 
 def _answer_from_record(request: PayRequest, services: Services) -> PayResponse:
@@ -138,6 +121,8 @@ def _answer_from_record(request: PayRequest, services: Services) -> PayResponse:
         record = session.get(PaymentRecord, request.payment_request_id)
     if record is None:
         return PayResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION))
+    if record.cancelled_at is not None:
+        return PayResponse(result=Result.of(ResultCode.ORDER_IS_CLOSED))
     if record.key_fields_digest != request.key_fields_digest():
         return PayResponse(result=Result.of(ResultCode.REPEAT_REQ_INCONSISTENT))
     succeeded = record.status == PaymentStatus.SUCCESS
@@ -202,7 +187,12 @@ def _inquiry_from_record(record: PaymentRecord) -> InquiryPaymentResponse:
         payment_request_id=record.payment_request_id,
         payment_id=record.payment_id if succeeded else None,
         payment_time=record.payment_time,
-        payment_amount=Amount(currency=record.payment_amount_currency, value=record.payment_amount_value),
-        pay_to_amount=Amount(currency=record.pay_to_amount_currency, value=record.pay_to_amount_value),
+        payment_amount=_amount(record.payment_amount_currency, record.payment_amount_value),
+        pay_to_amount=_amount(record.pay_to_amount_currency, record.pay_to_amount_value),
         customer_id=record.customer_id,
     )
+
+
+def _amount(currency: str | None, value: int | None) -> Amount | None:
+    """An amount from the records; a tombstone (cancelled before the payment came) has none."""
+    return Amount(currency=currency, value=value) if currency and value is not None else None

@@ -82,6 +82,7 @@ def test_migrations_create_exactly_the_models_and_can_rerun(database_url: str, e
         "posting",
         "entry",
         "payment_record",
+        "refund_record",
         "otp_challenge",
         "access_token",
     }

@@ -1,0 +1,108 @@
+"""Alipay+ → MPP: refund and cancelPayment, for every product."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from sqlmodel import Session
+from temporalio.client import WithStartWorkflowOperation
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+
+from activities.records import RefundRecord
+from alipayplus import (
+    CancelPaymentRequest,
+    CancelPaymentResponse,
+    RefundRequest,
+    RefundResponse,
+    Result,
+    ResultCode,
+)
+from workflows import search_attributes
+from workflows.cancel_payment import PRODUCT as CANCEL
+from workflows.cancel_payment import CancelOrder, CancelPaymentWorkflow
+from workflows.refund import PRODUCT as REFUND
+from workflows.refund import RefundOrder, RefundWorkflow
+
+from ..inbound import Rejection, inbound
+from ..services import Services
+from ..workflow_calls import Closed, Late, update_with_start
+
+router = APIRouter(tags=["Alipay+ inbound"])
+
+
+def _attributes(product: str, payment_request_id: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(search_attributes.PRODUCT, product),
+            SearchAttributePair(search_attributes.PAYMENT_REQUEST_ID, payment_request_id),
+            SearchAttributePair(search_attributes.PAYMENT_STATUS, "PROCESSING"),
+        ]
+    )
+
+
+@inbound(router, RefundRequest.PATH, RefundRequest)
+async def refund(request: RefundRequest, services: Services) -> RefundResponse:
+    """refund: full, partial or one of several partial refunds of a successful payment."""
+    if request.refund_amount.value <= 0:
+        raise Rejection(ResultCode.PARAM_ILLEGAL, "refundAmount.value: must be greater than zero")
+    settings = services.settings
+    start = WithStartWorkflowOperation(
+        RefundWorkflow.run,
+        RefundOrder(request=request, window=settings.refund_window),
+        id=f"refund/{request.refund_request_id}",
+        task_queue=settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # one refund per refundRequestId, ever
+        search_attributes=_attributes(REFUND, request.payment_request_id),
+    )
+    try:
+        answer: RefundResponse = await update_with_start(
+            services.temporal, RefundWorkflow.request_refund, request, start, settings.pay_answer_deadline
+        )
+    except Late:  # Alipay+ retries with the same refundRequestId and then gets the final answer
+        return RefundResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION, "Refund in process; retry"))
+    except Closed:
+        return _refund_from_record(request, services)
+    return answer
+
+
+def _refund_from_record(request: RefundRequest, services: Services) -> RefundResponse:
+    with Session(services.records) as session:
+        record = session.get(RefundRecord, request.refund_request_id)
+    if record is None:
+        return RefundResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION))
+    if record.key_fields_digest != request.key_fields_digest():
+        return RefundResponse(result=Result.of(ResultCode.REPEAT_REQ_INCONSISTENT))
+    succeeded = record.result_code == ResultCode.SUCCESS
+    return RefundResponse(
+        result=Result.of(ResultCode(record.result_code), record.result_message),
+        refund_id=record.refund_id if succeeded else None,
+        refund_time=record.refund_time,
+    )
+
+
+@inbound(router, CancelPaymentRequest.PATH, CancelPaymentRequest)
+async def cancel_payment(request: CancelPaymentRequest, services: Services) -> CancelPaymentResponse:
+    """cancelPayment: close or reverse the payment, whatever its state, until 00:30 UTC+8 on T+1."""
+    settings = services.settings
+    try:
+        return await asyncio.wait_for(
+            services.temporal.execute_workflow(
+                CancelPaymentWorkflow.run,
+                CancelOrder(request=request, cutoff=settings.cancel_cutoff),
+                id=f"cancel/{request.payment_request_id}",
+                task_queue=settings.temporal_task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,  # a concurrent repeat joins it
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,  # a cancel is idempotent: rerun it
+                search_attributes=_attributes(CANCEL, request.payment_request_id),
+            ),
+            settings.pay_answer_deadline.total_seconds(),
+        )
+    except TimeoutError:
+        return CancelPaymentResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION, "Cancel in process; retry"))

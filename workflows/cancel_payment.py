@@ -1,0 +1,50 @@
+"""cancelPayment: close or reverse a payment in whatever state it is (spec §6).
+
+Id ``cancel/{paymentRequestId}``. Repeats are harmless: the cancellation itself is
+idempotent (the payment record remembers it), so every run gives the same answer.
+  1. Close the payment on its record: a tombstone if never seen, closed if unpaid, closed and
+     returned to the user if paid; outside 00:30 UTC+8 on T+1, CANCEL_WINDOW_EXCEED.
+  2. A payment still waiting for its user hears of it and closes at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import time
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+from . import search_attributes
+from .easy_pay import DB_RETRY, DB_TIMEOUT, EasyPayWorkflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.cancellation import CancelActivities, CancelApplication, Cancellation
+    from alipayplus import CancelPaymentRequest, CancelPaymentResponse, Result
+
+PRODUCT = "CANCEL"
+
+
+class CancelOrder(BaseModel):
+    request: CancelPaymentRequest
+    cutoff: time = time(0, 30)  # on T+1, UTC+8
+
+
+@workflow.defn
+class CancelPaymentWorkflow:
+    @workflow.run
+    async def run(self, order: CancelOrder) -> CancelPaymentResponse:
+        payment_request_id = order.request.payment_request_id
+        outcome = await workflow.execute_activity_method(
+            CancelActivities.cancel_payment,
+            CancelApplication(payment_request_id=payment_request_id, now=workflow.now(), cutoff=order.cutoff),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        if outcome.cancellation in (Cancellation.CLOSED_UNPAID, Cancellation.REVERSED):
+            payment = workflow.get_external_workflow_handle_for(EasyPayWorkflow.run, f"pay/{payment_request_id}")
+            with contextlib.suppress(ApplicationError):  # it has finished already; its record says closed
+                await payment.signal(EasyPayWorkflow.cancel)
+        workflow.upsert_search_attributes([search_attributes.PAYMENT_STATUS.value_set(outcome.cancellation.value)])
+        return CancelPaymentResponse(result=Result.of(outcome.result_code))

@@ -1,0 +1,66 @@
+"""refund: give a successful payment's money back, once per refundRequestId (spec §5).
+
+Id ``refund/{refundRequestId}``, started by update-with-start from the inbound refund.
+  1. Only a successful, uncancelled payment, inside its refund window, can be refunded.
+  2. The user is credited refundFromAmount (or refundAmount at the payment's own rate),
+     and the payment's refunded sums grow under their caps, in one transaction.
+  3. The answer is kept: a repeat gets the same one, changed key fields REPEAT_REQ_INCONSISTENT.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel
+from temporalio import workflow
+
+from . import search_attributes
+from .easy_pay import DB_RETRY, DB_TIMEOUT
+
+with workflow.unsafe.imports_passed_through():
+    from activities.refunds import RefundActivities, RefundApplication
+    from alipayplus import RefundRequest, RefundResponse, Result, ResultCode
+
+PRODUCT = "REFUND"
+
+
+class RefundOrder(BaseModel):
+    request: RefundRequest
+    window: timedelta = timedelta(days=366)
+
+
+@workflow.defn
+class RefundWorkflow:
+    @workflow.init
+    def __init__(self, order: RefundOrder) -> None:
+        self._request = order.request
+        self._answer: RefundResponse | None = None
+
+    @workflow.run
+    async def run(self, order: RefundOrder) -> RefundResponse:
+        outcome = await workflow.execute_activity_method(
+            RefundActivities.apply_refund,
+            RefundApplication(
+                request=order.request, refund_id=workflow.uuid4().hex, now=workflow.now(), window=order.window
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        self._answer = RefundResponse(
+            result=Result.of(outcome.result_code, outcome.result_message),
+            refund_id=outcome.refund_id,
+            refund_time=outcome.refund_time,
+        )
+        status = "SUCCESS" if outcome.result_code is ResultCode.SUCCESS else "FAIL"
+        workflow.upsert_search_attributes([search_attributes.PAYMENT_STATUS.value_set(status)])
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._answer
+
+    @workflow.update
+    async def request_refund(self, request: RefundRequest) -> RefundResponse:
+        """The inbound refund, and every retry of it."""
+        if request.key_fields_digest() != self._request.key_fields_digest():
+            return RefundResponse(result=Result.of(ResultCode.REPEAT_REQ_INCONSISTENT))
+        await workflow.wait_condition(lambda: self._answer is not None)
+        assert self._answer is not None
+        return self._answer
