@@ -278,3 +278,28 @@ async def test_refund_window_is_366_days(
 
     assert on_day_365 == ResultCode.SUCCESS
     assert on_day_367 == ResultCode.REFUND_WINDOW_EXCEED
+
+
+async def test_a_cancel_racing_the_order_creation_ends_one_way(
+    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker, database: Ledger
+) -> None:
+    for _ in range(5):
+        request = await order(env, settings, PIN_USER[0])
+        before = database.balance(ACCOUNT)
+        handle = await client.start_workflow(
+            EasyPayWorkflow.run,
+            EasyPayOrder(request=request, verification_page_url="http://testserver/easypay/verify"),
+            id=f"pay/{request.payment_request_id}",
+            task_queue=settings.temporal_task_queue,
+        )
+
+        created, cancelled = await asyncio.gather(
+            handle.execute_update(EasyPayWorkflow.create_order, request),
+            cancel(client, settings, request.payment_request_id),
+        )
+        state = await finished(client, handle.id, PaymentState)
+
+        assert cancelled == ResultCode.SUCCESS
+        assert created.result.result_code in (ResultCode.PAYMENT_IN_PROCESS, ResultCode.ORDER_IS_CLOSED)
+        assert state.status is PaymentStatus.CLOSED and state.payment_result.result_code == ResultCode.ORDER_IS_CLOSED
+        assert database.balance(ACCOUNT) == before
