@@ -22,7 +22,7 @@ from temporalio import activity
 
 from alipayplus import Amount, ResultCode
 
-from .ledger import Ledger, PostingKind, PostingRefused
+from .ledger import IdempotencyConflict, Ledger, PostingKind, PostingRefused
 from .records import PaymentRecord, PaymentStatus
 
 UTC_PLUS_8 = timezone(timedelta(hours=8))
@@ -138,7 +138,7 @@ class CancelActivities:
                         conditions=[(closing, "the payment changed")],
                     )
                 return _done(Cancellation.REVERSED)
-            except PostingRefused:
+            except (PostingRefused, IdempotencyConflict):  # a refund, or a twin cancel, came first
                 with Session(self.engine) as session:
                     reread = session.get(PaymentRecord, application.payment_request_id)
                 assert reread is not None

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import httpx
 from pydantic import BaseModel
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlmodel import Session, col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -135,40 +135,53 @@ class PaymentActivities:
         )
 
     @activity.defn
-    def record_payment(self, update: PaymentRecordUpdate) -> PaymentStatus:
+    def record_payment(self, change: PaymentRecordUpdate) -> PaymentStatus:
         """Mirror the payment's state into the records inquiryPayment reads; returns the stored
-        status, which stays CLOSED once Alipay+ has cancelled the payment (even before it came)."""
-        request = update.request
-        now = update.now
-        with Session(self.engine) as session:
-            record = session.get(PaymentRecord, request.payment_request_id)
-            if record is not None and record.cancelled_at is not None:
-                return record.status
-            if record is None:
-                record = PaymentRecord(
+        status, which stays CLOSED once Alipay+ has cancelled the payment (even before it came).
+
+        Every write is conditional on no cancel, so a cancel that commits between this
+        activity's statements is never overwritten, on PostgreSQL as on SQLite.
+        """
+        request = change.request
+        this_payment = col(PaymentRecord.payment_request_id) == request.payment_request_id
+        mirrored = {
+            "status": change.status,
+            "customer_id": change.customer_id,
+            "result_code": change.result_code,
+            "result_message": change.result_message,
+            "payment_expiry_time": change.payment_expiry_time,
+            "updated_at": change.now,
+        }
+        with self.engine.begin() as connection:
+            changed = connection.execute(
+                update(PaymentRecord)
+                .where(this_payment, col(PaymentRecord.cancelled_at).is_(None))
+                .values(**mirrored, payment_time=func.coalesce(col(PaymentRecord.payment_time), change.payment_time))
+            ).rowcount
+            if changed == 1:
+                return change.status
+            stored = connection.execute(select(col(PaymentRecord.status)).where(this_payment)).scalar()
+            if stored is not None:
+                return PaymentStatus(stored)  # cancelled: it stays closed
+            connection.execute(  # a concurrent tombstone makes this fail: the retry then sees it
+                insert(PaymentRecord).values(
                     payment_request_id=request.payment_request_id,
-                    payment_id=update.payment_id,
-                    product=update.product,
+                    payment_id=change.payment_id,
+                    product=change.product,
                     key_fields_digest=request.key_fields_digest(),
                     payment_amount_currency=request.payment_amount.currency,
                     payment_amount_value=request.payment_amount.value,
                     pay_to_amount_currency=request.pay_to_amount.currency,
                     pay_to_amount_value=request.pay_to_amount.value,
                     redirect_url=request.payment_redirect_url,
-                    status=update.status,
-                    created_at=now,
-                    updated_at=now,
+                    payment_time=change.payment_time,
+                    refunded_payment_value=0,
+                    refunded_pay_to_value=0,
+                    created_at=change.now,
+                    **mirrored,
                 )
-            record.status = update.status
-            record.customer_id = update.customer_id
-            record.result_code = update.result_code
-            record.result_message = update.result_message
-            record.payment_time = record.payment_time or update.payment_time  # the debit's own time wins
-            record.payment_expiry_time = update.payment_expiry_time
-            record.updated_at = now
-            session.add(record)
-            session.commit()
-            return update.status
+            )
+        return change.status
 
     @activity.defn
     def send_otp(self, request: OtpRequest) -> OtpSent:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 from temporalio import activity
@@ -106,6 +106,7 @@ class RefundActivities:
                 updated_at=application.now,
             )
         )
+        answer = _answer_record(application, ResultCode.SUCCESS, None, credit, application.now)
         try:
             self.ledger.return_to_user(
                 f"refund/{request.refund_request_id}",
@@ -113,7 +114,12 @@ class RefundActivities:
                 payment.payment_request_id,
                 Ledger.user_account_id(payment.customer_id or ""),
                 Amount(currency=pay_to.currency, value=credit),
-                conditions=[(within_caps, "refunds would exceed the payment, or it was cancelled")],
+                conditions=[
+                    (within_caps, "refunds would exceed the payment, or it was cancelled"),
+                    # the answer commits with the money: a retry after a crash finds it, and
+                    # never recomputes a credit from sums that already include this refund
+                    (insert(RefundRecord).values(**answer), "answered already"),
+                ],
             )
         except PostingRefused:
             with Session(self.engine) as session:
@@ -130,30 +136,41 @@ class RefundActivities:
         )
 
     def _store(self, application: RefundApplication, outcome: RefundOutcome) -> RefundOutcome:
-        """Keep the answer; if a twin stored one first, that one is the answer."""
+        """Keep a refusal's answer (a success's is kept with its posting); if a twin stored
+        one first, that one is the answer."""
+        if outcome.result_code is ResultCode.SUCCESS:
+            return outcome
         request = application.request
         try:
-            with Session(self.engine) as session:
-                session.add(
-                    RefundRecord(
-                        refund_request_id=request.refund_request_id,
-                        refund_id=application.refund_id,
-                        payment_request_id=request.payment_request_id,
-                        key_fields_digest=request.key_fields_digest(),
-                        result_code=outcome.result_code,
-                        result_message=outcome.result_message,
-                        credited_value=outcome.credited.value if outcome.credited else 0,
-                        refund_time=outcome.refund_time,
-                        created_at=application.now,
+            with self.engine.begin() as connection:
+                connection.execute(
+                    insert(RefundRecord).values(
+                        **_answer_record(application, outcome.result_code, outcome.result_message, 0, None)
                     )
                 )
-                session.commit()
         except IntegrityError:
             with Session(self.engine) as session:
                 stored = session.get(RefundRecord, request.refund_request_id)
             assert stored is not None
             return _outcome_of(stored)
         return outcome
+
+
+def _answer_record(
+    application: RefundApplication, code: ResultCode, message: str | None, credited: int, refund_time: datetime | None
+) -> dict[str, object]:
+    request = application.request
+    return {
+        "refund_request_id": request.refund_request_id,
+        "refund_id": application.refund_id,
+        "payment_request_id": request.payment_request_id,
+        "key_fields_digest": request.key_fields_digest(),
+        "result_code": code.value,
+        "result_message": message,
+        "credited_value": credited,
+        "refund_time": refund_time,
+        "created_at": application.now,
+    }
 
 
 def _illegal(message: str) -> RefundOutcome:

@@ -166,7 +166,7 @@ def sandbox(
                 await connect(settings),
                 task_queue=SANDBOX_TASK_QUEUE,
                 workflows=[InquiryScheduleWorkflow],
-                activities=[SandboxActivities(driver).inquire_payment],
+                activities=SandboxActivities(driver).all(),
             ),
         ):
             await uvicorn.Server(uvicorn.Config(create_app(peer), host="127.0.0.1", port=port)).serve()

@@ -1,9 +1,10 @@
-"""``make demo``: every Easy Pay scenario, through the real HTTP API, on the embedded stack.
+"""``make demo``: every Easy Pay, refund and cancel scenario, through the real HTTP API, on the
+embedded stack.
 
-Alipay+ is the sandbox driver (signed pay and inquiryPayment calls); the user is an HTTP
-client on our verification page, reading OTPs from the sandbox SMS inbox. Scenarios run
-concurrently; each ends in a state that is checked, and the process exits non-zero if any
-state is wrong.
+Alipay+ is the sandbox driver (signed pay, inquiryPayment, refund and cancelPayment calls); the
+user is an HTTP client on our verification page, reading OTPs from the sandbox SMS inbox.
+Scenarios run concurrently; each ends in a state that is checked, and the process exits
+non-zero if any state is wrong. Money given back is read from the ledger, per payment.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ import httpx
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import func, select
+from sqlmodel import col
 from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.db import create_engine_for
-from activities.ledger import Ledger
-from alipayplus import Amount, AuthorizationInfo, PayRequest, PayResponse
+from activities.ledger import RETURNS, Ledger, LedgerCheck
+from activities.records import Account, AccountKind, Entry, Posting
+from alipayplus import Amount, AuthorizationInfo, PayRequest, PayResponse, RefundResponse, Result
 from sandbox.alipayplus.inquiry import (
     SANDBOX_TASK_QUEUE,
     InquiryOutcome,
@@ -67,6 +71,11 @@ class Demo:
         self.otp_phone = asyncio.Lock()
         self._used_otps: set[str] = set()
         self.inquiry_schedules: dict[str, WorkflowHandle[InquiryScheduleWorkflow, InquiryOutcome]] = {}
+        self.records = create_engine_for(stack.settings.database_url)
+
+    async def aclose(self) -> None:
+        await self.user.aclose()
+        self.records.dispose()
 
     def new_id(self, tag: str) -> str:
         return f"demo{self._run}{tag}{uuid.uuid4().hex[:8]}"
@@ -135,6 +144,52 @@ class Demo:
             await asyncio.sleep(0.1)
         return Outcome(f"pay/{request.payment_request_id}", "U/PAYMENT_IN_PROCESS")
 
+    async def paid(self) -> tuple[PayRequest, str]:
+        """A PIN payment of ``PRICE``, verified and final: (pay #2's request, its paymentId)."""
+        request = self.order(PIN_USER)
+        answer = await self.create(request)
+        await self.type_code(answer, PIN)
+        outcome = await self.final(request)
+        if outcome.state != "S/SUCCESS" or not answer.payment_id:
+            raise AssertionError(f"payment {request.payment_request_id} ended {outcome.state}")
+        return request, answer.payment_id
+
+    async def refund(self, payment: tuple[PayRequest, str], value: int, refund_request_id: str) -> RefundResponse:
+        """Alipay+'s refund of ``value`` (minor units, the payment's currency) of a paid payment."""
+        request, payment_id = payment
+        amount = Amount(currency=request.payment_amount.currency, value=value)
+        refund = self.stack.driver.refund_request(request, payment_id, refund_request_id, amount)
+        return await self.stack.driver.refund(refund)
+
+    async def cancel(self, request: PayRequest) -> Result:
+        answer = await self.stack.driver.cancel(request.payment_request_id, request.acquirer_id, request.psp_id)
+        return answer.result
+
+    async def inquiry_result(self, request: PayRequest) -> str:
+        answer = await self.stack.driver.inquire(request.payment_request_id, request.acquirer_id, request.psp_id)
+        return _status(answer.payment_result) if answer.payment_result else _status(answer.result)
+
+    def returned(self, payment_request_id: str) -> Amount:
+        """What the payment's refunds and reversal gave back to its user, from the ledger."""
+        query = (
+            select(func.coalesce(func.sum(col(Entry.amount)), 0))
+            .join(Posting, col(Posting.id) == col(Entry.posting_id))
+            .join(Account, col(Account.id) == col(Entry.account_id))
+            .where(
+                col(Posting.reference) == payment_request_id,
+                col(Posting.kind).in_(RETURNS),
+                col(Account.kind) == AccountKind.USER,
+            )
+        )
+        with self.records.connect() as connection:
+            total = connection.execute(query).scalar_one()
+        return Amount(currency=PRICE.currency, value=int(total))
+
+    def postings(self, payment_request_id: str) -> int:
+        with self.records.connect() as connection:
+            query = select(func.count()).select_from(Posting).where(col(Posting.reference) == payment_request_id)
+            return int(connection.execute(query).scalar_one())
+
     async def notified(self, request_id: str, count: int = 1) -> None:
         for _ in range(300):
             if len(self.stack.alipayplus.notifications(request_id)) >= count:
@@ -143,8 +198,12 @@ class Demo:
         raise AssertionError(f"notifyPayment for {request_id} arrived fewer than {count} times")
 
 
-def _result(answer: PayResponse) -> str:
-    return f"{answer.result.result_status}/{answer.result.result_code}"
+def _status(result: Result) -> str:
+    return f"{result.result_status}/{result.result_code}"
+
+
+def _result(answer: PayResponse | RefundResponse) -> str:
+    return _status(answer.result)
 
 
 def _redirect_status(response: httpx.Response) -> str:
@@ -321,6 +380,74 @@ async def unknown_payment_inquiry(demo: Demo) -> Outcome:
     return Outcome("—", f"{answer.result.result_status}/{answer.result.result_code}")
 
 
+async def full_refund(demo: Demo) -> Outcome:
+    payment = await demo.paid()
+    refund_request_id = demo.new_id("r")
+    answer = await demo.refund(payment, PRICE.value, refund_request_id)
+    credited = demo.returned(payment[0].payment_request_id)
+    return Outcome(f"refund/{refund_request_id}", f"{_result(answer)}, credited {credited}")
+
+
+async def two_partial_refunds(demo: Demo) -> Outcome:
+    payment = await demo.paid()
+    first = await demo.refund(payment, 2000, demo.new_id("r"))
+    refund_request_id = demo.new_id("r")
+    second = await demo.refund(payment, 1500, refund_request_id)
+    credited = demo.returned(payment[0].payment_request_id)
+    return Outcome(f"refund/{refund_request_id}", f"{_result(first)} + {_result(second)}, credited {credited}")
+
+
+async def refund_exceeding(demo: Demo) -> Outcome:
+    payment = await demo.paid()
+    first = await demo.refund(payment, 3000, demo.new_id("r"))
+    refund_request_id = demo.new_id("r")
+    too_much = await demo.refund(payment, PRICE.value - 3000 + 1, refund_request_id)
+    credited = demo.returned(payment[0].payment_request_id)
+    return Outcome(f"refund/{refund_request_id}", f"{_result(first)}, then {_result(too_much)}, credited {credited}")
+
+
+async def duplicate_refund(demo: Demo) -> Outcome:
+    payment = await demo.paid()
+    refund_request_id = demo.new_id("r")
+    first = await demo.refund(payment, 2000, refund_request_id)
+    again = await demo.refund(payment, 2000, refund_request_id)
+    same = "same" if first.refund_id is not None and again.refund_id == first.refund_id else "DIFFERENT"
+    credited = demo.returned(payment[0].payment_request_id)
+    return Outcome(f"refund/{refund_request_id}", f"{_result(again)}, {same} refundId, credited {credited}")
+
+
+async def cancel_unpaid(demo: Demo) -> Outcome:
+    request = demo.order(PIN_USER)
+    answer = await demo.create(request)
+    cancelled = await demo.cancel(request)
+    page = await demo.user.post(answer.payment_url or "", data={"code": PIN})  # too late: the order is closed
+    moved = "nothing moved" if demo.postings(request.payment_request_id) == 0 else "MONEY MOVED"
+    return Outcome(
+        f"cancel/{request.payment_request_id}",
+        f"{_status(cancelled)}, then {await demo.inquiry_result(request)} → status={_redirect_status(page)}, {moved}",
+    )
+
+
+async def cancel_after_success(demo: Demo) -> Outcome:
+    request, _ = await demo.paid()
+    cancelled = await demo.cancel(request)
+    returned = demo.returned(request.payment_request_id)
+    return Outcome(
+        f"cancel/{request.payment_request_id}",
+        f"{_status(cancelled)}, returned {returned}, then {await demo.inquiry_result(request)}",
+    )
+
+
+async def cancel_before_pay(demo: Demo) -> Outcome:
+    request = demo.order(PIN_USER)
+    cancelled = await demo.cancel(request)  # Alipay+ cancels a payment the wallet never saw ...
+    late = await demo.create(request)  # ... and then its pay #2 arrives
+    return Outcome(
+        f"cancel/{request.payment_request_id}",
+        f"{_status(cancelled)}, then pay {_result(late)}, inquiry {await demo.inquiry_result(request)}",
+    )
+
+
 SCENARIOS = [
     Scenario("pay #1: active user is supported", "S/SUCCESS", evaluation_supported),
     Scenario("pay #1: frozen user", "F/USER_STATUS_ABNORMAL", evaluation_frozen),
@@ -343,6 +470,25 @@ SCENARIOS = [
     Scenario("Alipay+ inquiry schedule (10 s)", "S/SUCCESS after 1 inquiry", inquiry_schedule),
     Scenario("tampered body", "F/INVALID_SIGNATURE", bad_signature),
     Scenario("inquiry for an unknown payment", "F/ORDER_NOT_EXIST", unknown_payment_inquiry),
+    Scenario("refund in full", "S/SUCCESS, credited IDR 50.00", full_refund),
+    Scenario("two partial refunds", "S/SUCCESS + S/SUCCESS, credited IDR 35.00", two_partial_refunds),
+    Scenario(
+        "refund beyond the amount paid",
+        "S/SUCCESS, then F/REFUND_AMOUNT_EXCEED, credited IDR 30.00",
+        refund_exceeding,
+    ),
+    Scenario("refund request repeated", "S/SUCCESS, same refundId, credited IDR 20.00", duplicate_refund),
+    Scenario(
+        "cancel of an unpaid order",
+        "S/SUCCESS, then F/ORDER_IS_CLOSED → status=fail, nothing moved",
+        cancel_unpaid,
+    ),
+    Scenario("cancel after success", "S/SUCCESS, returned IDR 50.00, then F/ORDER_IS_CLOSED", cancel_after_success),
+    Scenario(
+        "cancel of an unknown payment, then pay #2",
+        "S/SUCCESS, then pay F/ORDER_IS_CLOSED, inquiry F/ORDER_IS_CLOSED",
+        cancel_before_pay,
+    ),
 ]
 
 
@@ -370,13 +516,13 @@ async def run_scenarios(stack: DevStack, console: Console) -> list[tuple[Scenari
         except TimeoutError:
             settled = "[red]✗[/] some Alipay+ inquiry schedules are still waiting for a final result"
         progress.update(settling, completed=1, description=settled)
-    await demo.user.aclose()
+    await demo.aclose()
     order = {scenario.name: index for index, scenario in enumerate(SCENARIOS)}
     return sorted(results, key=lambda row: order[row[0].name])
 
 
 def summary(results: list[tuple[Scenario, Outcome, float]]) -> Table:
-    table = Table(title="Easy Pay scenarios")
+    table = Table(title="Easy Pay, refund and cancel scenarios")
     for column in ("scenario", "workflow id", "final state", "seconds", ""):
         table.add_column(column)
     for scenario, outcome, seconds in results:
@@ -386,6 +532,14 @@ def summary(results: list[tuple[Scenario, Outcome, float]]) -> Table:
             scenario.name, outcome.workflow_id, state, f"{seconds:.2f}", "[green]ok[/]" if ok else "[red]WRONG[/]"
         )
     return table
+
+
+def ledger_line(check: LedgerCheck) -> str:
+    return (
+        f"Ledger: {check.postings} postings, balanced={check.balanced}, balances match entries="
+        f"{check.balances_match_entries}, no negative user balance={check.no_negative_user_balance}, "
+        f"returns within debits={check.returns_within_debits}"
+    )
 
 
 async def run_demo(var_dir: Path, console: Console, ports: Ports = DEFAULT_PORTS) -> int:
@@ -398,10 +552,7 @@ async def run_demo(var_dir: Path, console: Console, ports: Ports = DEFAULT_PORTS
         engine = create_engine_for(stack.settings.database_url)
         check = Ledger(engine).check()
         engine.dispose()
-        console.print(
-            f"Ledger: {check.postings} postings, balanced={check.balanced}, balances match entries="
-            f"{check.balances_match_entries}, no negative user balance={check.no_negative_user_balance}"
-        )
+        console.print(ledger_line(check))
         console.print(f"Temporal Web UI: {stack.web_ui_url}/namespaces/{stack.settings.temporal_namespace}/workflows")
         console.print("(the demo stops the stack it started; `make dev` brings it back with these workflows)")
     wrong = [scenario.name for scenario, outcome, _ in results if outcome.state != scenario.expected]

@@ -165,7 +165,7 @@ async def dev_stack(
             env.client,
             task_queue=SANDBOX_TASK_QUEUE,
             workflows=[InquiryScheduleWorkflow],
-            activities=[SandboxActivities(driver).inquire_payment],
+            activities=SandboxActivities(driver).all(),
         )
         async with (
             _serving(create_sandbox_app(alipayplus), ports.sandbox),

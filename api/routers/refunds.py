@@ -51,6 +51,8 @@ async def refund(request: RefundRequest, services: Services) -> RefundResponse:
     """refund: full, partial or one of several partial refunds of a successful payment."""
     if request.refund_amount.value <= 0:
         raise Rejection(ResultCode.PARAM_ILLEGAL, "refundAmount.value: must be greater than zero")
+    if request.refund_from_amount is not None and request.refund_from_amount.value <= 0:
+        raise Rejection(ResultCode.PARAM_ILLEGAL, "refundFromAmount.value: must be greater than zero")
     settings = services.settings
     start = WithStartWorkflowOperation(
         RefundWorkflow.run,

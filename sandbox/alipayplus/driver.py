@@ -1,4 +1,5 @@
-"""What Alipay+ sends the MPP: signed pay and inquiryPayment calls, and realistic Easy Pay requests.
+"""What Alipay+ sends the MPP: signed pay, inquiryPayment, refund and cancelPayment calls, and
+realistic Easy Pay and refund requests.
 
 The builders follow seed 004's two samples (same acquirer, merchant and shape); only the ids,
 the user, the amount and the times vary.
@@ -13,6 +14,8 @@ import httpx
 from alipayplus import (
     Amount,
     AuthorizationInfo,
+    CancelPaymentRequest,
+    CancelPaymentResponse,
     InquiryPaymentRequest,
     InquiryPaymentResponse,
     Merchant,
@@ -22,6 +25,8 @@ from alipayplus import (
     PaymentMethodMetadata,
     PayRequest,
     PayResponse,
+    RefundRequest,
+    RefundResponse,
     SignedClient,
     Signer,
     Verifier,
@@ -34,7 +39,7 @@ from .peer import SandboxAlipayPlus
 ACQUIRER_ID = "1022188000000000001"  # the ACQP in seed 004's samples
 PSP_ID = "1022160000000000000"  # the MPP's pspId in seed 004 (and settings' default)
 PAYMENT_METHOD_TYPE = "ALIPAY_HK"
-PAY_TIMEOUT = 8.0  # Alipay+ waits 8 s for pay ...
+PAY_TIMEOUT = 8.0  # Alipay+ waits 8 s for pay, refund and cancelPayment ...
 INQUIRY_TIMEOUT = 5.0  # ... and 5 s for inquiryPayment (spec §1, key gotcha 4)
 _UTC8 = timezone(timedelta(hours=8))  # Alipay+ writes its times in UTC+8
 
@@ -121,11 +126,34 @@ def easy_pay_order(
     )
 
 
+def refund_request(
+    payment: PayRequest,
+    payment_id: str,
+    refund_request_id: str,
+    amount: Amount,
+    refund_from_amount: Amount | None = None,
+) -> RefundRequest:
+    """A refund of ``amount`` (in the payment's currency) of the paid ``payment`` (spec §5).
+
+    Without ``refund_from_amount`` the MPP credits ``amount`` at the payment's own rate.
+    """
+    return RefundRequest(
+        acquirer_id=payment.acquirer_id,
+        psp_id=payment.psp_id,
+        payment_request_id=payment.payment_request_id,
+        payment_id=payment_id,
+        refund_request_id=refund_request_id,
+        refund_amount=amount,
+        refund_from_amount=refund_from_amount,
+    )
+
+
 class AlipayPlusDriver:
     """Alipay+'s side of the Alipay+ → MPP APIs: signs with Alipay+'s key, checks the MPP's answers."""
 
     easy_pay_evaluation = staticmethod(easy_pay_evaluation)
     easy_pay_order = staticmethod(easy_pay_order)
+    refund_request = staticmethod(refund_request)
 
     def __init__(
         self,
@@ -158,6 +186,19 @@ class AlipayPlusDriver:
         request = InquiryPaymentRequest(acquirer_id=acquirer_id, psp_id=psp_id, payment_request_id=payment_request_id)
         return await self._client.call(
             InquiryPaymentRequest.PATH, request, InquiryPaymentResponse, timeout=self.inquiry_timeout
+        )
+
+    async def refund(self, request: RefundRequest) -> RefundResponse:
+        """Raises ``TransportError`` when the MPP gives no usable answer within 8 s."""
+        return await self._client.call(RefundRequest.PATH, request, RefundResponse, timeout=self.pay_timeout)
+
+    async def cancel(
+        self, payment_request_id: str, acquirer_id: str = ACQUIRER_ID, psp_id: str = PSP_ID
+    ) -> CancelPaymentResponse:
+        """cancelPayment; raises ``TransportError`` when the MPP gives no usable answer within 8 s."""
+        request = CancelPaymentRequest(acquirer_id=acquirer_id, psp_id=psp_id, payment_request_id=payment_request_id)
+        return await self._client.call(
+            CancelPaymentRequest.PATH, request, CancelPaymentResponse, timeout=self.pay_timeout
         )
 
     async def aclose(self) -> None:

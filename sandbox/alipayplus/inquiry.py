@@ -1,24 +1,28 @@
-"""Alipay+'s inquiry schedule: ask the MPP every 10 s, up to 12 times, until the result is final.
+"""Alipay+'s inquiry schedule: ask the MPP every 10 s, up to 12 times, until the result is final;
+with still no final result, cancel the payment (cancelPayment), as Alipay+ does.
 
 Workflow id ``inquiry/{paymentRequestId}`` on ``SANDBOX_TASK_QUEUE``; one activity per inquiry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from alipayplus import InquiryPaymentResponse, Result
+    from alipayplus import CancelPaymentResponse, InquiryPaymentResponse, Result
 
     from .driver import AlipayPlusDriver
 
 SANDBOX_TASK_QUEUE = "sandbox-alipayplus"
+CANCEL_AFTER_LAST_INQUIRY = "cancel-after-last-inquiry"  # workflow.patched: older histories end without it
 
 
 def inquiry_workflow_id(payment_request_id: str) -> str:
@@ -37,16 +41,29 @@ class InquiryOutcome(BaseModel):
     final: bool
     payment_result: Result | None
     inquiries: int
+    cancelled: bool = False  # no final result after the last inquiry: Alipay+ cancelled the payment
 
 
 @dataclass
 class SandboxActivities:
     driver: AlipayPlusDriver
 
+    def all(self) -> list[Callable[..., Any]]:
+        """What a sandbox worker registers."""
+        return [self.inquire_payment, self.cancel_payment]
+
     @activity.defn
     async def inquire_payment(self, schedule: InquirySchedule) -> InquiryPaymentResponse:
         # TransportError (no answer in 5 s, bad signature, ...) fails the attempt; Temporal retries.
         return await self.driver.inquire(schedule.payment_request_id, schedule.acquirer_id, schedule.psp_id)
+
+    @activity.defn
+    async def cancel_payment(self, schedule: InquirySchedule) -> CancelPaymentResponse:
+        # No answer in 8 s or U: Alipay+ retries the cancel with the same paymentRequestId.
+        answer = await self.driver.cancel(schedule.payment_request_id, schedule.acquirer_id, schedule.psp_id)
+        if not answer.result.is_final:
+            raise ApplicationError(f"cancelPayment answered {answer.result.result_code}; retrying")
+        return answer
 
 
 @workflow.defn
@@ -75,8 +92,26 @@ class InquiryScheduleWorkflow:
             # Only paymentResult S/F is final; a failed inquiry (result F) or U keeps polling.
             if response.payment_result is not None and response.payment_result.is_final:
                 return InquiryOutcome(final=True, payment_result=response.payment_result, inquiries=self._inquiries)
-        # TODO(later issue): after the last unanswered inquiry Alipay+ cancels the payment (cancelPayment).
-        return InquiryOutcome(final=False, payment_result=None, inquiries=self._inquiries)
+        cancelled = False
+        if workflow.patched(CANCEL_AFTER_LAST_INQUIRY):
+            cancelled = await self._cancel(schedule)
+        return InquiryOutcome(final=False, payment_result=None, inquiries=self._inquiries, cancelled=cancelled)
+
+    async def _cancel(self, schedule: InquirySchedule) -> bool:
+        """Still no final result: Alipay+ cancels the payment, so it can never succeed later."""
+        try:
+            answer = await workflow.execute_activity_method(
+                SandboxActivities.cancel_payment,
+                schedule,
+                start_to_close_timeout=timedelta(seconds=9),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=5
+                ),
+            )
+        except ActivityError:
+            workflow.logger.warning("cancelPayment for %s got no final answer", schedule.payment_request_id)
+            return False
+        return answer.result.is_success
 
     @workflow.query
     def inquiries(self) -> int:

@@ -1,4 +1,5 @@
-"""What the sandbox Alipay+ sends the MPP: seed samples, Easy Pay builders, pay/inquiry, inquiry schedule."""
+"""What the sandbox Alipay+ sends the MPP: seed samples, Easy Pay and refund builders,
+pay/inquiry/refund/cancel, and the inquiry schedule (which cancels after its last inquiry)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ from temporalio.worker import Worker
 from alipayplus import (
     Amount,
     AuthorizationInfo,
+    CancelPaymentRequest,
+    CancelPaymentResponse,
     InquiryPaymentRequest,
     InquiryPaymentResponse,
     Message,
     PayRequest,
     PayResponse,
+    RefundRequest,
+    RefundResponse,
     Result,
     ResultCode,
     ResultStatus,
@@ -27,7 +32,13 @@ from alipayplus import (
     TransportError,
     Verifier,
 )
-from sandbox.alipayplus.driver import AlipayPlusDriver, easy_pay_evaluation, easy_pay_order, sample_requests
+from sandbox.alipayplus.driver import (
+    AlipayPlusDriver,
+    easy_pay_evaluation,
+    easy_pay_order,
+    refund_request,
+    sample_requests,
+)
 from sandbox.alipayplus.inquiry import (
     InquiryOutcome,
     InquirySchedule,
@@ -47,10 +58,12 @@ PSP_ID = "1022160000000000000"
 
 
 class FakeMpp:
-    """The MPP's pay/inquiryPayment endpoints, reduced to: check Alipay+'s signature, answer as scripted."""
+    """The MPP's pay/inquiryPayment/refund/cancelPayment endpoints, reduced to: check Alipay+'s
+    signature, answer as scripted."""
 
     def __init__(self, signer: Signer, verifier: Verifier) -> None:
         self.inquiry_answers: list[Result] = []
+        self.cancel_answers: list[Result] = []
         self.received: list[Message] = []
         self.app = FastAPI()
 
@@ -90,6 +103,21 @@ class FakeMpp:
                     payment_request_id=inquiry.payment_request_id,
                 ),
             )
+
+        @self.app.post(RefundRequest.PATH)
+        async def refund(request: Request) -> Response:
+            body = await request.body()
+            verifier.check(request.url.path, request.headers, body)
+            self.received.append(RefundRequest.from_wire(body))
+            return signed(RefundRequest.PATH, RefundResponse(result=Result.success(), refund_id="R1"))
+
+        @self.app.post(CancelPaymentRequest.PATH)
+        async def cancel(request: Request) -> Response:
+            body = await request.body()
+            verifier.check(request.url.path, request.headers, body)
+            self.received.append(CancelPaymentRequest.from_wire(body))
+            result = self.cancel_answers.pop(0) if self.cancel_answers else Result.success()
+            return signed(CancelPaymentRequest.PATH, CancelPaymentResponse(result=result))
 
 
 @pytest.fixture
@@ -151,6 +179,33 @@ async def test_driver_pay_and_inquire_are_signed_both_ways(driver: AlipayPlusDri
     assert [type(m).__name__ for m in fake_mpp.received] == ["PayRequest", "InquiryPaymentRequest"]
 
 
+def test_refund_builder_refers_to_the_payment() -> None:
+    order = easy_pay_order("PR1", "852-95303585", Amount(currency="IDR", value=5000), PSP_ID)
+    half = Amount(currency="IDR", value=2500)
+
+    refund = refund_request(order, "P1", "RF1", half)
+    converted = refund_request(order, "P1", "RF2", half, refund_from_amount=Amount(currency="IDR", value=2400))
+
+    assert (refund.acquirer_id, refund.psp_id, refund.payment_request_id) == (order.acquirer_id, PSP_ID, "PR1")
+    assert (refund.payment_id, refund.refund_request_id, refund.refund_amount) == ("P1", "RF1", half)
+    assert refund.refund_from_amount is None and b"refundFromAmount" not in refund.to_wire()
+    assert converted.refund_from_amount == Amount(currency="IDR", value=2400)
+    assert refund.key_fields_digest() != converted.key_fields_digest()
+
+
+async def test_driver_refund_and_cancel_are_signed_both_ways(driver: AlipayPlusDriver, fake_mpp: FakeMpp) -> None:
+    order = easy_pay_order("PR1", "852-95303585", Amount(currency="IDR", value=5000), PSP_ID)
+    refunded = await driver.refund(refund_request(order, "P1", "RF1", Amount(currency="IDR", value=100)))
+    cancelled = await driver.cancel("PR1")
+
+    assert refunded.result.is_success and refunded.refund_id == "R1"
+    assert cancelled.result.is_success
+    assert [type(m).__name__ for m in fake_mpp.received] == ["RefundRequest", "CancelPaymentRequest"]
+    cancel = fake_mpp.received[1]
+    assert isinstance(cancel, CancelPaymentRequest)
+    assert (cancel.payment_request_id, cancel.psp_id, cancel.acquirer_id) == ("PR1", PSP_ID, "1022188000000000001")
+
+
 async def test_driver_rejects_answers_not_signed_by_the_mpp(
     peer: SandboxAlipayPlus, keys: Keys, alipayplus_verifier: Verifier
 ) -> None:
@@ -169,7 +224,7 @@ async def _run_schedule(
         env.client,
         task_queue=task_queue,
         workflows=[InquiryScheduleWorkflow],
-        activities=[SandboxActivities(driver).inquire_payment],
+        activities=SandboxActivities(driver).all(),
     ):
         handle = await env.client.start_workflow(
             InquiryScheduleWorkflow.run,
@@ -200,7 +255,7 @@ async def test_inquiry_schedule_stops_at_the_first_final_result(
     assert outcome.payment_result is not None and outcome.payment_result.is_success
 
 
-async def test_inquiry_schedule_gives_up_after_max_inquiries(
+async def test_inquiry_schedule_cancels_after_max_inquiries(
     env: WorkflowEnvironment, driver: AlipayPlusDriver, fake_mpp: FakeMpp
 ) -> None:
     request_id = f"PR-{uuid.uuid4().hex[:12]}"
@@ -208,8 +263,25 @@ async def test_inquiry_schedule_gives_up_after_max_inquiries(
 
     outcome, _ = await _run_schedule(env, driver, schedule)
 
-    assert outcome == InquiryOutcome(final=False, payment_result=None, inquiries=12)
-    assert len(fake_mpp.received) == 12
+    assert outcome == InquiryOutcome(final=False, payment_result=None, inquiries=12, cancelled=True)
+    assert [type(m).__name__ for m in fake_mpp.received] == ["InquiryPaymentRequest"] * 12 + ["CancelPaymentRequest"]
+    cancel = fake_mpp.received[-1]
+    assert isinstance(cancel, CancelPaymentRequest) and cancel.payment_request_id == request_id
+
+
+async def test_inquiry_schedule_retries_a_cancel_answered_u(
+    env: WorkflowEnvironment, driver: AlipayPlusDriver, fake_mpp: FakeMpp
+) -> None:
+    fake_mpp.cancel_answers = [Result.of(ResultCode.UNKNOWN_EXCEPTION), Result.success()]
+    request_id = f"PR-{uuid.uuid4().hex[:12]}"
+    schedule = InquirySchedule(
+        payment_request_id=request_id, acquirer_id="1022188000000000001", psp_id=PSP_ID, max_inquiries=1
+    )
+
+    outcome, _ = await _run_schedule(env, driver, schedule)
+
+    assert outcome == InquiryOutcome(final=False, payment_result=None, inquiries=1, cancelled=True)
+    assert [type(m).__name__ for m in fake_mpp.received] == ["InquiryPaymentRequest"] + ["CancelPaymentRequest"] * 2
 
 
 async def test_inquiry_schedule_counts_unanswered_inquiries_and_carries_on(
@@ -223,5 +295,7 @@ async def test_inquiry_schedule_counts_unanswered_inquiries_and_carries_on(
     async with AlipayPlusDriver.for_peer(peer, MPP_URL, transport=TimeoutASGITransport(app=impostor.app)) as driver:
         outcome, _ = await _run_schedule(env, driver, schedule)
 
-    assert outcome == InquiryOutcome(final=False, payment_result=None, inquiries=2)
-    assert len(impostor.received) == 6  # each inquiry tried 3 times (bad answer signature = no answer)
+    assert outcome == InquiryOutcome(final=False, payment_result=None, inquiries=2, cancelled=False)
+    kinds = [type(m).__name__ for m in impostor.received]
+    # each inquiry tried 3 times, the cancel 5 times (bad answer signature = no answer)
+    assert kinds == ["InquiryPaymentRequest"] * 6 + ["CancelPaymentRequest"] * 5
