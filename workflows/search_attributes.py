@@ -1,6 +1,6 @@
 """Search attributes that let an operator find any payment in the Temporal Web UI."""
 
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 PRODUCT = SearchAttributeKey.for_keyword("Product")
@@ -8,3 +8,14 @@ PAYMENT_STATUS = SearchAttributeKey.for_keyword("PaymentStatus")
 PAYMENT_REQUEST_ID = SearchAttributeKey.for_keyword("PaymentRequestId")
 
 ALL = [CUSTOMER_ID, PRODUCT, PAYMENT_STATUS, PAYMENT_REQUEST_ID]
+
+
+def at_start(product: str, payment_request_id: str, status: str) -> TypedSearchAttributes:
+    """What a payment's process carries from its start; workflows upsert status and customer later."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(PRODUCT, product),
+            SearchAttributePair(PAYMENT_REQUEST_ID, payment_request_id),
+            SearchAttributePair(PAYMENT_STATUS, status),
+        ]
+    )

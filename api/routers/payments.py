@@ -11,8 +11,6 @@ from temporalio.client import (
     WorkflowQueryFailedError,
 )
 from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
@@ -37,16 +35,6 @@ from ..services import Services
 from ..workflow_calls import Closed, Late, update_with_start
 
 router = APIRouter(tags=["Alipay+ inbound"])
-
-
-def _attributes(request: PayRequest, status: str) -> TypedSearchAttributes:
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(search_attributes.PRODUCT, PRODUCT),
-            SearchAttributePair(search_attributes.PAYMENT_REQUEST_ID, request.payment_request_id),
-            SearchAttributePair(search_attributes.PAYMENT_STATUS, status),
-        ]
-    )
 
 
 def _check_easy_pay(request: PayRequest) -> None:
@@ -80,7 +68,7 @@ async def _evaluate_account(request: PayRequest, services: Services) -> PayRespo
                 task_queue=settings.temporal_task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,  # a read: re-evaluating is harmless
-                search_attributes=_attributes(request, "EVALUATING"),
+                search_attributes=search_attributes.at_start(PRODUCT, request.payment_request_id, "EVALUATING"),
             ),
             settings.pay_answer_deadline.total_seconds(),
         )
@@ -102,7 +90,7 @@ async def _create_order(request: PayRequest, services: Services) -> PayResponse:
         task_queue=settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # a closed payment never starts again
-        search_attributes=_attributes(request, PaymentStatus.PROCESSING.value),
+        search_attributes=search_attributes.at_start(PRODUCT, request.payment_request_id, PaymentStatus.PROCESSING),
     )
     try:
         answer: PayResponse = await update_with_start(

@@ -8,8 +8,6 @@ from fastapi import APIRouter
 from sqlmodel import Session
 from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
@@ -36,16 +34,6 @@ from ..workflow_calls import Closed, Late, update_with_start
 router = APIRouter(tags=["Alipay+ inbound"])
 
 
-def _attributes(product: str, payment_request_id: str) -> TypedSearchAttributes:
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(search_attributes.PRODUCT, product),
-            SearchAttributePair(search_attributes.PAYMENT_REQUEST_ID, payment_request_id),
-            SearchAttributePair(search_attributes.PAYMENT_STATUS, "PROCESSING"),
-        ]
-    )
-
-
 @inbound(router, RefundRequest.PATH, RefundRequest)
 async def refund(request: RefundRequest, services: Services) -> RefundResponse:
     """refund: full, partial or one of several partial refunds of a successful payment."""
@@ -61,7 +49,7 @@ async def refund(request: RefundRequest, services: Services) -> RefundResponse:
         task_queue=settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # one refund per refundRequestId, ever
-        search_attributes=_attributes(REFUND, request.payment_request_id),
+        search_attributes=search_attributes.at_start(REFUND, request.payment_request_id, "PROCESSING"),
     )
     try:
         answer: RefundResponse = await update_with_start(
@@ -102,7 +90,7 @@ async def cancel_payment(request: CancelPaymentRequest, services: Services) -> C
                 task_queue=settings.temporal_task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,  # a concurrent repeat joins it
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,  # a cancel is idempotent: rerun it
-                search_attributes=_attributes(CANCEL, request.payment_request_id),
+                search_attributes=search_attributes.at_start(CANCEL, request.payment_request_id, "PROCESSING"),
             ),
             settings.pay_answer_deadline.total_seconds(),
         )

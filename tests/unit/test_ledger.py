@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
-from typing import TypeVar
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -32,7 +28,7 @@ from activities.secrets import keyed_digest, keyed_digest_matches, token_digest
 from activities.users import DEMO_PIN, UserStore
 from alipayplus import Amount
 
-T = TypeVar("T")
+from .racing import race
 
 
 def idr(value: int) -> Amount:
@@ -49,21 +45,6 @@ def funded_user(ledger: Ledger, customer_id: str, balance: int) -> str:
 def count(engine: Engine, model: type[SQLModel]) -> int:
     with Session(engine) as session:
         return session.exec(select(func.count()).select_from(model)).one()
-
-
-def race(threads: int, attempt: Callable[[int], T]) -> list[T | Exception]:
-    """Run ``attempt(i)`` on ``threads`` threads released at the same moment."""
-    start = threading.Barrier(threads)
-
-    def run(i: int) -> T | Exception:
-        start.wait()
-        try:
-            return attempt(i)
-        except Exception as error:  # collected, so the test can count outcomes
-            return error
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(run, range(threads)))
 
 
 # schema

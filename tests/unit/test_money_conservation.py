@@ -14,7 +14,6 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +36,8 @@ from activities.secrets import keyed_digest
 from activities.users import DEMO_PIN, DEMO_USERS, UserStore
 from alipayplus import Amount, PayRequest, RefundRequest, ResultCode
 from sandbox.alipayplus.driver import ACQUIRER_ID, PSP_ID, easy_pay_order
+
+from .racing import race
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -214,21 +215,6 @@ class Wallet:
 
 def payment_id_of(payment_request_id: str) -> str:
     return f"mpp-{payment_request_id}"[:64]
-
-
-def race(threads: int, attempt: Callable[[int], T]) -> list[T | Exception]:
-    """Run ``attempt(i)`` on ``threads`` threads released at the same moment."""
-    start = threading.Barrier(threads)
-
-    def run(i: int) -> T | Exception:
-        start.wait()
-        try:
-            return attempt(i)
-        except Exception as error:  # collected, so the test can count outcomes
-            return error
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(run, range(threads)))
 
 
 # --- races on the real database ----------------------------------------------------------
