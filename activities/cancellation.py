@@ -71,9 +71,11 @@ class CancelActivities:
             return CancelOutcome(result_code=ResultCode.CANCEL_WINDOW_EXCEED, cancellation=Cancellation.WINDOW_EXCEEDED)
         if payment.status is PaymentStatus.PROCESSING and self._close(application, PaymentStatus.PROCESSING):
             return _done(Cancellation.CLOSED_UNPAID)
-        with Session(self.engine) as session:  # it may have been paid a moment ago
+        with Session(self.engine) as session:  # it may have been paid, or cancelled by a twin, a moment ago
             payment = session.get(PaymentRecord, application.payment_request_id)
         assert payment is not None
+        if payment.cancelled_at is not None:
+            return _done(Cancellation.REVERSED if payment.payment_time else Cancellation.ALREADY_FINAL)
         if payment.status is PaymentStatus.SUCCESS:
             return self._reverse(application, payment)
         self._close(application, payment.status)

@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
@@ -105,9 +106,10 @@ def client(env: WorkflowEnvironment) -> Client:
 
 
 @pytest.fixture(scope="session")
-async def worker(
+async def activities(
     client: Client, settings: Settings, database: Ledger, alipayplus: SandboxAlipayPlus
-) -> AsyncIterator[Worker]:
+) -> AsyncIterator[list[Any]]:
+    """The real activities, talking to the in-process sandbox Alipay+."""
     mpp_to_alipayplus = SignedClient(
         "http://alipayplus.test",
         settings.signer,
@@ -115,9 +117,11 @@ async def worker(
         timeout=0.2,  # below the sandbox's scripted silence in tests
         transport=TimeoutASGITransport(app=create_sandbox_app(alipayplus)),
     )
-    worker = build_worker(
-        client, settings, activities_for(client, settings, alipayplus=mpp_to_alipayplus, sms=SandboxSms(alipayplus))
-    )
-    async with worker:
-        yield worker
+    yield activities_for(client, settings, alipayplus=mpp_to_alipayplus, sms=SandboxSms(alipayplus))
     await mpp_to_alipayplus.aclose()
+
+
+@pytest.fixture(scope="session")
+async def worker(client: Client, settings: Settings, activities: list[Any]) -> AsyncIterator[Worker]:
+    async with build_worker(client, settings, activities) as worker:
+        yield worker

@@ -22,6 +22,7 @@ from typing import TypeVar
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.internal.conjecture import engine as hypothesis_engine
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
@@ -228,10 +229,10 @@ def test_sixteen_concurrent_refunds_of_30_percent_return_exactly_90_percent(engi
         wallet.paid(payment_request_id, 1000)
         assert wallet.balance() == start_balance - 1000
 
-        outcomes = race(
-            16,
-            lambda i, prid=payment_request_id: wallet.refund(wallet.refund_application(prid, f"{prid}-r{i}", 300)),
-        )
+        def attempt(i: int, prid: str = payment_request_id) -> RefundOutcome:
+            return wallet.refund(wallet.refund_application(prid, f"{prid}-r{i}", 300))
+
+        outcomes = race(16, attempt)
 
         errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
         assert errors == [], f"round {round_}: {errors!r}"
@@ -305,7 +306,6 @@ def test_concurrent_refunds_and_cancels_return_the_debit_exactly_once(engine: En
         assert (record.refunded_payment_value, record.refunded_pay_to_value) == (1000, 1000)
         check = wallet.ledger.check()
         assert check.ok, check
-    # a retried cancel only ever follows a lost race between twin cancels
 
 
 # --- a worker that dies between the refund's ledger commit and storing its answer ----------
@@ -318,7 +318,7 @@ def crash_after_posting(wallet: Wallet, application: RefundApplication) -> None:
     def die(*_: object) -> RefundOutcome:
         raise RuntimeError("worker died after the posting committed")
 
-    refunds._store = die  # type: ignore[method-assign]
+    refunds._store = die  # type: ignore[method-assign, assignment]
     try:
         with pytest.raises(RuntimeError, match="worker died"):
             refunds.apply_refund(application)
@@ -423,6 +423,14 @@ class ExampleDatabase:
 
     def release(self) -> None:
         self.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _shrink_within_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hypothesis shrinks a failure for up to 300 s (its ``MAX_SHRINKING_SECONDS``, monkeypatchable
+    by design); a shrinking state machine here runs ~2 examples a second, so cap it at 150 s to get
+    its report (the shrunk steps) before this module's 300 s timeout kills the test instead."""
+    monkeypatch.setattr(hypothesis_engine, "MAX_SHRINKING_SECONDS", 150)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -737,6 +745,30 @@ class MoneyMachine(RuleBasedStateMachine):
             first.outcome.refund_id,
             first.outcome.refund_time,
         )
+
+    @precondition(lambda self: self.in_state("paid", cancelled=False))
+    @rule(choice=st.integers(0, 1_000), permille=st.integers(1, 1_300), with_from=st.booleans())
+    def retry_refund_after_crash_after_commit(self, choice: int, permille: int, with_from: bool) -> None:
+        """The worker dies once the refund's transaction committed, before the activity returns."""
+        payment = pick(self.in_state("paid", cancelled=False), choice)
+        value = max(1, payment.value * permille // 1_000)
+        from_value = value if with_from else None
+        refund_request_id = self.new_id("refund")
+        application = self.wallet.refund_application(payment.payment_request_id, refund_request_id, value, from_value)
+        code, credit = self.expected_refund(payment, value, from_value)
+        crash_after_posting(self.wallet, application)
+        if code is ResultCode.SUCCESS:
+            payment.refunded_payment += value
+            payment.refunded_pay_to += credit
+            self.balance += credit
+        assert self.wallet.balance() == self.balance
+        unmoved = self.unmoved()
+        retried = self.wallet.refund(application)
+        unmoved()
+        assert retried.result_code is code, (retried, code, payment)
+        if code is ResultCode.SUCCESS:
+            assert (retried.refund_id, retried.refund_time) == (application.refund_id, application.now)
+        self.refunds.append(ModelRefund(application, retried, credit))
 
     @precondition(lambda self: self.payments)
     @rule(choice=st.integers(0, 1_000))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
@@ -16,14 +17,15 @@ from activities.notifications import Delivery
 from activities.payments import otp_code
 from activities.records import PaymentStatus
 from activities.secrets import keyed_digest
-from alipayplus import Amount, AuthorizationInfo, PayRequest, ResultCode, ResultStatus
+from alipayplus import Amount, AuthorizationInfo, NotifyPaymentRequest, PayRequest, Result, ResultCode, ResultStatus
 from sandbox.alipayplus.driver import easy_pay_order
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.conftest import save_history
 from workers.settings import Settings
+from workers.worker import build_worker
 from workflows.auth_notify import AuthNotifyWorkflow
 from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow, PaymentState
-from workflows.notify_payment import NotifyPaymentWorkflow
+from workflows.notify_payment import NotifyPaymentInput, NotifyPaymentWorkflow
 
 PIN_USER = ("852-11112222", "2160220037535021")
 OTP_USER = ("852-95303585", "2160220037535020")
@@ -314,3 +316,37 @@ async def test_balance_spent_elsewhere_before_verification_fails_the_debit(
         back = f"test/{request.payment_request_id}/back"
         database.post(back, "TOP_UP", back, [(database.settlement_account("IDR"), -elsewhere), (account, elsewhere)])
     assert database.check().ok
+
+
+async def test_notify_retries_survive_a_worker_restart(
+    env: WorkflowEnvironment, client: Client, settings: Settings, activities: list[Any], alipayplus: SandboxAlipayPlus
+) -> None:
+    """The retry schedule is durable timers: a worker that dies between attempts loses nothing."""
+    own_queue = settings.model_copy(update={"temporal_task_queue": f"restart-{uuid.uuid4().hex[:8]}"})
+    request_id = f"wf-{uuid.uuid4().hex}"
+    alipayplus.script("notifyPayment", ["U"], subject=request_id)
+    notice = NotifyPaymentInput(
+        request=NotifyPaymentRequest(
+            payment_result=Result.success(),
+            payment_request_id=request_id,
+            payment_id=uuid.uuid4().hex,
+            pay_to_amount=PRICE,
+            payment_amount=PRICE,
+        )
+    )
+
+    # no workflow cache, so no sticky queue: the next task goes to whichever worker polls
+    async with build_worker(client, own_queue, activities, max_cached_workflows=0):  # attempt 1 (U) ...
+        notify = await client.start_workflow(
+            NotifyPaymentWorkflow.run, notice, id=f"notify/{request_id}", task_queue=own_queue.temporal_task_queue
+        )
+        while not alipayplus.notifications(request_id):
+            await asyncio.sleep(0.05)
+    await env.sleep(timedelta(seconds=6))  # ... then dies; the 5 s retry timer fires with no worker
+    assert (await notify.describe()).status.name == "RUNNING"
+    async with build_worker(client, own_queue, activities, max_cached_workflows=0):  # a new worker carries on
+        report = await client.get_workflow_handle_for(NotifyPaymentWorkflow.run, notify.id).result()
+
+    assert report.delivery is Delivery.ACKNOWLEDGED
+    bodies = [received.body for received in alipayplus.notifications(request_id)]
+    assert len(bodies) == 2 and bodies[0] == bodies[1]  # the same body, resent
