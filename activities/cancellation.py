@@ -23,7 +23,7 @@ from temporalio import activity
 from alipayplus import Amount, ResultCode
 
 from .ledger import IdempotencyConflict, Ledger, PostingKind, PostingRefused
-from .records import PaymentRecord, PaymentStatus
+from .records import PaymentRecord, PaymentStatus, read_payment
 
 UTC_PLUS_8 = timezone(timedelta(hours=8))
 
@@ -62,24 +62,25 @@ class CancelActivities:
     def cancel_payment(self, application: CancelApplication) -> CancelOutcome:
         if self._leave_tombstone(application):
             return _done(Cancellation.TOMBSTONE)
-        with Session(self.engine) as session:
-            payment = session.get(PaymentRecord, application.payment_request_id)
-        assert payment is not None  # the tombstone insert found it
+        payment = self._payment(application)  # the tombstone insert found it
         if payment.cancelled_at is not None:
-            return _done(Cancellation.REVERSED if payment.payment_time else Cancellation.ALREADY_FINAL)
+            return _already_cancelled(payment)
         if application.now > cancel_deadline(payment.created_at, application.cutoff):
             return CancelOutcome(result_code=ResultCode.CANCEL_WINDOW_EXCEED, cancellation=Cancellation.WINDOW_EXCEEDED)
         if payment.status is PaymentStatus.PROCESSING and self._close(application, PaymentStatus.PROCESSING):
             return _done(Cancellation.CLOSED_UNPAID)
-        with Session(self.engine) as session:  # it may have been paid, or cancelled by a twin, a moment ago
-            payment = session.get(PaymentRecord, application.payment_request_id)
-        assert payment is not None
+        payment = self._payment(application)  # it may have been paid, or cancelled by a twin, a moment ago
         if payment.cancelled_at is not None:
-            return _done(Cancellation.REVERSED if payment.payment_time else Cancellation.ALREADY_FINAL)
+            return _already_cancelled(payment)
         if payment.status is PaymentStatus.SUCCESS:
             return self._reverse(application, payment)
         self._close(application, payment.status)
         return _done(Cancellation.ALREADY_FINAL)
+
+    def _payment(self, application: CancelApplication) -> PaymentRecord:
+        payment = read_payment(self.engine, application.payment_request_id)
+        assert payment is not None  # a cancel never deletes it
+        return payment
 
     def _leave_tombstone(self, application: CancelApplication) -> bool:
         try:
@@ -141,12 +142,9 @@ class CancelActivities:
                     )
                 return _done(Cancellation.REVERSED)
             except (PostingRefused, IdempotencyConflict):  # a refund, or a twin cancel, came first
-                with Session(self.engine) as session:
-                    reread = session.get(PaymentRecord, application.payment_request_id)
-                assert reread is not None
-                if reread.cancelled_at is not None:  # a twin cancel got there first
-                    return _done(Cancellation.REVERSED)
-                payment = reread
+                payment = self._payment(application)
+                if payment.cancelled_at is not None:
+                    return _already_cancelled(payment)
         raise RuntimeError(f"payment {application.payment_request_id} kept changing; the activity will retry")
 
 
@@ -165,6 +163,11 @@ def _closing(application: CancelApplication) -> Update:
             updated_at=application.now,
         )
     )
+
+
+def _already_cancelled(payment: PaymentRecord) -> CancelOutcome:
+    """A repeat, or a twin that lost: the same answer the first cancel gave."""
+    return _done(Cancellation.REVERSED if payment.payment_time else Cancellation.ALREADY_FINAL)
 
 
 def _done(cancellation: Cancellation) -> CancelOutcome:

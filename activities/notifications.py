@@ -130,6 +130,3 @@ class NotificationActivities:
             acquirer_id=grant.acquirer_id,
             psp_id=grant.psp_id,
         )
-
-
-__all__ = ["AuthorizationGrant", "Delivery", "DeliveryReport", "NotificationActivities", "derive_token"]

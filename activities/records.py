@@ -9,10 +9,10 @@ read back aware UTC, on SQLite as on PostgreSQL. The schema is created by the Al
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Dialect, ForeignKeyConstraint, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Dialect, Engine, ForeignKeyConstraint, UniqueConstraint
 from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Session, SQLModel
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -178,6 +178,12 @@ class PaymentRecord(SQLModel, table=True):
     cancelled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+def read_payment(engine: Engine, payment_request_id: str) -> PaymentRecord | None:
+    """The payment's record as committed now (refunds and cancels reread it after losing a race)."""
+    with Session(engine) as session:
+        return session.get(PaymentRecord, payment_request_id)
 
 
 class RefundRecord(SQLModel, table=True):

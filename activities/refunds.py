@@ -16,10 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 from temporalio import activity
 
-from alipayplus import Amount, RefundRequest, ResultCode
+from alipayplus import Amount, RefundRequest, RefundResponse, Result, ResultCode
 
 from .ledger import Ledger, PostingKind, PostingRefused
-from .records import PaymentRecord, PaymentStatus, RefundRecord
+from .records import PaymentRecord, PaymentStatus, RefundRecord, read_payment
 
 
 class RefundApplication(BaseModel):
@@ -35,6 +35,24 @@ class RefundOutcome(BaseModel):
     refund_id: str | None = None
     refund_time: datetime | None = None
     credited: Amount | None = None
+
+    @classmethod
+    def of_record(cls, record: RefundRecord) -> RefundOutcome:
+        """The answer kept for a refundRequestId, for its repeats."""
+        succeeded = record.result_code == ResultCode.SUCCESS
+        return cls(
+            result_code=ResultCode(record.result_code),
+            result_message=record.result_message,
+            refund_id=record.refund_id if succeeded else None,
+            refund_time=record.refund_time,
+        )
+
+    def to_response(self) -> RefundResponse:
+        return RefundResponse(
+            result=Result.of(self.result_code, self.result_message),
+            refund_id=self.refund_id,
+            refund_time=self.refund_time,
+        )
 
 
 def credit_for(refund_amount: Amount, payment_amount: int, pay_to: Amount, refunded: int, refunded_pay_to: int) -> int:
@@ -56,10 +74,9 @@ class RefundActivities:
         request = application.request
         with Session(self.engine) as session:
             earlier = session.get(RefundRecord, request.refund_request_id)
-            payment = session.get(PaymentRecord, request.payment_request_id)
         if earlier is not None:  # a retry after the answer was stored
-            return _outcome_of(earlier)
-        outcome = self._refund(application, payment)
+            return RefundOutcome.of_record(earlier)
+        outcome = self._refund(application, read_payment(self.engine, request.payment_request_id))
         return self._store(application, outcome)
 
     def _refund(self, application: RefundApplication, payment: PaymentRecord | None) -> RefundOutcome:
@@ -122,8 +139,7 @@ class RefundActivities:
                 ],
             )
         except PostingRefused:
-            with Session(self.engine) as session:
-                now_payment = session.get(PaymentRecord, payment.payment_request_id)
+            now_payment = read_payment(self.engine, payment.payment_request_id)
             cancelled = now_payment is None or now_payment.cancelled_at is not None
             return RefundOutcome(
                 result_code=ResultCode.ORDER_STATUS_INVALID if cancelled else ResultCode.REFUND_AMOUNT_EXCEED
@@ -152,7 +168,7 @@ class RefundActivities:
             with Session(self.engine) as session:
                 stored = session.get(RefundRecord, request.refund_request_id)
             assert stored is not None
-            return _outcome_of(stored)
+            return RefundOutcome.of_record(stored)
         return outcome
 
 
@@ -175,13 +191,3 @@ def _answer_record(
 
 def _illegal(message: str) -> RefundOutcome:
     return RefundOutcome(result_code=ResultCode.PARAM_ILLEGAL, result_message=message)
-
-
-def _outcome_of(record: RefundRecord) -> RefundOutcome:
-    succeeded = record.result_code == ResultCode.SUCCESS
-    return RefundOutcome(
-        result_code=ResultCode(record.result_code),
-        result_message=record.result_message,
-        refund_id=record.refund_id if succeeded else None,
-        refund_time=record.refund_time,
-    )

@@ -5,12 +5,10 @@ Id ``evaluation/{paymentRequestId}``. Reads only: no money moves, so a repeat re
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 from . import search_attributes
+from ._options import DB_RETRY, DB_TIMEOUT
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
@@ -24,8 +22,8 @@ class AccountEvaluationWorkflow:
         check = await workflow.execute_local_activity_method(
             PaymentActivities.check_account,
             request,
-            start_to_close_timeout=timedelta(seconds=10),
-            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
         )
         supported = check.result_code is ResultCode.SUCCESS
         workflow.upsert_search_attributes(

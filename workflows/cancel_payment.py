@@ -17,7 +17,8 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from . import search_attributes
-from .easy_pay import DB_RETRY, DB_TIMEOUT, EasyPayWorkflow
+from ._options import DB_RETRY, DB_TIMEOUT
+from .easy_pay import EasyPayWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.cancellation import CancelActivities, CancelApplication, Cancellation

@@ -17,9 +17,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 from . import search_attributes
+from ._options import DB_RETRY, DB_TIMEOUT
 from .auth_notify import AuthNotifyInput
 from .notify_payment import NotifyPaymentInput
 
@@ -42,8 +42,6 @@ MAX_OTP_RESENDS = 5
 # Short reads and record upserts run as local activities: same retries and idempotency, no
 # round trip through the server's task queue (most of pay #2's latency). The debit and the
 # SMS stay ordinary activities, each visible on its own in the Web UI.
-DB_TIMEOUT = timedelta(seconds=10)
-DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
 
 
 class EasyPayOrder(BaseModel):

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 from . import search_attributes
-from .easy_pay import DB_RETRY, DB_TIMEOUT
+from ._options import DB_RETRY, DB_TIMEOUT
 
 with workflow.unsafe.imports_passed_through():
     from activities.refunds import RefundActivities, RefundApplication
@@ -46,11 +46,7 @@ class RefundWorkflow:
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
         )
-        self._answer = RefundResponse(
-            result=Result.of(outcome.result_code, outcome.result_message),
-            refund_id=outcome.refund_id,
-            refund_time=outcome.refund_time,
-        )
+        self._answer = outcome.to_response()
         status = "SUCCESS" if outcome.result_code is ResultCode.SUCCESS else "FAIL"
         workflow.upsert_search_attributes([search_attributes.PAYMENT_STATUS.value_set(status)])
         await workflow.wait_condition(workflow.all_handlers_finished)

@@ -13,6 +13,7 @@ from temporalio.common import (
 )
 
 from activities.records import RefundRecord
+from activities.refunds import RefundOutcome
 from alipayplus import (
     CancelPaymentRequest,
     CancelPaymentResponse,
@@ -69,12 +70,7 @@ def _refund_from_record(request: RefundRequest, services: Services) -> RefundRes
         return RefundResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION))
     if record.key_fields_digest != request.key_fields_digest():
         return RefundResponse(result=Result.of(ResultCode.REPEAT_REQ_INCONSISTENT))
-    succeeded = record.result_code == ResultCode.SUCCESS
-    return RefundResponse(
-        result=Result.of(ResultCode(record.result_code), record.result_message),
-        refund_id=record.refund_id if succeeded else None,
-        refund_time=record.refund_time,
-    )
+    return RefundOutcome.of_record(record).to_response()
 
 
 @inbound(router, CancelPaymentRequest.PATH, CancelPaymentRequest)
