@@ -7,6 +7,8 @@ from ._result import Result, ResultCode, ResultStatus
 from ._signing import KeyRegistry, SignatureError, SignatureHeader, Signer, Verifier, content_to_sign, sign, verify
 from ._types import format_datetime
 from .messages import (
+    ApplyTokenRequest,
+    ApplyTokenResponse,
     AuthNotifyRequest,
     AuthNotifyResponse,
     AuthorizationInfo,
@@ -14,6 +16,7 @@ from .messages import (
     CancelPaymentRequest,
     CancelPaymentResponse,
     ErrorResponse,
+    GrantType,
     InquiryPaymentRequest,
     InquiryPaymentResponse,
     Merchant,
@@ -31,6 +34,9 @@ from .messages import (
 
 __all__ = [
     "Amount",
+    "ApplyTokenRequest",
+    "ApplyTokenResponse",
+    "GrantType",
     "AuthNotifyRequest",
     "AuthNotifyResponse",
     "AuthorizationInfo",

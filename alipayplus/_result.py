@@ -52,6 +52,15 @@ class ResultCode(StrEnum):
     ORDER_STATUS_INVALID = "ORDER_STATUS_INVALID"
     REFUND_WINDOW_EXCEED = "REFUND_WINDOW_EXCEED"
     CANCEL_WINDOW_EXCEED = "CANCEL_WINDOW_EXCEED"
+    # applyToken (seed 003 names the refresh-token codes; the auth-code ones follow the same
+    # family's EXPIRED_CODE/USED_* naming: spec §7.1 marks them unconfirmed)
+    INVALID_CODE = "INVALID_CODE"
+    USED_CODE = "USED_CODE"
+    EXPIRED_CODE = "EXPIRED_CODE"
+    INVALID_REFRESH_TOKEN = "INVALID_REFRESH_TOKEN"
+    EXPIRED_REFRESH_TOKEN = "EXPIRED_REFRESH_TOKEN"
+    # Alipay+ to its client SDK (sandbox): decode and sessions
+    SESSION_EXPIRED = "SESSION_EXPIRED"
 
 
 _STATUS = {
@@ -84,6 +93,12 @@ _MESSAGES = {
     ResultCode.ORDER_STATUS_INVALID: "Only a successful payment can be refunded",
     ResultCode.REFUND_WINDOW_EXCEED: "The refund window of this payment has passed",
     ResultCode.CANCEL_WINDOW_EXCEED: "The cancellation window (00:30 UTC+8 on T+1) has passed; refund instead",
+    ResultCode.INVALID_CODE: "The code is not valid",
+    ResultCode.USED_CODE: "The authorization code has already been used",
+    ResultCode.EXPIRED_CODE: "The code has expired",
+    ResultCode.INVALID_REFRESH_TOKEN: "The refresh token is invalid",
+    ResultCode.EXPIRED_REFRESH_TOKEN: "The refresh token has expired",
+    ResultCode.SESSION_EXPIRED: "The session has expired; create a new one",
 }
 
 

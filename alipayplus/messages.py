@@ -70,6 +70,7 @@ class PaymentMethodMetadata(Message):
 class PaymentMethod(Message):
     payment_method_type: Text
     payment_method_id: OptionalText = None
+    customer_id: OptionalId64 = None  # MPM (seed 003): the customerId our applyToken gave Alipay+
     # Seed 004's samples spell it "paymentMethodMetaData", its prose "paymentMethodMetadata".
     payment_method_meta_data: PaymentMethodMetadata | None = Field(
         default=None,
@@ -275,6 +276,48 @@ class AuthNotifyResponse(Message):
     result: Result
     acquirer_id: OptionalId64 = None
     psp_id: OptionalId64 = None
+
+
+# --- applyToken (Alipay+ -> MPP) ---------------------------------------------------------
+
+
+class GrantType(StrEnum):
+    AUTHORIZATION_CODE = "AUTHORIZATION_CODE"
+    REFRESH_TOKEN = "REFRESH_TOKEN"
+
+
+class ApplyTokenRequest(Message):
+    """Alipay+ exchanges the authCode our app gave its client SDK, or refreshes (seed 003, step 1.2)."""
+
+    PATH: ClassVar[str] = "/aps/api/v1/authorizations/applyToken"
+
+    psp_id: Id64
+    acquirer_id: Id64
+    grant_type: GrantType
+    auth_code: OptionalText = Field(default=None, max_length=32)
+    refresh_token: OptionalText = Field(default=None, max_length=128)
+    auth_client_id: OptionalId64 = None
+    customer_belongs_to: OptionalText = None
+    pass_through_info: OptionalText = Field(default=None, max_length=20000)
+    extend_info: OptionalText = None
+
+    @model_validator(mode="after")
+    def _grant_complete(self) -> ApplyTokenRequest:
+        if self.grant_type is GrantType.AUTHORIZATION_CODE and self.auth_code is None:
+            raise ValueError("authCode is required when grantType is AUTHORIZATION_CODE")
+        if self.grant_type is GrantType.REFRESH_TOKEN and self.refresh_token is None:
+            raise ValueError("refreshToken is required when grantType is REFRESH_TOKEN")
+        return self
+
+
+class ApplyTokenResponse(Message):
+    result: Result
+    access_token: OptionalText = Field(default=None, max_length=128)
+    access_token_expiry_time: DateTime | None = None
+    refresh_token: OptionalText = Field(default=None, max_length=128)
+    refresh_token_expiry_time: DateTime | None = None
+    customer_id: OptionalId64 = None
+    pass_through_info: OptionalText = None
 
 
 class ErrorResponse(Message):
