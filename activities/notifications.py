@@ -6,7 +6,6 @@ the retry schedule, so retries survive worker restarts as durable timers.
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -28,7 +27,7 @@ from alipayplus import (
 )
 
 from .records import AccessToken
-from .secrets import token_digest
+from .secrets import derive_token, token_digest
 
 
 class Delivery(StrEnum):
@@ -60,13 +59,6 @@ def _report(status: ResultStatus, code: str) -> DeliveryReport:
         ResultStatus.UNKNOWN: Delivery.UNKNOWN,
     }[status]
     return DeliveryReport(delivery=delivery, detail=f"{status}/{code}")
-
-
-def derive_token(secret_key: bytes, purpose: str, reference_agreement_id: str) -> str:
-    """Tokens are derived, not drawn, so a retried authNotify sends byte-identical tokens
-    while the database holds only their digests."""
-    mac = hmac.new(secret_key, f"{purpose}:{reference_agreement_id}".encode(), "sha256").hexdigest()
-    return f"{purpose[0].upper()}T{mac[:62]}"
 
 
 @dataclass

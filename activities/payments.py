@@ -22,6 +22,7 @@ from alipayplus import Amount, PayRequest, ResultCode
 
 from .evaluation import evaluate_account
 from .ledger import InsufficientFunds, Ledger, PostingRefused
+from .oauth import access_token_owner
 from .records import OtpChallenge, PaymentRecord, PaymentStatus, VerificationMethod, WalletUser
 from .secrets import keyed_digest
 from .users import UserStore
@@ -131,6 +132,29 @@ class PaymentActivities:
             result_code=self._evaluate(user, request.pay_to_amount),
             customer_id=user.customer_id,
             verification_method=VerificationMethod(user.verification_method),
+            phone_hint=mask_phone(user.phone),
+        )
+
+    @activity.defn
+    def check_token_account(self, request: PayRequest) -> AccountCheck:
+        """MPM (seed 003, step 5): the payer is the customer of the access token our applyToken
+        gave Alipay+ (``paymentMethodId``); ``paymentMethod.customerId`` must name the same one.
+        Without a token, the signed request's ``customerId`` alone names the payer."""
+        method = request.payment_method
+        customer_id = method.customer_id
+        if method.payment_method_id:
+            owner = access_token_owner(self.engine, method.payment_method_id, datetime.now(UTC))
+            if owner.result_code is not ResultCode.SUCCESS:
+                return AccountCheck(result_code=owner.result_code)
+            if customer_id and customer_id != owner.customer_id:
+                return AccountCheck(result_code=ResultCode.INVALID_TOKEN)
+            customer_id = owner.customer_id
+        user = self.users.get(customer_id) if customer_id else None
+        if user is None:
+            return AccountCheck(result_code=ResultCode.USER_NOT_EXIST)
+        return AccountCheck(
+            result_code=self._evaluate(user, request.pay_to_amount),
+            customer_id=user.customer_id,
             phone_hint=mask_phone(user.phone),
         )
 

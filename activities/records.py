@@ -1,4 +1,4 @@
-"""The wallet's tables: users, the double-entry ledger, payment records, OTPs and access tokens.
+"""The wallet's tables: users, the ledger, payment records, OTPs, tokens, app sessions and auth codes.
 
 Money columns hold integer minor units as BIGINT (IDR sums outgrow 32 bits), never floats.
 Every datetime column is a ``UtcDateTime``: callers pass timezone-aware datetimes and always
@@ -229,4 +229,51 @@ class AccessToken(SQLModel, table=True):
     refresh_token_digest: str = Field(max_length=64)
     access_token_expires_at: datetime = Field(sa_type=UtcDateTime)
     refresh_token_expires_at: datetime = Field(sa_type=UtcDateTime)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class AppSession(SQLModel, table=True):
+    """A wallet app login. The bearer token is kept only as its sha256 digest."""
+
+    __tablename__ = "app_session"
+
+    token_digest: str = Field(primary_key=True, max_length=64)
+    customer_id: str = Field(index=True, max_length=64)
+    expires_at: datetime = Field(sa_type=UtcDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class AuthCode(SQLModel, table=True):
+    """An authCode the app handed Alipay+'s client SDK (seed 003, step 1.1): single use, short-lived."""
+
+    __tablename__ = "auth_code"
+
+    code_digest: str = Field(primary_key=True, max_length=64)
+    customer_id: str = Field(max_length=64)
+    scopes: str = Field(max_length=128)
+    expires_at: datetime = Field(sa_type=UtcDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # set once, by a conditional UPDATE
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class OAuthToken(SQLModel, table=True):
+    """A token pair applyToken gave Alipay+ (seed 003, step 1.2), kept only as digests.
+
+    A refresh retires the pair and names its successor, so the same old refresh token
+    replayed within the grace period gets the same new pair back.
+    """
+
+    __tablename__ = "oauth_token"
+    __table_args__ = (UniqueConstraint("refresh_token_digest", name="uq_oauth_token_refresh_token_digest"),)
+
+    id: str = Field(primary_key=True, max_length=32)  # the tokens are derived from it with the server secret
+    access_token_digest: str = Field(unique=True, max_length=64)
+    refresh_token_digest: str = Field(max_length=64)
+    customer_id: str = Field(index=True, max_length=64)
+    scopes: str = Field(max_length=128)
+    access_token_expires_at: datetime = Field(sa_type=UtcDateTime)
+    refresh_token_expires_at: datetime = Field(sa_type=UtcDateTime)
+    retired_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    successor_id: str | None = Field(default=None, max_length=32)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)

@@ -66,6 +66,17 @@ DEMO_USERS: tuple[DemoUser, ...] = (
         phone="+85255556666",
         balance=40,
     ),
+    DemoUser(  # a KRW wallet: seed 003's sample pays 1000 KRW for a 100 JPY order
+        customer_id="2160220037535031",
+        login_id="82-1012345678",
+        status=UserStatus.ACTIVE,
+        verification_method=VerificationMethod.PIN,
+        phone="+821012345678",
+        balance=1_000_000,
+        currency="KRW",
+        single_payment_limit=500_000,
+        daily_limit=2_000_000,
+    ),
 )
 
 

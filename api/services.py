@@ -9,7 +9,10 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from activities.oauth import AppSessions, Authorizations
 from workers.settings import Settings
+
+from .code_identification import CodeIdentification
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,9 @@ class Services:
     settings: Settings
     temporal: Client
     records: Engine  # read-only use: inquiry answers and page lookups
+    sessions: AppSessions  # the wallet app's logins
+    authorizations: Authorizations  # authCodes and applyToken's token pairs
+    codes: CodeIdentification  # scanned codes: ours, Alipay+'s or invalid
 
 
 def _services(request: Request) -> Services:

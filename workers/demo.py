@@ -24,20 +24,11 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy import func, select
 from sqlmodel import col
-from temporalio.client import WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.db import create_engine_for
 from activities.ledger import RETURNS, Ledger, LedgerCheck
 from activities.records import Account, AccountKind, Entry, Posting
 from alipayplus import Amount, AuthorizationInfo, PayRequest, PayResponse, RefundResponse, Result
-from sandbox.alipayplus.inquiry import (
-    SANDBOX_TASK_QUEUE,
-    InquiryOutcome,
-    InquirySchedule,
-    InquiryScheduleWorkflow,
-    inquiry_workflow_id,
-)
 
 from .dev_stack import DEFAULT_PORTS, DevStack, Ports, dev_stack
 
@@ -70,7 +61,6 @@ class Demo:
         # One OTP user, one phone: OTP scenarios take turns so each reads its own code.
         self.otp_phone = asyncio.Lock()
         self._used_otps: set[str] = set()
-        self.inquiry_schedules: dict[str, WorkflowHandle[InquiryScheduleWorkflow, InquiryOutcome]] = {}
         self.records = create_engine_for(stack.settings.database_url)
 
     async def aclose(self) -> None:
@@ -100,22 +90,13 @@ class Demo:
         """Alipay+ sends pay #2; on an unknown result it starts its inquiry schedule, as it does."""
         answer = await self.stack.driver.pay(request)
         if not answer.result.is_final:
-            self.inquiry_schedules[request.payment_request_id] = await self.stack.client.start_workflow(
-                InquiryScheduleWorkflow.run,
-                InquirySchedule(
-                    payment_request_id=request.payment_request_id,
-                    acquirer_id=request.acquirer_id,
-                    psp_id=request.psp_id,
-                ),
-                id=inquiry_workflow_id(request.payment_request_id),
-                task_queue=SANDBOX_TASK_QUEUE,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,  # a repeated pay #2: one schedule
-            )
+            await self.stack.inquiries(request)
         return answer
 
     async def inquiries_settled(self) -> str:
         """Wait for every inquiry schedule (each ends at its first final answer, ≤ 10 s later)."""
-        outcomes = await asyncio.gather(*(schedule.result() for schedule in self.inquiry_schedules.values()))
+        schedules = self.stack.inquiries.schedules.values()
+        outcomes = await asyncio.gather(*(schedule.result() for schedule in schedules))
         final = sum(outcome.final for outcome in outcomes)
         return f"{len(outcomes)} inquiry schedules, {final} ended with a final result"
 
@@ -357,7 +338,7 @@ async def inquiry_schedule(demo: Demo) -> Outcome:
     answer = await demo.create(request)
     await asyncio.sleep(1)
     await demo.type_code(answer, PIN)
-    schedule = demo.inquiry_schedules[request.payment_request_id]
+    schedule = demo.stack.inquiries.schedules[request.payment_request_id]
     outcome = await schedule.result()
     result = outcome.payment_result
     state = f"{result.result_status}/{result.result_code}" if result else "no final result"

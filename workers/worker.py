@@ -24,6 +24,7 @@ from workflows.account_evaluation import AccountEvaluationWorkflow
 from workflows.auth_notify import AuthNotifyWorkflow
 from workflows.cancel_payment import CancelPaymentWorkflow
 from workflows.easy_pay import EasyPayWorkflow
+from workflows.mpm_payment import MpmPaymentWorkflow
 from workflows.notify_payment import NotifyPaymentWorkflow
 from workflows.refund import RefundWorkflow
 
@@ -32,6 +33,7 @@ from .settings import Settings
 WORKFLOWS: Sequence[type] = (
     AccountEvaluationWorkflow,
     EasyPayWorkflow,
+    MpmPaymentWorkflow,
     NotifyPaymentWorkflow,
     AuthNotifyWorkflow,
     RefundWorkflow,
@@ -79,6 +81,7 @@ def activities_for(
         deliveries.start_payment_notification,
         deliveries.start_auth_notification,
         payments.check_account,
+        payments.check_token_account,
         payments.record_payment,
         payments.send_otp,
         payments.check_code,

@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from . import search_attributes
 from ._options import DB_RETRY, DB_TIMEOUT
-from .easy_pay import EasyPayWorkflow
+from .payment_order import PaymentOrderWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.cancellation import CancelActivities, CancelApplication, Cancellation
@@ -44,8 +44,8 @@ class CancelPaymentWorkflow:
             retry_policy=DB_RETRY,
         )
         if outcome.cancellation in (Cancellation.CLOSED_UNPAID, Cancellation.REVERSED):
-            payment = workflow.get_external_workflow_handle_for(EasyPayWorkflow.run, f"pay/{payment_request_id}")
+            payment = workflow.get_external_workflow_handle(f"pay/{payment_request_id}")  # any product's order
             with contextlib.suppress(ApplicationError):  # it has finished already; its record says closed
-                await payment.signal(EasyPayWorkflow.cancel)
+                await payment.signal(PaymentOrderWorkflow.cancel)
         workflow.upsert_search_attributes([search_attributes.PAYMENT_STATUS.value_set(outcome.cancellation.value)])
         return CancelPaymentResponse(result=Result.of(outcome.result_code))

@@ -1,8 +1,9 @@
-"""Alipay+ → MPP payment APIs: pay (Easy Pay's two calls) and inquiryPayment."""
+"""Alipay+ → MPP payment APIs: pay (Easy Pay's two calls, MPM's one) and inquiryPayment."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter
 from sqlmodel import Session
@@ -26,9 +27,11 @@ from alipayplus import (
     Result,
     ResultCode,
 )
-from workflows import search_attributes
+from workflows import easy_pay, mpm_payment, search_attributes
 from workflows.account_evaluation import AccountEvaluationWorkflow
-from workflows.easy_pay import PRODUCT, EasyPayOrder, EasyPayWorkflow, PaymentState
+from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow
+from workflows.mpm_payment import MpmOrder, MpmPaymentWorkflow
+from workflows.payment_order import PaymentOrderWorkflow, PaymentState
 
 from ..inbound import Rejection, inbound
 from ..services import Services
@@ -37,12 +40,7 @@ from ..workflow_calls import Closed, Late, update_with_start
 router = APIRouter(tags=["Alipay+ inbound"])
 
 
-def _check_easy_pay(request: PayRequest) -> None:
-    factor = request.payment_factor
-    if not factor.is_easy_pay_scenario:
-        raise Rejection(ResultCode.BUSINESS_NOT_SUPPORT, "Only Easy Pay (isEasyPayScenario=true) is served")
-    if not factor.is_agreement_payment:
-        raise Rejection(ResultCode.PARAM_ILLEGAL, 'paymentFactor.isAgreementPayment: must be "true" for Easy Pay')
+def _check_amounts(request: PayRequest) -> None:
     for name, amount in (("paymentAmount", request.payment_amount), ("payToAmount", request.pay_to_amount)):
         if amount.value <= 0:
             raise Rejection(ResultCode.PARAM_ILLEGAL, f"{name}.value: must be greater than zero")
@@ -50,11 +48,23 @@ def _check_easy_pay(request: PayRequest) -> None:
 
 @inbound(router, PayRequest.PATH, PayRequest)
 async def pay(request: PayRequest, services: Services) -> PayResponse:
-    """pay: #1 checks the account (isPaymentEvaluation), #2 creates the payment order."""
-    _check_easy_pay(request)
-    if request.payment_factor.is_payment_evaluation:
-        return await _evaluate_account(request, services)
-    return await _create_order(request, services)
+    """pay: Easy Pay's account check (isPaymentEvaluation) and order, or an MPM order."""
+    factor = request.payment_factor
+    _check_amounts(request)
+    if factor.is_easy_pay_scenario:
+        if not factor.is_agreement_payment:
+            raise Rejection(ResultCode.PARAM_ILLEGAL, 'paymentFactor.isAgreementPayment: must be "true" for Easy Pay')
+        if factor.is_payment_evaluation:
+            return await _evaluate_account(request, services)
+        return await _create_easy_pay_order(request, services)
+    if factor.is_in_store_payment and not factor.is_payment_evaluation:
+        if not factor.is_cashier_payment:
+            raise Rejection(ResultCode.PARAM_ILLEGAL, 'paymentFactor.isCashierPayment: must be "true" for MPM')
+        return await _create_mpm_order(request, services)
+    raise Rejection(
+        ResultCode.BUSINESS_NOT_SUPPORT,
+        "Only Easy Pay (isEasyPayScenario) and merchant-presented mode (isInStorePayment) are served",
+    )
 
 
 async def _evaluate_account(request: PayRequest, services: Services) -> PayResponse:
@@ -68,7 +78,9 @@ async def _evaluate_account(request: PayRequest, services: Services) -> PayRespo
                 task_queue=settings.temporal_task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,  # a read: re-evaluating is harmless
-                search_attributes=search_attributes.at_start(PRODUCT, request.payment_request_id, "EVALUATING"),
+                search_attributes=search_attributes.at_start(
+                    easy_pay.PRODUCT, request.payment_request_id, "EVALUATING"
+                ),
             ),
             settings.pay_answer_deadline.total_seconds(),
         )
@@ -76,25 +88,42 @@ async def _evaluate_account(request: PayRequest, services: Services) -> PayRespo
         return PayResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION, "Evaluation still running; retry"))
 
 
-async def _create_order(request: PayRequest, services: Services) -> PayResponse:
+async def _create_easy_pay_order(request: PayRequest, services: Services) -> PayResponse:
     settings = services.settings
+    order = EasyPayOrder(
+        request=request,
+        verification_page_url=f"{settings.public_base_url}/easypay/verify",
+        default_expiry=settings.default_payment_expiry,
+        verification_attempts=settings.verification_attempts,
+    )
+    return await _create_order(request, services, easy_pay.PRODUCT, EasyPayWorkflow.run, order)
+
+
+async def _create_mpm_order(request: PayRequest, services: Services) -> PayResponse:
+    settings = services.settings
+    order = MpmOrder(
+        request=request,
+        confirmation_page_url=f"{settings.public_base_url}/mpm/pay",
+        default_expiry=settings.mpm_payment_expiry,
+    )
+    return await _create_order(request, services, mpm_payment.PRODUCT, MpmPaymentWorkflow.run, order)
+
+
+async def _create_order(request: PayRequest, services: Services, product: str, run: Any, order: Any) -> PayResponse:
+    """Start the order's workflow ``run(order)`` unless it is running, and ask it for its answer:
+    one workflow per paymentRequestId, never restarted, the same answer to every retry."""
     start = WithStartWorkflowOperation(
-        EasyPayWorkflow.run,
-        EasyPayOrder(
-            request=request,
-            verification_page_url=f"{settings.public_base_url}/easypay/verify",
-            default_expiry=settings.default_payment_expiry,
-            verification_attempts=settings.verification_attempts,
-        ),
+        run,
+        order,
         id=f"pay/{request.payment_request_id}",
-        task_queue=settings.temporal_task_queue,
+        task_queue=services.settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # a closed payment never starts again
-        search_attributes=search_attributes.at_start(PRODUCT, request.payment_request_id, PaymentStatus.PROCESSING),
+        search_attributes=search_attributes.at_start(product, request.payment_request_id, PaymentStatus.PROCESSING),
     )
     try:
         answer: PayResponse = await update_with_start(
-            services.temporal, EasyPayWorkflow.create_order, request, start, settings.pay_answer_deadline
+            services.temporal, PaymentOrderWorkflow.create_order, request, start, services.settings.pay_answer_deadline
         )
     except Late:  # Alipay+ waits 8 s; past our deadline it learns the result by inquiry or notify
         return PayResponse(result=Result.of(ResultCode.PAYMENT_IN_PROCESS))
@@ -137,7 +166,9 @@ async def inquiry_payment(request: InquiryPaymentRequest, services: Services) ->
         return _inquiry_from_record(record)
     try:
         state = await asyncio.wait_for(
-            services.temporal.get_workflow_handle(f"pay/{request.payment_request_id}").query(EasyPayWorkflow.state),
+            services.temporal.get_workflow_handle(f"pay/{request.payment_request_id}").query(
+                PaymentOrderWorkflow.state  # by name: any product's order
+            ),
             services.settings.inquiry_answer_deadline.total_seconds(),
         )
     except RPCError as exc:

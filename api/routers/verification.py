@@ -18,7 +18,8 @@ from temporalio.service import RPCError
 
 from activities.records import PaymentStatus, VerificationMethod
 from activities.secrets import keyed_digest
-from workflows.easy_pay import EasyPayWorkflow, PaymentState, VerificationOutcome
+from workflows.easy_pay import PRODUCT, EasyPayWorkflow
+from workflows.payment_order import PageOutcome, PaymentState
 
 from ..services import Services, ServicesDep
 
@@ -35,7 +36,7 @@ async def _payment(
         state = await handle.query(EasyPayWorkflow.state)
     except RPCError:
         return None
-    if state.payment_id != payment_id:  # the paymentId in the URL is the page's capability
+    if state.payment_id != payment_id or state.product != PRODUCT:  # the paymentId in the URL is the capability
         return None
     return handle, state
 
@@ -62,7 +63,7 @@ def _leave(state: PaymentState) -> Response:
 async def _update(request: Request, handle: WorkflowHandle, update: Any, *args: str) -> Response:
     """Run a page action on the payment; if it closed meanwhile, show where it ended."""
     try:
-        outcome: VerificationOutcome = await handle.execute_update(update, *args)
+        outcome: PageOutcome = await handle.execute_update(update, *args)
     except (WorkflowUpdateFailedError, RPCError):
         return _leave(await handle.query(EasyPayWorkflow.state))
     return _page(request, outcome.state, outcome.message, error=not outcome.accepted)

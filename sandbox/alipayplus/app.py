@@ -3,6 +3,10 @@
 Run one process (``uvicorn --factory``) or mount in-process with ``httpx.ASGITransport``.
 The Alipay+ endpoints behave like the real ones at the protocol level: the MPP's signature
 is checked over the raw body and every answer (errors included) is signed with Alipay+'s key.
+
+Optionally it also serves merchant-presented mode (``mpm.mpm_router``: the client SDK's
+endpoints and the merchant's pages) and the server SDK's code identification service
+(``sandbox.code_service``); those speak plain JSON, as Alipay+'s SDKs do with Alipay+.
 """
 
 from __future__ import annotations
@@ -11,10 +15,9 @@ import asyncio
 import html
 import json
 from collections.abc import Callable
-from ipaddress import ip_address
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ValidationError
 
@@ -29,8 +32,13 @@ from alipayplus import (
     ResultCode,
     SignatureError,
 )
+from sandbox._http import first_error, local_only
+from sandbox.code_service import CodeService, code_service_router
 
+from .mpm import SandboxMpm, mpm_router
 from .peer import Api, Behaviour, SandboxAlipayPlus, Sms
+
+RequestT = TypeVar("RequestT", bound=Message)
 
 _ANSWERS: dict[Behaviour, ResultCode] = {
     Behaviour.S: ResultCode.SUCCESS,
@@ -46,9 +54,19 @@ class BehaviourScript(BaseModel):
     subject: str | None = None  # a paymentRequestId / referenceAgreementId, or any
 
 
-def create_app(peer: SandboxAlipayPlus) -> FastAPI:
+def create_app(
+    peer: SandboxAlipayPlus, *, mpm: SandboxMpm | None = None, code_service: CodeService | None = None
+) -> FastAPI:
+    """The sandbox Alipay+; with ``mpm`` also merchant-presented mode, with ``code_service`` also
+    the server SDK's code identification."""
     app = FastAPI(title="Sandbox Alipay+", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.peer = peer
+    if mpm is not None:
+        app.state.mpm = mpm
+        app.include_router(mpm_router(mpm))
+    if code_service is not None:
+        app.state.code_service = code_service
+        app.include_router(code_service_router(code_service))
 
     def signed(path: str, message: Message) -> Response:
         body = message.to_wire()
@@ -70,7 +88,7 @@ def create_app(peer: SandboxAlipayPlus) -> FastAPI:
         try:
             message = message_type.from_wire(body)
         except ValidationError as exc:
-            return signed(path, ErrorResponse(result=Result.of(ResultCode.PARAM_ILLEGAL, _first_error(exc))))
+            return signed(path, ErrorResponse(result=Result.of(ResultCode.PARAM_ILLEGAL, first_error(exc))))
         record(message, json.loads(body))
         subject = (
             message.payment_request_id if isinstance(message, NotifyPaymentRequest) else message.reference_agreement_id
@@ -114,19 +132,8 @@ def create_app(peer: SandboxAlipayPlus) -> FastAPI:
     return app
 
 
-async def _local_only(request: Request) -> None:
-    # The controls are unsigned: refuse anyone but this machine.
-    host = request.client.host if request.client else ""
-    try:
-        local = ip_address(host).is_loopback
-    except ValueError:
-        local = host in ("localhost", "testclient")
-    if not local:
-        raise HTTPException(status_code=403, detail="sandbox controls are local only")
-
-
 def _control_router(peer: SandboxAlipayPlus) -> APIRouter:
-    router = APIRouter(prefix="/sandbox", dependencies=[Depends(_local_only)])
+    router = APIRouter(prefix="/sandbox", dependencies=[Depends(local_only)])
 
     @router.post("/behaviour")
     async def set_behaviour(script: BehaviourScript) -> dict[str, Any]:
@@ -156,13 +163,6 @@ def _control_router(peer: SandboxAlipayPlus) -> APIRouter:
         return {"reset": True}
 
     return router
-
-
-def _first_error(exc: ValidationError) -> str:
-    """``field.path: reason`` for the first problem, as Alipay+'s PARAM_ILLEGAL messages name the field."""
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "body"
-    return f"{where}: {error['msg']}"[:256]
 
 
 __all__ = ["BehaviourScript", "create_app"]

@@ -1,21 +1,26 @@
-"""What Alipay+ sends the MPP: signed pay, inquiryPayment, refund and cancelPayment calls, and
-realistic Easy Pay and refund requests.
+"""What Alipay+ sends the MPP: signed pay, inquiryPayment, refund, cancelPayment and applyToken
+calls, and realistic Easy Pay, merchant-presented (MPM) and refund requests.
 
-The builders follow seed 004's two samples (same acquirer, merchant and shape); only the ids,
-the user, the amount and the times vary.
+The Easy Pay builders follow seed 004's two samples (same acquirer, merchant and shape); only the
+ids, the user, the amount and the times vary. The MPM builders follow seed 003 (steps 1.2 and 5).
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import httpx
 
 from alipayplus import (
     Amount,
+    ApplyTokenRequest,
+    ApplyTokenResponse,
     AuthorizationInfo,
     CancelPaymentRequest,
     CancelPaymentResponse,
+    GrantType,
     InquiryPaymentRequest,
     InquiryPaymentResponse,
     Merchant,
@@ -30,8 +35,9 @@ from alipayplus import (
     SignedClient,
     Signer,
     Verifier,
+    minor_unit_exponent,
 )
-from alipayplus.messages import Env, MerchantAddress
+from alipayplus.messages import Env, MerchantAddress, Quote
 
 from ._samples import EVALUATION_SAMPLE, ORDER_SAMPLE
 from .peer import SandboxAlipayPlus
@@ -39,6 +45,9 @@ from .peer import SandboxAlipayPlus
 ACQUIRER_ID = "1022188000000000001"  # the ACQP in seed 004's samples
 PSP_ID = "1022160000000000000"  # the MPP's pspId in seed 004 (and settings' default)
 PAYMENT_METHOD_TYPE = "ALIPAY_HK"
+ALIPAYPLUS_ACQUIRER_ID = "2052666000000000"  # applyToken from the client SDK's session: Alipay+ itself (seed 003)
+CONNECT_WALLET = "CONNECT_WALLET"  # the MPM payment method: the user's wallet, by the session's accessToken
+MPM_PAYMENT_EXPIRY = timedelta(seconds=120)  # seed 003: at most 3 minutes for merchant-presented mode
 PAY_TIMEOUT = 8.0  # Alipay+ waits 8 s for pay, refund and cancelPayment ...
 INQUIRY_TIMEOUT = 5.0  # ... and 5 s for inquiryPayment (spec §1, key gotcha 4)
 _UTC8 = timezone(timedelta(hours=8))  # Alipay+ writes its times in UTC+8
@@ -148,12 +157,95 @@ def refund_request(
     )
 
 
+def apply_token_request(
+    *, auth_code: str | None = None, refresh_token: str | None = None, psp_id: str = PSP_ID
+) -> ApplyTokenRequest:
+    """applyToken as Alipay+ sends it for a client-SDK session: exchange an authCode, or refresh.
+
+    Exactly one of ``auth_code`` / ``refresh_token``; it decides the grantType.
+    """
+    if (auth_code is None) == (refresh_token is None):
+        raise ValueError("give exactly one of auth_code and refresh_token")
+    return ApplyTokenRequest(
+        psp_id=psp_id,
+        acquirer_id=ALIPAYPLUS_ACQUIRER_ID,
+        grant_type=GrantType.AUTHORIZATION_CODE if auth_code is not None else GrantType.REFRESH_TOKEN,
+        auth_code=auth_code,
+        refresh_token=refresh_token,
+    )
+
+
+def convert_amount(amount: Amount, rate: Decimal, currency: str) -> Amount:
+    """``amount`` × ``rate`` in ``currency``: computed in major units, rounded half-even to the
+    target currency's exponent, then back to minor units (seed 003: payToAmount = paymentAmount ×
+    quotePrice). Decimal throughout, never float."""
+    major = Decimal(amount.value).scaleb(-minor_unit_exponent(amount.currency))
+    exponent = minor_unit_exponent(currency)
+    converted = (major * rate).quantize(Decimal(1).scaleb(-exponent), rounding=ROUND_HALF_EVEN)
+    return Amount(currency=currency, value=int(converted.scaleb(exponent)))
+
+
+def _quoted(amount: Amount, pay_to_currency: str, rate: Decimal | None) -> tuple[Amount, Quote | None]:
+    """payToAmount and the quote behind it; no quote when the merchant already charges in it."""
+    if amount.currency == pay_to_currency:
+        return amount, None
+    if rate is None:
+        raise ValueError(f"a {amount.currency}/{pay_to_currency} rate is needed to quote this payment")
+    quote = Quote(
+        quote_id=uuid.uuid4().hex,
+        quote_currency_pair=f"{amount.currency}/{pay_to_currency}",
+        quote_price=format(rate, "f"),  # never "1E+3"
+    )
+    return convert_amount(amount, rate, pay_to_currency), quote
+
+
+def mpm_order(
+    payment_request_id: str,
+    order: Order,
+    *,
+    access_token: str,
+    customer_id: str,
+    psp_id: str,
+    pay_to_currency: str,
+    notify_url: str,
+    rate: Decimal | None = None,
+    redirect_url: str | None = None,
+    expires_in: timedelta = MPM_PAYMENT_EXPIRY,
+    now: datetime | None = None,
+) -> PayRequest:
+    """The pay Alipay+ sends after decoding a merchant's order code (seed 003, step 5).
+
+    The user is named by the session's ``access_token`` and ``customer_id`` (both from our
+    applyToken); ``rate`` quotes the order's currency into ``pay_to_currency`` when they differ.
+    """
+    pay_to_amount, quote = _quoted(order.order_amount, pay_to_currency, rate)
+    start = (now or datetime.now(_UTC8)).astimezone(_UTC8).replace(microsecond=0)
+    return PayRequest(
+        acquirer_id=ACQUIRER_ID,
+        psp_id=psp_id,
+        payment_request_id=payment_request_id,
+        order=order,
+        payment_amount=order.order_amount,
+        pay_to_amount=pay_to_amount,
+        payment_quote=quote,
+        payment_method=PaymentMethod(
+            payment_method_type=CONNECT_WALLET, payment_method_id=access_token, customer_id=customer_id
+        ),
+        payment_factor=PaymentFactor(is_in_store_payment=True, is_cashier_payment=True),
+        payment_expiry_time=start + expires_in,
+        payment_notify_url=notify_url,
+        payment_redirect_url=redirect_url,
+    )
+
+
 class AlipayPlusDriver:
     """Alipay+'s side of the Alipay+ → MPP APIs: signs with Alipay+'s key, checks the MPP's answers."""
 
     easy_pay_evaluation = staticmethod(easy_pay_evaluation)
     easy_pay_order = staticmethod(easy_pay_order)
     refund_request = staticmethod(refund_request)
+    apply_token_request = staticmethod(apply_token_request)
+    mpm_order = staticmethod(mpm_order)
 
     def __init__(
         self,
@@ -179,6 +271,11 @@ class AlipayPlusDriver:
     async def pay(self, request: PayRequest) -> PayResponse:
         """Raises ``TransportError`` when the MPP gives no usable answer within 8 s."""
         return await self._client.call(PayRequest.PATH, request, PayResponse, timeout=self.pay_timeout)
+
+    async def apply_token(self, request: ApplyTokenRequest) -> ApplyTokenResponse:
+        """Raises ``TransportError`` when the MPP gives no usable answer; Alipay+ documents no
+        applyToken timeout, so it waits as long as for pay (8 s)."""
+        return await self._client.call(ApplyTokenRequest.PATH, request, ApplyTokenResponse, timeout=self.pay_timeout)
 
     async def inquire(
         self, payment_request_id: str, acquirer_id: str = ACQUIRER_ID, psp_id: str = PSP_ID

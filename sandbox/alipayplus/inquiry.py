@@ -17,7 +17,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from alipayplus import CancelPaymentResponse, InquiryPaymentResponse, Result
+    from temporalio.client import Client, WorkflowHandle
+    from temporalio.common import WorkflowIDConflictPolicy
+
+    from alipayplus import CancelPaymentResponse, InquiryPaymentResponse, PayRequest, Result
 
     from .driver import AlipayPlusDriver
 
@@ -126,3 +129,25 @@ __all__ = [
     "SandboxActivities",
     "inquiry_workflow_id",
 ]
+
+
+class InquiryStarter:
+    """What Alipay+ does when a pay answer is not final: start inquiring (one schedule per
+    payment, however often its pay is repeated). Keeps the handles, so a demo can wait for them."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.schedules: dict[str, WorkflowHandle[InquiryScheduleWorkflow, InquiryOutcome]] = {}
+
+    async def __call__(self, request: PayRequest) -> None:
+        self.schedules[request.payment_request_id] = await self._client.start_workflow(
+            InquiryScheduleWorkflow.run,
+            InquirySchedule(
+                payment_request_id=request.payment_request_id,
+                acquirer_id=request.acquirer_id,
+                psp_id=request.psp_id,
+            ),
+            id=inquiry_workflow_id(request.payment_request_id),
+            task_queue=SANDBOX_TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )

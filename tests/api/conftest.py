@@ -21,13 +21,28 @@ from activities.ledger import Ledger
 from alipayplus import KeyRegistry, Verifier
 from api.main import create_app
 from sandbox.alipayplus.peer import SandboxAlipayPlus
+from sandbox.code_service import CodeService, code_service_router
 from workers.settings import Settings
 
 
 @pytest.fixture(scope="module")
-async def app(settings: Settings, client: Client, worker: Worker, database: Ledger) -> AsyncIterator[FastAPI]:
+def code_service() -> CodeService:
+    """Alipay+'s server SDK (code identification) as the sandbox plays it; tests script its answers."""
+    return CodeService()
+
+
+def code_service_transport(service: CodeService) -> httpx.ASGITransport:
+    peer = FastAPI()
+    peer.include_router(code_service_router(service))
+    return httpx.ASGITransport(app=peer)
+
+
+@pytest.fixture(scope="module")
+async def app(
+    settings: Settings, client: Client, worker: Worker, database: Ledger, code_service: CodeService
+) -> AsyncIterator[FastAPI]:
     """The API with its lifespan running; ``worker`` so the workflows it starts make progress."""
-    application = create_app(settings, client)
+    application = create_app(settings, client, code_service_transport=code_service_transport(code_service))
     async with application.router.lifespan_context(application):
         yield application
 

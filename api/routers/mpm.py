@@ -1,0 +1,136 @@
+"""The MPM confirmation page (seed 003, steps 6–7): the paymentUrl our pay answers.
+
+Alipay+'s client SDK opens it in the wallet app's web view, signed in with the app's
+session; the payer confirms or cancels, then goes where the seed's redirect rules say.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from activities.records import PaymentStatus
+from workflows.mpm_payment import PRODUCT, USER_CANCELLED, Decision, MpmPaymentWorkflow
+from workflows.payment_order import PaymentState
+
+from ..services import Services, ServicesDep
+from .wallet_app import signed_in_customer
+
+router = APIRouter(prefix="/mpm/pay", tags=["MPM confirmation page"])
+templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
+WALLET_HOME = "mppwallet://home"
+SignedIn = Annotated[str | None, Depends(signed_in_customer)]
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAIL = "fail"
+    CANCELLED = "cancelled"
+
+
+def outcome_of(state: PaymentState) -> Outcome:
+    if state.status is PaymentStatus.SUCCESS:
+        return Outcome.SUCCESS
+    cancelled = state.status is PaymentStatus.CLOSED and state.payment_result.result_message == USER_CANCELLED
+    return Outcome.CANCELLED if cancelled else Outcome.FAIL
+
+
+def next_location(state: PaymentState, user_agent: str) -> str | None:
+    """Where a paid user goes straight away (seed 003, step 7); ``None``: show our result page.
+
+    Only a successful payment with a merchant address leaves at once. A merchant WAP page
+    (http/https) on iOS is not opened (system restrictions), on Android and elsewhere it is;
+    after scan-to-pay a merchant app is not reopened: the wallet's home instead.
+    """
+    url = state.redirect_url
+    if state.status is not PaymentStatus.SUCCESS or not url:
+        return None
+    if urlsplit(url).scheme in ("http", "https"):
+        return None if _is_ios(user_agent) else url
+    return WALLET_HOME if state.in_store_payment else url
+
+
+def _is_ios(user_agent: str) -> bool:
+    return any(marker in user_agent for marker in ("iPhone", "iPad", "iOS"))
+
+
+async def _payment(
+    services: Services, payment_request_id: str, payment_id: str
+) -> tuple[WorkflowHandle, PaymentState] | None:
+    handle = services.temporal.get_workflow_handle_for(MpmPaymentWorkflow.run, f"pay/{payment_request_id}")
+    try:
+        state = await handle.query(MpmPaymentWorkflow.state)
+    except RPCError:
+        return None
+    if state.payment_id != payment_id or state.product != PRODUCT:  # the paymentId in the URL is a capability
+        return None
+    return handle, state
+
+
+def _message_page(status: int, title: str, text: str) -> HTMLResponse:
+    return HTMLResponse(f"<!doctype html><title>{title}</title><h1>{title}</h1><p>{text}</p>", status)
+
+
+def _leave(request: Request, state: PaymentState) -> Response:
+    """A final payment: straight on where the rules allow, else our result page."""
+    user_agent = request.headers.get("user-agent", "")
+    location = next_location(state, user_agent)
+    if location:
+        return RedirectResponse(location, status_code=303)
+    outcome = outcome_of(state)
+    merchant = state.redirect_url if outcome is not Outcome.SUCCESS else None  # optional way back after a failure
+    if merchant and urlsplit(merchant).scheme in ("http", "https") and _is_ios(user_agent):
+        merchant = None
+    return templates.TemplateResponse(
+        request,
+        "mpm_result.html",
+        {"state": state, "outcome": outcome.value, "next": merchant or WALLET_HOME},
+    )
+
+
+@router.get("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
+async def show(
+    request: Request, payment_request_id: str, payment_id: str, customer_id: SignedIn, services: ServicesDep
+) -> Response:
+    if customer_id is None:
+        return _message_page(401, "Sign in", "Open this payment from the wallet app, signed in.")
+    found = await _payment(services, payment_request_id, payment_id)
+    if found is None or found[1].customer_id != customer_id:
+        return _message_page(404, "Not found", "This payment link is not valid.")
+    state = found[1]
+    if state.status is not PaymentStatus.PROCESSING:
+        return _leave(request, state)
+    return templates.TemplateResponse(request, "mpm_confirm.html", {"state": state})
+
+
+@router.post("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
+async def decide(
+    request: Request,
+    payment_request_id: str,
+    payment_id: str,
+    action: Annotated[Literal["confirm", "cancel"], Form()],
+    customer_id: SignedIn,
+    services: ServicesDep,
+) -> Response:
+    if customer_id is None:
+        return _message_page(401, "Sign in", "Open this payment from the wallet app, signed in.")
+    found = await _payment(services, payment_request_id, payment_id)
+    if found is None or found[1].customer_id != customer_id:
+        return _message_page(404, "Not found", "This payment link is not valid.")
+    handle, state = found
+    if state.status is not PaymentStatus.PROCESSING:
+        return _leave(request, state)  # a resubmitted form: a closed workflow takes no updates
+    decision = Decision.CONFIRM if action == "confirm" else Decision.CANCEL
+    try:
+        outcome = await handle.execute_update(MpmPaymentWorkflow.decide, args=[customer_id, decision])
+    except (WorkflowUpdateFailedError, RPCError):  # closed meanwhile (expired): show where it ended
+        return _leave(request, await handle.query(MpmPaymentWorkflow.state))
+    return _leave(request, outcome.state)

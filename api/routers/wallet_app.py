@@ -1,0 +1,108 @@
+"""What our own wallet app calls: login, the authCode for Alipay+'s client SDK, code identification.
+
+Not Alipay+ APIs: plain JSON, authenticated by the app session (``Authorization: Bearer``
+or the ``mpp_session`` cookie, which our pages opened in the app's web view also use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from ..code_identification import CodeVerdict
+from ..services import ServicesDep
+
+router = APIRouter(prefix="/app/v1", tags=["wallet app"])
+SESSION_COOKIE = "mpp_session"
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
+
+
+class Login(_Camel):
+    login_id: str = Field(min_length=1, max_length=64)
+    pin: str = Field(min_length=4, max_length=12)
+
+
+class LoggedIn(_Camel):
+    session_token: str
+    customer_id: str
+    expires_at: datetime
+
+
+class AuthCodeRequest(_Camel):
+    scopes: str = Field(default="BASE_USER_INFO", min_length=1, max_length=128)
+
+
+class IssuedAuthCode(_Camel):
+    auth_code: str
+    expires_at: datetime
+
+
+class ScannedCode(_Camel):
+    code_value: str = Field(min_length=1, max_length=8192)
+
+
+def session_token(request: Request) -> str | None:
+    """The app session's token: a bearer header from the app, the cookie from its web view."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return token.strip()
+    return request.cookies.get(SESSION_COOKIE)
+
+
+async def signed_in_customer(request: Request, services: ServicesDep) -> str | None:
+    token = session_token(request)
+    return await asyncio.to_thread(services.sessions.customer_of, token) if token else None
+
+
+async def _customer(customer_id: Annotated[str | None, Depends(signed_in_customer)]) -> str:
+    if customer_id is None:
+        raise HTTPException(401, "Sign in to the wallet first.", headers={"WWW-Authenticate": "Bearer"})
+    return customer_id
+
+
+Customer = Annotated[str, Depends(_customer)]
+
+
+@router.post("/login", response_model=LoggedIn)
+async def login(body: Login, response: Response, services: ServicesDep) -> LoggedIn:
+    issued = await asyncio.to_thread(services.sessions.login, body.login_id, body.pin)
+    if issued is None:
+        raise HTTPException(401, "Wrong login or PIN.")
+    response.set_cookie(
+        SESSION_COOKIE,
+        issued.token,
+        max_age=int(services.settings.app_session_ttl.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=services.settings.public_base_url.startswith("https://"),
+    )
+    return LoggedIn(session_token=issued.token, customer_id=issued.customer_id, expires_at=issued.expires_at)
+
+
+@router.post("/logout", status_code=204)
+async def logout(request: Request, response: Response, services: ServicesDep) -> None:
+    token = session_token(request)
+    if token:
+        await asyncio.to_thread(services.sessions.logout, token)
+    response.delete_cookie(SESSION_COOKIE)
+
+
+@router.post("/authCode", response_model=IssuedAuthCode)
+async def auth_code(body: AuthCodeRequest, customer_id: Customer, services: ServicesDep) -> IssuedAuthCode:
+    """Alipay+'s client SDK asked for an authCode (getAuthCode); the app answers it by authCallback."""
+    issued = await asyncio.to_thread(services.authorizations.issue_auth_code, customer_id, body.scopes)
+    return IssuedAuthCode(auth_code=issued.auth_code, expires_at=issued.expires_at)
+
+
+@router.post("/codes/identify", response_model=CodeVerdict)
+async def identify_code(body: ScannedCode, customer_id: Customer, services: ServicesDep) -> CodeVerdict:
+    """Step 3: whose code the user scanned, so the app knows what to do with it."""
+    return await services.codes.identify(body.code_value, customer_id)
