@@ -1,5 +1,5 @@
-"""``make demo``: every Easy Pay, refund and cancel scenario, through the real HTTP API, on the
-embedded stack.
+"""``make demo``: every Easy Pay, refund, cancel and merchant-presented (MPM) scenario, through
+the real HTTP API, on the embedded stack.
 
 Alipay+ is the sandbox driver (signed pay, inquiryPayment, refund and cancelPayment calls); the
 user is an HTTP client on our verification page, reading OTPs from the sandbox SMS inbox.
@@ -13,8 +13,6 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,25 +28,14 @@ from activities.ledger import RETURNS, Ledger, LedgerCheck
 from activities.records import Account, AccountKind, Entry, Posting
 from alipayplus import Amount, AuthorizationInfo, PayRequest, PayResponse, RefundResponse, Result
 
+from .demo_mpm import MPM_SCENARIOS
 from .dev_stack import DEFAULT_PORTS, DevStack, Ports, dev_stack
+from .scenario import Outcome, Scenario
 
 PIN_USER, OTP_USER, FROZEN_USER, POOR_USER = "852-11112222", "852-95303585", "852-33334444", "852-55556666"
 PIN = "246810"
 OTP_PHONE = "+85295303585"
 PRICE = Amount(currency="IDR", value=5000)
-
-
-@dataclass
-class Outcome:
-    workflow_id: str
-    state: str
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    expected: str
-    run: Callable[[Demo], Awaitable[Outcome]]
 
 
 class Demo:
@@ -470,6 +457,7 @@ SCENARIOS = [
         "S/SUCCESS, then pay F/ORDER_IS_CLOSED, inquiry F/ORDER_IS_CLOSED",
         cancel_before_pay,
     ),
+    *MPM_SCENARIOS,
 ]
 
 
@@ -503,7 +491,7 @@ async def run_scenarios(stack: DevStack, console: Console) -> list[tuple[Scenari
 
 
 def summary(results: list[tuple[Scenario, Outcome, float]]) -> Table:
-    table = Table(title="Easy Pay, refund and cancel scenarios")
+    table = Table(title="Easy Pay, refund, cancel and MPM scenarios")
     for column in ("scenario", "workflow id", "final state", "seconds", ""):
         table.add_column(column)
     for scenario, outcome, seconds in results:
