@@ -25,7 +25,7 @@ test: lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy alipayplus workflows activities api workers sandbox bench
+	$(BIN)/mypy alipayplus workflows activities api workers sandbox bench hce_device
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.easy_pay

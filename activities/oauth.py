@@ -173,7 +173,9 @@ class Authorizations:
         """The same old refresh token again: within the grace period, the pair it was swapped for."""
         grace_over = old.retired_at is None or now - old.retired_at > self._lifetimes.refresh_replay_grace
         successor = session.get(OAuthToken, old.successor_id) if old.successor_id and not grace_over else None
-        return self._answer(successor) if successor else _refused(ResultCode.INVALID_REFRESH_TOKEN)
+        if successor is None or successor.retired_at is not None:  # its pair has been refreshed in turn
+            return _refused(ResultCode.INVALID_REFRESH_TOKEN)
+        return self._answer(successor)
 
     def _new_pair(self, customer_id: str, scopes: str, now: datetime) -> OAuthToken:
         pair_id = uuid.uuid4().hex

@@ -130,10 +130,10 @@ async def frozen_user(demo: Demo) -> Outcome:
 
 
 async def blocklisted_code(demo: Demo) -> Outcome:
-    asked = demo.stack.code_service.identify_calls
     async with _signed_in(demo) as app:
         scanned = await app.scan(f"{BLOCKED_CODE_PREFIX}promo-42")
-    untouched = "not sent to Alipay+" if demo.stack.code_service.identify_calls == asked else "SENT to Alipay+"
+    sent = any(r.code_value.startswith(BLOCKED_CODE_PREFIX) for r in demo.stack.code_service.identified)
+    untouched = "SENT to Alipay+" if sent else "not sent to Alipay+"
     return Outcome("—", f"{scanned.verdict}, {untouched}")
 
 

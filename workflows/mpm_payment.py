@@ -76,6 +76,8 @@ class MpmPaymentWorkflow(PaymentOrderWorkflow):
         """The payer pressed Confirm or Cancel on our page (signed in as ``customer_id``)."""
         if customer_id != self._customer_id:
             return self._outcome(False, "This payment belongs to another account.")
+        if self._decision is not None:  # a second tap while the first is carried out: answer with its outcome
+            await workflow.wait_condition(lambda: self._status is not PaymentStatus.PROCESSING)
         if not self._awaiting_decision():
             return self._outcome(False, "This payment is no longer waiting for you.")
         self._decision = decision

@@ -87,7 +87,7 @@ def _leave(request: Request, state: PaymentState) -> Response:
         return RedirectResponse(location, status_code=303)
     outcome = outcome_of(state)
     merchant = state.redirect_url if outcome is not Outcome.SUCCESS else None  # optional way back after a failure
-    if merchant and urlsplit(merchant).scheme in ("http", "https") and _is_ios(user_agent):
+    if merchant and (urlsplit(merchant).scheme not in ("http", "https") or _is_ios(user_agent)):  # no app, no script
         merchant = None
     return templates.TemplateResponse(
         request,

@@ -7,6 +7,7 @@ Alipay+ one (seed 003, step 1.2). Orders quote SGD into the payers' IDR.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -295,6 +296,28 @@ async def test_only_the_payer_can_decide(
     assert stranger.state.status is PaymentStatus.PROCESSING
     assert payer.state.status is PaymentStatus.CLOSED and payer.state.payment_result.result_message == USER_CANCELLED
     assert database.balance(Ledger.user_account_id(PIN_USER)) == before
+
+
+async def test_a_second_tap_gets_the_outcome_of_the_first_and_debits_nothing_more(
+    env: WorkflowEnvironment,
+    client: Client,
+    settings: Settings,
+    worker: Worker,
+    database: Ledger,
+    authorizations: Authorizations,
+) -> None:
+    request = await mpm_request(env, PIN_USER, access_token(authorizations, settings, PIN_USER), settings)
+    before = database.balance(Ledger.user_account_id(PIN_USER))
+    handle = await opened(client, settings, request)
+
+    first, second = await asyncio.gather(
+        handle.execute_update(MpmPaymentWorkflow.decide, args=[PIN_USER, Decision.CONFIRM]),
+        handle.execute_update(MpmPaymentWorkflow.decide, args=[PIN_USER, Decision.CONFIRM]),
+    )
+
+    assert [first.accepted, second.accepted].count(True) == 1  # one of them carried the decision
+    assert first.state.status is second.state.status is PaymentStatus.SUCCESS  # never "in process"
+    assert database.balance(Ledger.user_account_id(PIN_USER)) == before - PAY_TO.value
 
 
 # --- nobody answers, or Alipay+ cancels --------------------------------------------------
