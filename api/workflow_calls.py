@@ -1,4 +1,4 @@
-"""Reaching a workflow within Alipay+'s timeout: update-with-start under a deadline."""
+"""Reaching a workflow: update-with-start under Alipay+'s deadline; a payment behind one of our pages."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ import asyncio
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowHandle,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
+
+from workflows.payment_order import PaymentOrderWorkflow, PaymentState
 
 T = TypeVar("T")
 
@@ -46,3 +53,18 @@ async def update_with_start(
         future = start._workflow_handle  # the SDK exposes it only as an awaitable
         if future.done() and not future.cancelled():
             future.exception()  # seen, so asyncio does not log "exception was never retrieved"
+
+
+async def payment_behind_page(
+    client: Client, payment_request_id: str, payment_id: str, product: str
+) -> tuple[WorkflowHandle[Any, PaymentState], PaymentState] | None:
+    """The payment order a page URL names, if ``payment_id`` and ``product`` match: the paymentId
+    in the URL is the page's capability, and one product's page never acts on another's order."""
+    handle = client.get_workflow_handle(f"pay/{payment_request_id}")
+    try:
+        state = await handle.query(PaymentOrderWorkflow.state)
+    except RPCError:
+        return None
+    if state.payment_id != payment_id or state.product != product:
+        return None
+    return handle, state

@@ -14,14 +14,15 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from activities.records import PaymentStatus
 from workflows.mpm_payment import PRODUCT, USER_CANCELLED, Decision, MpmPaymentWorkflow
 from workflows.payment_order import PaymentState
 
-from ..services import Services, ServicesDep
+from ..services import ServicesDep
+from ..workflow_calls import payment_behind_page
 from .wallet_app import signed_in_customer
 
 router = APIRouter(prefix="/mpm/pay", tags=["MPM confirmation page"])
@@ -62,19 +63,6 @@ def _is_ios(user_agent: str) -> bool:
     return any(marker in user_agent for marker in ("iPhone", "iPad", "iOS"))
 
 
-async def _payment(
-    services: Services, payment_request_id: str, payment_id: str
-) -> tuple[WorkflowHandle, PaymentState] | None:
-    handle = services.temporal.get_workflow_handle_for(MpmPaymentWorkflow.run, f"pay/{payment_request_id}")
-    try:
-        state = await handle.query(MpmPaymentWorkflow.state)
-    except RPCError:
-        return None
-    if state.payment_id != payment_id or state.product != PRODUCT:  # the paymentId in the URL is a capability
-        return None
-    return handle, state
-
-
 def _message_page(status: int, title: str, text: str) -> HTMLResponse:
     return HTMLResponse(f"<!doctype html><title>{title}</title><h1>{title}</h1><p>{text}</p>", status)
 
@@ -102,7 +90,7 @@ async def show(
 ) -> Response:
     if customer_id is None:
         return _message_page(401, "Sign in", "Open this payment from the wallet app, signed in.")
-    found = await _payment(services, payment_request_id, payment_id)
+    found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
     if found is None or found[1].customer_id != customer_id:
         return _message_page(404, "Not found", "This payment link is not valid.")
     state = found[1]
@@ -122,7 +110,7 @@ async def decide(
 ) -> Response:
     if customer_id is None:
         return _message_page(401, "Sign in", "Open this payment from the wallet app, signed in.")
-    found = await _payment(services, payment_request_id, payment_id)
+    found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
     if found is None or found[1].customer_id != customer_id:
         return _message_page(404, "Not found", "This payment link is not valid.")
     handle, state = found

@@ -21,24 +21,12 @@ from activities.secrets import keyed_digest
 from workflows.easy_pay import PRODUCT, EasyPayWorkflow
 from workflows.payment_order import PageOutcome, PaymentState
 
-from ..services import Services, ServicesDep
+from ..services import ServicesDep
+from ..workflow_calls import payment_behind_page
 
 router = APIRouter(prefix="/easypay/verify", tags=["verification page"])
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 _CODE = re.compile(r"[0-9]{4,8}")
-
-
-async def _payment(
-    services: Services, payment_request_id: str, payment_id: str
-) -> tuple[WorkflowHandle, PaymentState] | None:
-    handle = services.temporal.get_workflow_handle_for(EasyPayWorkflow.run, f"pay/{payment_request_id}")
-    try:
-        state = await handle.query(EasyPayWorkflow.state)
-    except RPCError:
-        return None
-    if state.payment_id != payment_id or state.product != PRODUCT:  # the paymentId in the URL is the capability
-        return None
-    return handle, state
 
 
 def _page(request: Request, state: PaymentState, message: str | None = None, error: bool = False) -> Response:
@@ -75,7 +63,7 @@ def _not_found() -> Response:
 
 @router.get("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
 async def show(request: Request, payment_request_id: str, payment_id: str, services: ServicesDep) -> Response:
-    found = await _payment(services, payment_request_id, payment_id)
+    found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
     return _page(request, found[1]) if found else _not_found()
 
 
@@ -87,7 +75,7 @@ async def submit(
     code: Annotated[str, Form(max_length=16)],
     services: ServicesDep,
 ) -> Response:
-    found = await _payment(services, payment_request_id, payment_id)
+    found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
     if not found:
         return _not_found()
     handle, state = found
@@ -105,7 +93,7 @@ async def submit(
 
 @router.post("/{payment_request_id}/{payment_id}/resend", response_class=HTMLResponse)
 async def resend(request: Request, payment_request_id: str, payment_id: str, services: ServicesDep) -> Response:
-    found = await _payment(services, payment_request_id, payment_id)
+    found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
     if not found:
         return _not_found()
     handle, state = found
