@@ -146,30 +146,42 @@ def sandbox(
     / "keys"
     / "alipayplus_private.pem",
 ) -> None:
-    """Serve the sandbox Alipay+ (notify receiver, SMS gateway) and run its inquiry worker."""
+    """Serve the sandbox Alipay+ (notify receiver, SMS gateway, MPM with its merchants, the server
+    SDK's code identification) and run its inquiry worker."""
     import uvicorn
     from temporalio.worker import Worker
 
     from sandbox.alipayplus.app import create_app
     from sandbox.alipayplus.driver import AlipayPlusDriver
-    from sandbox.alipayplus.inquiry import SANDBOX_TASK_QUEUE, InquiryScheduleWorkflow, SandboxActivities
+    from sandbox.alipayplus.inquiry import (
+        SANDBOX_TASK_QUEUE,
+        InquiryScheduleWorkflow,
+        InquiryStarter,
+        SandboxActivities,
+    )
+    from sandbox.alipayplus.mpm import SandboxMpm
     from sandbox.alipayplus.peer import SandboxAlipayPlus
+    from sandbox.code_service import CodeService
 
     from .temporal import connect
 
     async def run() -> int:
         settings = Settings()
         peer = SandboxAlipayPlus.from_settings(settings, alipayplus_private_key_file)
+        client = await connect(settings)
         async with (
             AlipayPlusDriver.for_peer(peer, settings.public_base_url) as driver,
             Worker(
-                await connect(settings),
+                client,
                 task_queue=SANDBOX_TASK_QUEUE,
                 workflows=[InquiryScheduleWorkflow],
                 activities=SandboxActivities(driver).all(),
             ),
         ):
-            await uvicorn.Server(uvicorn.Config(create_app(peer), host="127.0.0.1", port=port)).serve()
+            mpm = SandboxMpm.from_settings(settings, driver, peer=peer)
+            mpm.on_pay_in_process = InquiryStarter(client)
+            sandbox_app = create_app(peer, mpm=mpm, code_service=CodeService())
+            await uvicorn.Server(uvicorn.Config(sandbox_app, host="127.0.0.1", port=port)).serve()
         return 0
 
     _exit(run)
