@@ -277,3 +277,21 @@ class OAuthToken(SQLModel, table=True):
     retired_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     successor_id: str | None = Field(default=None, max_length=32)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class TokenActivation(SQLModel, table=True):
+    """A tokenActivationNotification as received (seed 002): one per tokenReferenceId."""
+
+    __tablename__ = "token_activation"
+
+    token_reference_id: str = Field(primary_key=True, max_length=64)
+    customer_id: str | None = Field(default=None, index=True, max_length=64)
+    wallet_id: str | None = Field(default=None, max_length=16)
+    token_requestor_id: str | None = Field(default=None, max_length=16)
+    secure_element_id: str | None = Field(default=None, max_length=128)
+    account_source: str | None = Field(default=None, max_length=32)
+    service_request_time: datetime = Field(sa_type=UtcDateTime)
+    token_activated_time: datetime = Field(sa_type=UtcDateTime)
+    token_data: str  # the tokenData object as received (JSON): seed 002 hides its fields
+    notification_digest: str = Field(max_length=64)  # sha256 of the notification: a repeat must match
+    received_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)

@@ -52,6 +52,12 @@ Id64 = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=64)]
 
 OptionalText = Annotated[Text | None, BeforeValidator(_empty_is_none)]
 OptionalId64 = Annotated[Id64 | None, BeforeValidator(_empty_is_none)]
+OptionalId16 = Annotated[
+    Annotated[str, Strict(), StringConstraints(min_length=1, max_length=16)] | None, BeforeValidator(_empty_is_none)
+]
+OptionalId128 = Annotated[
+    Annotated[str, Strict(), StringConstraints(min_length=1, max_length=128)] | None, BeforeValidator(_empty_is_none)
+]
 
 Flag = Annotated[
     bool,

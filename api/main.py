@@ -20,7 +20,7 @@ from workers.settings import Settings
 from workers.temporal import connect
 
 from .code_identification import CodeIdentification
-from .routers import authorizations, codec, mpm, ops, payments, refunds, verification, wallet_app
+from .routers import authorizations, codec, mpm, ops, payments, refunds, tokens, verification, wallet_app
 from .services import Services
 
 
@@ -62,6 +62,7 @@ def create_app(
     app.include_router(payments.router)
     app.include_router(refunds.router)
     app.include_router(authorizations.router)
+    app.include_router(tokens.router)
     app.include_router(verification.router)
     app.include_router(wallet_app.router)
     app.include_router(mpm.router)

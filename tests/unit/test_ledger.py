@@ -69,6 +69,7 @@ def test_migrations_create_exactly_the_models_and_can_rerun(database_url: str, e
         "app_session",
         "auth_code",
         "oauth_token",
+        "token_activation",
     }
 
 
