@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Strict, StringConstraints
 
 from ._base import Message
 from ._result import Result
-from ._types import DateTime, Id64, OptionalId16, OptionalId64, OptionalId128
+from ._types import DateTime, Id64, OptionalId16, OptionalId64, OptionalId128, OptionalText
 
 
 class AccountSource(StrEnum):
@@ -51,8 +51,31 @@ class TokenActivationNotificationResponse(Message):
     result: Result
 
 
+# --- sdkProxy (MPP -> Alipay+) ------------------------------------------------------------
+
+
+class SdkProxyRequest(Message):
+    """An Alipay+ NFC SDK request for the Ant server, forwarded with our customerId (spec §4.1).
+
+    The header and data are the SDK's own, opaque to the MPP: passed through unchanged."""
+
+    PATH: ClassVar[str] = "/aps/api/v1/mobile/sdkProxy"
+
+    customer_id: Id64
+    sdk_request_header: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=4096)]
+    sdk_request_data: Annotated[str, Strict(), StringConstraints(max_length=65536)] = ""
+
+
+class SdkProxyResponse(Message):
+    result: Result
+    sdk_response_header: OptionalText = None
+    sdk_response_data: OptionalText = None
+
+
 __all__ = [
     "AccountSource",
+    "SdkProxyRequest",
+    "SdkProxyResponse",
     "TokenActivationNotificationRequest",
     "TokenActivationNotificationResponse",
     "TokenData",

@@ -15,12 +15,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 
 from activities.db import create_engine_for
+from activities.nfc_proxy import NfcProxy
 from activities.oauth import AppSessions, Authorizations, TokenLifetimes
 from workers.settings import Settings
 from workers.temporal import connect
+from workers.worker import alipayplus_client, mastercard_client
 
 from .code_identification import CodeIdentification
-from .routers import authorizations, codec, mpm, ops, payments, refunds, tokens, verification, wallet_app
+from .routers import authorizations, codec, mpm, nfc, ops, payments, refunds, tokens, verification, wallet_app
 from .services import Services
 
 
@@ -29,13 +31,18 @@ def create_app(
     temporal: Client | None = None,
     *,
     code_service_transport: httpx.AsyncBaseTransport | None = None,
+    nfc_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.load_keys()
-        async with httpx.AsyncClient(timeout=5.0, transport=code_service_transport) as http:
+        async with (
+            httpx.AsyncClient(timeout=5.0, transport=code_service_transport) as http,
+            alipayplus_client(settings, nfc_transport) as to_alipayplus,
+            mastercard_client(settings, nfc_transport) as to_mastercard,
+        ):
             codes = CodeIdentification(settings, http)
             await codes.init()  # raises, and so stops start-up, unless Alipay+'s server SDK is ready
             records = create_engine_for(settings.database_url)
@@ -54,6 +61,7 @@ def create_app(
                     ),
                 ),
                 codes=codes,
+                nfc_proxy=NfcProxy(to_alipayplus, to_mastercard),
             )
             yield
             records.dispose()
@@ -66,6 +74,7 @@ def create_app(
     app.include_router(verification.router)
     app.include_router(wallet_app.router)
     app.include_router(mpm.router)
+    app.include_router(nfc.router)
     app.include_router(ops.router)
     app.include_router(codec.router)
     app.add_middleware(  # the Web UI calls the codec endpoint from the operator's browser

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from activities.nfc_proxy import NfcProxy
 from activities.oauth import AppSessions, Authorizations
 from workers.settings import Settings
 
@@ -23,6 +24,7 @@ class Services:
     sessions: AppSessions  # the wallet app's logins
     authorizations: Authorizations  # authCodes and applyToken's token pairs
     codes: CodeIdentification  # scanned codes: ours, Alipay+'s or invalid
+    nfc_proxy: NfcProxy  # the phone's SDK requests on to Mastercard and the Ant server
 
 
 def _services(request: Request) -> Services:

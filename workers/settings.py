@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     local_code_prefixes: list[str] = ["mppwallet://", "https://pay.mppwallet.example/"]
     code_identify_attempts: int = Field(default=3, ge=1)  # U answers are retried
 
+    # NFC (seeds 000–002): the SDK request proxy and activation
+    mastercard_base_url: str = "http://127.0.0.1:8001"  # Mastercard's digitization service (the sandbox's in dev)
+    nfc_poll_interval: timedelta = timedelta(seconds=2)  # queryToken / queryNTUResult
+    nfc_poll_limit: int = Field(default=10, ge=1)
+    nfc_device_timeout: timedelta = timedelta(minutes=1)  # the phone must answer a device step by then
+    nfc_max_proxy_bytes: int = 64 * 1024
+
     # Encryption of workflow payloads (histories hold personal data); older keys stay readable
     payload_key_file: Path = VAR_DIR / "keys" / "payload.key"
     payload_key_id: str = "1"

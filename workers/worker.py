@@ -15,6 +15,7 @@ from activities.cancellation import CancelActivities
 from activities.db import create_engine_for
 from activities.deliveries import DeliveryActivities
 from activities.ledger import Ledger
+from activities.nfc_proxy import NfcActivities, NfcProxy
 from activities.notifications import NotificationActivities
 from activities.payments import HttpSmsGateway, PaymentActivities, SmsGateway
 from activities.refunds import RefundActivities
@@ -25,6 +26,7 @@ from workflows.auth_notify import AuthNotifyWorkflow
 from workflows.cancel_payment import CancelPaymentWorkflow
 from workflows.easy_pay import EasyPayWorkflow
 from workflows.mpm_payment import MpmPaymentWorkflow
+from workflows.nfc_activation import NfcActivationWorkflow
 from workflows.notify_payment import NotifyPaymentWorkflow
 from workflows.refund import RefundWorkflow
 
@@ -38,6 +40,7 @@ WORKFLOWS: Sequence[type] = (
     AuthNotifyWorkflow,
     RefundWorkflow,
     CancelPaymentWorkflow,
+    NfcActivationWorkflow,
 )
 
 
@@ -48,12 +51,18 @@ def alipayplus_client(settings: Settings, transport: httpx.AsyncBaseTransport | 
     )
 
 
+def mastercard_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """Mastercard's digitization service, for the SDK requests the proxy sends there."""
+    return httpx.AsyncClient(base_url=settings.mastercard_base_url, timeout=10.0, transport=transport)
+
+
 def activities_for(
     client: Client,
     settings: Settings,
     *,
     alipayplus: SignedClient | None = None,
     sms: SmsGateway | None = None,
+    mastercard: httpx.AsyncClient | None = None,
 ) -> list[Any]:
     engine = create_engine_for(settings.database_url)
     ledger = Ledger(engine)
@@ -65,8 +74,10 @@ def activities_for(
         sms=sms or HttpSmsGateway(settings.sms_gateway_url, httpx.Client(timeout=5.0)),
         otp_ttl=settings.otp_ttl,
     )
+    to_alipayplus = alipayplus or alipayplus_client(settings)
+    nfc = NfcActivities(NfcProxy(to_alipayplus, mastercard or mastercard_client(settings)))
     notifications = NotificationActivities(
-        alipayplus=alipayplus or alipayplus_client(settings),
+        alipayplus=to_alipayplus,
         engine=engine,
         secret_key=settings.secret_key,
         access_token_ttl=settings.access_token_ttl,
@@ -88,6 +99,7 @@ def activities_for(
         payments.debit,
         notifications.notify_payment,
         notifications.auth_notify,
+        nfc.sdk_request,
     ]
 
 
@@ -103,4 +115,4 @@ def build_worker(client: Client, settings: Settings, activities: list[Any] | Non
     )
 
 
-__all__ = ["WORKFLOWS", "activities_for", "alipayplus_client", "build_worker"]
+__all__ = ["WORKFLOWS", "activities_for", "alipayplus_client", "build_worker", "mastercard_client"]

@@ -21,31 +21,33 @@ router = APIRouter(prefix="/app/v1", tags=["wallet app"])
 SESSION_COOKIE = "mpp_session"
 
 
-class _Camel(BaseModel):
+class CamelModel(BaseModel):
+    """JSON for our own app: camelCase on the wire, as the Alipay+ messages are."""
+
     model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
 
 
-class Login(_Camel):
+class Login(CamelModel):
     login_id: str = Field(min_length=1, max_length=64)
     pin: str = Field(min_length=4, max_length=12)
 
 
-class LoggedIn(_Camel):
+class LoggedIn(CamelModel):
     session_token: str
     customer_id: str
     expires_at: datetime
 
 
-class AuthCodeRequest(_Camel):
+class AuthCodeRequest(CamelModel):
     scopes: str = Field(default="BASE_USER_INFO", min_length=1, max_length=128)
 
 
-class IssuedAuthCode(_Camel):
+class IssuedAuthCode(CamelModel):
     auth_code: str
     expires_at: datetime
 
 
-class ScannedCode(_Camel):
+class ScannedCode(CamelModel):
     code_value: str = Field(min_length=1, max_length=8192)
 
 

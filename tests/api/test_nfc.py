@@ -1,0 +1,73 @@
+"""The phone's NFC calls on our API: the session rule, the fingerprint rule, the proxy's limits."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from workers.settings import Settings
+
+PIN_USER, PIN = "852-11112222", "246810"
+DEVICE = "ab" * 32  # a SHA-256 digest in hex
+
+
+async def session(api: httpx.AsyncClient) -> dict[str, str]:
+    response = await api.post("/app/v1/login", json={"loginId": PIN_USER, "pin": PIN})
+    assert response.status_code == 200, response.text
+    api.cookies.clear()
+    return {"Authorization": f"Bearer {response.json()['sessionToken']}"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/app/v1/nfc/activations"),
+        ("GET", f"/app/v1/nfc/activations/{DEVICE}"),
+        ("POST", f"/app/v1/nfc/activations/{DEVICE}/confirm"),
+        ("POST", "/app/v1/nfc/proxy"),
+    ],
+)
+async def test_every_nfc_call_needs_the_apps_session(api: httpx.AsyncClient, method: str, path: str) -> None:
+    api.cookies.clear()
+    response = await api.request(method, path, json={})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("device_id", ["not-a-digest", "AB" * 32, "ab" * 31, "ab" * 33])
+async def test_a_fingerprint_that_is_not_sha256_is_refused(api: httpx.AsyncClient, device_id: str) -> None:
+    response = await api.post("/app/v1/nfc/activations", json={"deviceId": device_id}, headers=await session(api))
+    assert response.status_code == 422 and "deviceId" in response.text
+
+
+async def test_an_activation_never_started_is_not_found(api: httpx.AsyncClient) -> None:
+    response = await api.get(f"/app/v1/nfc/activations/{'cd' * 32}", headers=await session(api))
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        (json.dumps({"api": "transferAllMoney", "requestId": "1"}), 400),
+        ("not json", 400),
+    ],
+    ids=["unknown api", "header not JSON"],
+)
+async def test_the_proxy_forwards_only_sdk_requests(api: httpx.AsyncClient, header: str, status: int) -> None:
+    body = {"deviceId": DEVICE, "sdkRequestHeader": header, "sdkRequestData": "{}"}
+    response = await api.post("/app/v1/nfc/proxy", json=body, headers=await session(api))
+    assert response.status_code == status and "sdkRequestHeader" in response.json()["detail"]
+
+
+async def test_the_proxy_limits_request_size(api: httpx.AsyncClient, settings: Settings) -> None:
+    header = json.dumps({"api": "queryToken", "requestId": "1"})
+    data = "x" * (settings.nfc_max_proxy_bytes + 1)
+    body = {"deviceId": DEVICE, "sdkRequestHeader": header, "sdkRequestData": data}
+    response = await api.post("/app/v1/nfc/proxy", json=body, headers=await session(api))
+    assert response.status_code == 413
+
+
+async def test_a_malformed_proxy_request_names_the_field(api: httpx.AsyncClient) -> None:
+    response = await api.post("/app/v1/nfc/proxy", json={"deviceId": DEVICE}, headers=await session(api))
+    assert response.status_code == 422 and "sdkRequestHeader" in response.json()["detail"]

@@ -1,0 +1,253 @@
+"""NFC token activation, manual or silent: one workflow per (customer, device) (seed 000, step 2).
+
+Id ``activation/{customerId}/{deviceId}``. The server side of every step runs here, through
+the NFC request proxy; what only the phone can do (keep the token and its credentials in its
+secure store, activate the local token) is asked of the phone, which reports back:
+  2.1  the device fingerprint (a SHA-256 digest; checked by the API before we start)
+  2.2  the public key from Mastercard
+  2.3  applyNfcToken (pending), queryToken on a durable timer until approved, provision,
+       the token stored on the phone, notifyProvisionResult, queryNTUResult until updated
+       (silent activation stops here: status 21 until the user confirms)
+  2.4  the phone activates its local token
+  2.5  replenish the credentials, stored on the phone; status 2
+The ``progress`` query gives the status code and step i of n for the phone's progress bar.
+Every failure (rejected application, poll limit, phone gone, proxy errors) ends the workflow
+as failed with a clear reason and status 0; starting it again is the retry path.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.nfc_proxy import NfcActivities, SdkAnswer, SdkCall
+
+PROXY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)  # then a clear failure
+PROXY_TIMEOUT = timedelta(seconds=20)  # above Alipay+'s 10 s for sdkProxy
+CREDENTIALS_PER_REPLENISH = 10
+
+STEPS = (
+    "device fingerprint",
+    "Mastercard public key",
+    "apply for the NFC token",
+    "wait for approval",
+    "provision the token",
+    "store the token on the phone",
+    "notify the provision result",
+    "wait for Mastercard's update",
+    "activate the token on the phone",
+    "replenish credentials",
+    "store the credentials on the phone",
+)
+
+
+class Phase(StrEnum):
+    RUNNING = "RUNNING"
+    WAITING_FOR_DEVICE = "WAITING_FOR_DEVICE"
+    WAITING_FOR_CONFIRMATION = "WAITING_FOR_CONFIRMATION"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class DeviceStep(StrEnum):
+    STORE_TOKEN = "STORE_TOKEN"
+    ACTIVATE_LOCAL_TOKEN = "ACTIVATE_LOCAL_TOKEN"
+    STORE_CREDENTIALS = "STORE_CREDENTIALS"
+
+
+class TokenStatus:
+    """Seed 000's token status codes, as the phone's isPaymentAvailable() reports them."""
+
+    NO_CARD = 0
+    PAYMENT_ALLOWED = 2
+    IN_ACTIVATION = 11
+    AWAITING_CONFIRMATION = 21
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
+
+
+class DeviceAction(_Camel):
+    step: DeviceStep
+    payload: dict[str, Any]
+
+
+class Progress(_Camel):
+    status_code: int
+    phase: Phase
+    step: int
+    steps_total: int = len(STEPS)
+    step_name: str
+    failure: str | None = None
+    token_reference_id: str | None = None
+    device_action: DeviceAction | None = None
+
+
+class ActivationRequest(BaseModel):
+    customer_id: str
+    device_id: str  # the SHA-256 device fingerprint
+    silent: bool = False
+    poll_interval: timedelta = timedelta(seconds=2)  # nfc_issue_config's sample: 2000 ms, 10 times
+    poll_limit: int = 10
+    device_timeout: timedelta = timedelta(minutes=1)  # the phone must answer a device step by then
+    confirmation_timeout: timedelta = timedelta(days=7)  # silent: the user's confirmation
+
+
+class ActivationFailed(Exception):
+    """Why this activation stops (the workflow ends failed with it)."""
+
+
+@workflow.defn
+class NfcActivationWorkflow:
+    @workflow.init
+    def __init__(self, request: ActivationRequest) -> None:
+        self._request = request
+        self._step = 1
+        self._phase = Phase.RUNNING
+        self._status = TokenStatus.IN_ACTIVATION
+        self._failure: str | None = None
+        self._token_reference_id: str | None = None
+        self._device_action: DeviceAction | None = None
+        self._device_reports: dict[DeviceStep, bool] = {}
+        self._confirmed = False
+
+    @workflow.run
+    async def run(self, request: ActivationRequest) -> Progress:
+        try:
+            await self._activate(request)
+        except ActivationFailed as failure:
+            self._phase, self._status, self._failure = Phase.FAILED, TokenStatus.NO_CARD, str(failure)
+            self._device_action = None
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            details = self.progress().model_dump(mode="json")
+            raise ApplicationError(str(failure), details, type="ActivationFailed") from None
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.progress()
+
+    async def _activate(self, request: ActivationRequest) -> None:
+        # 2.1 the fingerprint came with the request (the API refused anything but SHA-256).
+        # 2.2 Mastercard's public key, so the SDK's payloads can be encrypted to Mastercard.
+        self._at(2)
+        public_key = await self._sdk("getPublicKey", {})
+        # 2.3 apply, wait for approval, provision, store, notify, wait for Mastercard's update.
+        self._at(3)
+        application = await self._sdk(
+            "applyNfcToken", {"deviceFingerprint": request.device_id, "publicKeyId": public_key.get("publicKeyId")}
+        )
+        self._at(4)
+        approved = await self._poll("queryToken", {"tokenRequestId": application.get("tokenRequestId")}, "APPROVED")
+        self._token_reference_id = str(approved["tokenReferenceId"])
+        token = {"tokenReferenceId": self._token_reference_id}
+        self._at(5)
+        provisioned = await self._sdk("provision", token)
+        self._at(6)
+        await self._on_device(DeviceStep.STORE_TOKEN, {**token, "cardProfile": provisioned.get("cardProfile", {})})
+        self._at(7)
+        await self._sdk("notifyProvisionResult", {**token, "result": "SUCCESS"})
+        self._at(8)
+        await self._poll("queryNTUResult", token, "UPDATED")
+        if request.silent:  # silent activation ends here until the user confirms (status 21)
+            await self._await_confirmation(request.confirmation_timeout)
+        # 2.4 the phone activates its local token.
+        self._at(9)
+        await self._on_device(DeviceStep.ACTIVATE_LOCAL_TOKEN, token)
+        # 2.5 credentials for the first taps.
+        self._at(10)
+        replenished = await self._sdk("replenish", {**token, "count": CREDENTIALS_PER_REPLENISH})
+        self._at(11)
+        await self._on_device(DeviceStep.STORE_CREDENTIALS, {"credentials": replenished.get("credentials", [])})
+        self._phase, self._status = Phase.DONE, TokenStatus.PAYMENT_ALLOWED
+
+    # --- the phone and the user talk to the workflow -------------------------------------------
+
+    @workflow.query
+    def progress(self) -> Progress:
+        return Progress(
+            status_code=self._status,
+            phase=self._phase,
+            step=self._step,
+            step_name=STEPS[self._step - 1],
+            failure=self._failure,
+            token_reference_id=self._token_reference_id,
+            device_action=self._device_action,
+        )
+
+    @workflow.update
+    async def device_step(self, step: DeviceStep, ok: bool) -> Progress:
+        """The phone did (or could not do) what it was asked."""
+        if self._device_action is not None and self._device_action.step is step:
+            self._device_reports[step] = ok
+            await workflow.wait_condition(lambda: self._device_action is None or self._device_action.step is not step)
+        return self.progress()
+
+    @workflow.update
+    async def confirm(self) -> Progress:
+        """Silent activation: the user confirms on the NFC page (status 21 → 2)."""
+        if self._phase is Phase.WAITING_FOR_CONFIRMATION:
+            self._confirmed = True  # the phone carries on: it is asked to activate its local token next
+            await workflow.wait_condition(lambda: self._phase is not Phase.WAITING_FOR_CONFIRMATION)
+        return self.progress()
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def _at(self, step: int) -> None:
+        self._step = step
+
+    async def _sdk(self, api: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """One SDK request through the proxy; anything but SUCCESS ends the activation."""
+        call = SdkCall.of(self._request.customer_id, api, payload, request_id=str(workflow.uuid4()))
+        try:
+            answer: SdkAnswer = await workflow.execute_activity_method(
+                NfcActivities.sdk_request, call, start_to_close_timeout=PROXY_TIMEOUT, retry_policy=PROXY_RETRY
+            )
+        except ActivityError as exc:
+            cause = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause or exc)
+            raise ActivationFailed(f"{api}: the proxy failed ({cause})") from None
+        if answer.code != "SUCCESS":
+            raise ActivationFailed(f"{api}: refused ({answer.code})")
+        return answer.payload()
+
+    async def _poll(self, api: str, payload: dict[str, Any], done: str) -> dict[str, Any]:
+        """Ask again on a durable timer until ``done``; REJECTED or the poll limit end it."""
+        request = self._request
+        for attempt in range(request.poll_limit):
+            if attempt:
+                await workflow.sleep(request.poll_interval)
+            answer = await self._sdk(api, payload)
+            status = answer.get("status")
+            if status == done:
+                return answer
+            if status == "REJECTED":
+                raise ActivationFailed(f"{api}: the application was rejected ({answer.get('reason', 'no reason')})")
+        raise ActivationFailed(f"{api}: no answer after {request.poll_limit} polls")
+
+    async def _on_device(self, step: DeviceStep, payload: dict[str, Any]) -> None:
+        """Ask the phone to do ``step`` and wait for its report."""
+        self._device_action = DeviceAction(step=step, payload=payload)
+        self._phase = Phase.WAITING_FOR_DEVICE
+        try:
+            await workflow.wait_condition(lambda: step in self._device_reports, timeout=self._request.device_timeout)
+        except TimeoutError:
+            raise ActivationFailed(f"{step}: the phone did not answer (offline?)") from None
+        finally:
+            self._device_action = None
+        if not self._device_reports[step]:
+            raise ActivationFailed(f"{step}: the phone could not do it")
+        self._phase = Phase.RUNNING
+
+    async def _await_confirmation(self, timeout: timedelta) -> None:
+        self._phase, self._status = Phase.WAITING_FOR_CONFIRMATION, TokenStatus.AWAITING_CONFIRMATION
+        try:
+            await workflow.wait_condition(lambda: self._confirmed, timeout=timeout)
+        except TimeoutError:
+            raise ActivationFailed("the user did not confirm the silent activation") from None
+        self._phase, self._status = Phase.RUNNING, TokenStatus.IN_ACTIVATION
