@@ -19,21 +19,20 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from alipayplus import (
     AuthNotifyRequest,
     AuthNotifyResponse,
-    ErrorResponse,
     Message,
     NotifyPaymentRequest,
     NotifyPaymentResponse,
     Result,
     ResultCode,
-    SignatureError,
 )
-from sandbox._http import first_error, local_only
+from sandbox._http import answer_signed_call, local_only
 from sandbox.code_service import CodeService, code_service_router
+from sandbox.nfc import SandboxAntNfc, SandboxMastercard, ant_nfc_router, mastercard_router
 
 from .mpm import SandboxMpm, mpm_router
 from .peer import Api, Behaviour, SandboxAlipayPlus, Sms
@@ -55,10 +54,16 @@ class BehaviourScript(BaseModel):
 
 
 def create_app(
-    peer: SandboxAlipayPlus, *, mpm: SandboxMpm | None = None, code_service: CodeService | None = None
+    peer: SandboxAlipayPlus,
+    *,
+    mpm: SandboxMpm | None = None,
+    code_service: CodeService | None = None,
+    ant_nfc: SandboxAntNfc | None = None,
+    mastercard: SandboxMastercard | None = None,
 ) -> FastAPI:
     """The sandbox Alipay+; with ``mpm`` also merchant-presented mode, with ``code_service`` also
-    the server SDK's code identification."""
+    the server SDK's code identification, with ``ant_nfc`` also NFC's sdkProxy to the Ant server and
+    with ``mastercard`` also Mastercard's MDES endpoints (one process stands for all three peers)."""
     app = FastAPI(title="Sandbox Alipay+", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.peer = peer
     if mpm is not None:
@@ -67,11 +72,12 @@ def create_app(
     if code_service is not None:
         app.state.code_service = code_service
         app.include_router(code_service_router(code_service))
-
-    def signed(path: str, message: Message) -> Response:
-        body = message.to_wire()
-        # Always HTTP 200: Alipay+ reports failures in result, never in the status line.
-        return Response(content=body, status_code=200, headers=peer.signer.headers(path, body, response=True))
+    if ant_nfc is not None:
+        app.state.ant_nfc = ant_nfc
+        app.include_router(ant_nfc_router(peer, ant_nfc))
+    if mastercard is not None:
+        app.state.mastercard = mastercard
+        app.include_router(mastercard_router(mastercard))
 
     async def receive(
         request: Request,
@@ -79,24 +85,19 @@ def create_app(
         api: Api,
         answer: Callable[[Any, Result], Message],
     ) -> Response:
-        path = request.url.path  # verify against the path as received, never a re-built one
-        body = await request.body()
-        try:
-            peer.verifier.check(path, request.headers, body)
-        except SignatureError as exc:
-            return signed(path, ErrorResponse(result=Result.of(exc.code, exc.message)))
-        try:
-            message = message_type.from_wire(body)
-        except ValidationError as exc:
-            return signed(path, ErrorResponse(result=Result.of(ResultCode.PARAM_ILLEGAL, first_error(exc))))
-        record(message, json.loads(body))
-        subject = (
-            message.payment_request_id if isinstance(message, NotifyPaymentRequest) else message.reference_agreement_id
-        )
-        behaviour = peer.next_behaviour(api, subject)
-        if behaviour is Behaviour.SILENT:
-            await asyncio.sleep(peer.silence_seconds)
-        return signed(path, answer(message, Result.of(_ANSWERS[behaviour])))
+        async def handle(message: NotifyPaymentRequest | AuthNotifyRequest, body: bytes) -> Message:
+            record(message, json.loads(body))
+            subject = (
+                message.payment_request_id
+                if isinstance(message, NotifyPaymentRequest)
+                else message.reference_agreement_id
+            )
+            behaviour = peer.next_behaviour(api, subject)
+            if behaviour is Behaviour.SILENT:
+                await asyncio.sleep(peer.silence_seconds)
+            return answer(message, Result.of(_ANSWERS[behaviour]))
+
+        return await answer_signed_call(request, peer.signer, peer.verifier, message_type, handle)
 
     def record(message: NotifyPaymentRequest | AuthNotifyRequest, body: dict[str, Any]) -> None:
         if isinstance(message, NotifyPaymentRequest):

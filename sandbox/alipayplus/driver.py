@@ -38,6 +38,7 @@ from alipayplus import (
     minor_unit_exponent,
 )
 from alipayplus.messages import Env, MerchantAddress, Quote
+from alipayplus.nfc import TokenActivationNotificationRequest, TokenActivationNotificationResponse
 
 from ._samples import EVALUATION_SAMPLE, ORDER_SAMPLE
 from .peer import SandboxAlipayPlus
@@ -271,6 +272,17 @@ class AlipayPlusDriver:
     async def pay(self, request: PayRequest) -> PayResponse:
         """Raises ``TransportError`` when the MPP gives no usable answer within 8 s."""
         return await self._client.call(PayRequest.PATH, request, PayResponse, timeout=self.pay_timeout)
+
+    async def notify_token_activation(
+        self, request: TokenActivationNotificationRequest
+    ) -> TokenActivationNotificationResponse:
+        """tokenActivationNotification: the token Mastercard reported active is ready for use."""
+        return await self._client.call(
+            TokenActivationNotificationRequest.PATH,
+            request,
+            TokenActivationNotificationResponse,
+            timeout=self.pay_timeout,
+        )
 
     async def apply_token(self, request: ApplyTokenRequest) -> ApplyTokenResponse:
         """Raises ``TransportError`` when the MPP gives no usable answer; Alipay+ documents no

@@ -1,0 +1,493 @@
+"""The sandbox Ant server's NFC logic, reached through Alipay+'s signed ``sdkProxy`` (seed 000).
+
+The NFC SDK's requests are opaque to the MPP: it wraps them in ``SdkProxyRequest`` with the
+user's customerId and Alipay+ hands them to the Ant server. ``SandboxAntNfc`` is that server's
+memory (token applications, tokens, credentials) and ``ant_nfc_router`` is Alipay+'s sdkProxy
+in front of it: the MPP's signature is checked and the answer signed, exactly as for every other
+Alipay+ API. The Ant server's own outcome travels inside ``sdkResponseHeader.code``; a transport
+or envelope problem is Alipay+'s ``result``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal, TypeVar, get_args
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
+
+from alipayplus import Message, Result, ResultCode
+from alipayplus.nfc import SdkProxyRequest, SdkProxyResponse
+from sandbox._http import answer_signed_call, first_error, local_only
+from sandbox.alipayplus.peer import SandboxAlipayPlus
+
+from .mastercard import Fault, SandboxMastercard, Script, Sleep, TokenState
+
+logger = logging.getLogger(__name__)
+
+AntApi = Literal["applyNfcToken", "queryToken", "provision", "notifyProvisionResult", "queryNTUResult", "replenish"]
+ANT_APIS: tuple[str, ...] = get_args(AntApi)
+TokenActiveHook = Callable[[str, str, str], Awaitable[None]]  # (tokenReferenceId, customerId, deviceFingerprint)
+
+SUCCESS = "SUCCESS"
+SYSTEM_ERROR = "SYSTEM_ERROR"
+UNKNOWN_API = "UNKNOWN_API"
+PARAM_ILLEGAL = "PARAM_ILLEGAL"
+TOKEN_NOT_FOUND = "TOKEN_NOT_FOUND"
+TOKEN_NOT_ACTIVE = "TOKEN_NOT_ACTIVE"
+REJECTED = "REJECTED"
+
+TOKEN_PAN_PREFIX = "5413"
+TOKEN_REFERENCE_PREFIX = "DAPLMC"
+AID = "A0000000041010"
+DEFAULT_REJECT_REASON = "The card network declined the token request"
+CREDENTIAL_TTL = timedelta(days=7)
+
+PayloadT = TypeVar("PayloadT", bound=Message)
+_NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- payloads inside sdkRequestData -------------------------------------------------------
+
+
+class ApplyNfcTokenData(Message):
+    device_fingerprint: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
+    public_key_id: _NonEmpty
+
+
+class QueryTokenData(Message):
+    token_request_id: _NonEmpty
+
+
+class TokenReferenceData(Message):
+    token_reference_id: _NonEmpty
+
+
+class NotifyProvisionResultData(TokenReferenceData):
+    result: Literal["SUCCESS", "FAILURE"]
+
+
+class ReplenishData(TokenReferenceData):
+    count: int = Field(10, ge=1, le=100)
+
+
+# --- memory ------------------------------------------------------------------------------
+
+
+@dataclass
+class Application:
+    """One applyNfcToken: decided (approved or rejected) once it has been polled enough."""
+
+    token_request_id: str
+    customer_id: str
+    device_fingerprint: str
+    public_key_id: str
+    reject_reason: str | None = None  # decided at creation (customer / next application), told later
+    polls: int = 0
+    status: Literal["PENDING", "APPROVED", "REJECTED"] = "PENDING"
+    token_reference_id: str | None = None
+
+
+@dataclass
+class AntToken:
+    """An approved token as the Ant server tracks it, from approval to credentials."""
+
+    token_reference_id: str
+    customer_id: str
+    device_fingerprint: str
+    card_profile: dict[str, str] | None = None
+    state: TokenState | None = None  # None until provisioned
+    ntu_polls: int = 0
+    next_atc: int = 1
+    activated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AntAnswer:
+    """The Ant server's answer: ``sdkResponseHeader.code`` and the ``sdkResponseData`` payload."""
+
+    code: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class AntError(Exception):
+    """A refusal by the Ant server: answered with ``code`` in the header and ``reason`` in the data."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+    def answer(self) -> AntAnswer:
+        return AntAnswer(self.code, {"reason": self.reason})
+
+
+@dataclass(frozen=True)
+class AntCall:
+    """One call received, for tests and the sandbox's controls."""
+
+    api: str
+    customer_id: str
+    code: str
+    received_at: datetime
+
+
+def _luhn_digit(digits: str) -> str:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if index % 2 == 0 else 1)
+        total += value - 9 if value > 9 else value
+    return str((10 - total % 10) % 10)
+
+
+def token_pan() -> str:
+    """A random 16-digit Mastercard token PAN (5413…) with a valid Luhn check digit, as real ones have."""
+    body = TOKEN_PAN_PREFIX + "".join(str(secrets.randbelow(10)) for _ in range(11))
+    return body + _luhn_digit(body)
+
+
+def token_reference_id() -> str:
+    return TOKEN_REFERENCE_PREFIX + secrets.token_hex(13).upper()
+
+
+def _expiry(now: datetime) -> str:
+    """YYMM three years ahead: the token's lifetime."""
+    return f"{(now.year + 3) % 100:02d}{now.month:02d}"
+
+
+class SandboxAntNfc:
+    """The Ant server's NFC APIs, in memory.
+
+    ``approve_after_polls``/``ntu_after_polls`` are how many queryToken/queryNTUResult polls answer
+    PENDING first, so the MPP's polling is exercised; ``clock`` and ``sleep`` are injectable; set
+    ``on_token_active`` (async) to learn of each token's activation, as Alipay+ does before it sends
+    tokenActivationNotification.
+    """
+
+    def __init__(
+        self,
+        mastercard: SandboxMastercard,
+        *,
+        approve_after_polls: int = 2,
+        ntu_after_polls: int = 1,
+        clock: Callable[[], datetime] = _utc_now,
+        sleep: Sleep = asyncio.sleep,
+        on_token_active: TokenActiveHook | None = None,
+    ) -> None:
+        self.mastercard = mastercard
+        self.approve_after_polls = approve_after_polls
+        self.ntu_after_polls = ntu_after_polls
+        self.clock = clock
+        self.sleep = sleep
+        self.on_token_active = on_token_active
+        self.calls: list[AntCall] = []
+        self._scripts: dict[str, Script] = {api: Script() for api in ANT_APIS}
+        self._rejected_customers: dict[str, str] = {}
+        self._applications: dict[str, Application] = {}
+        self._tokens: dict[str, AntToken] = {}
+        self._handlers: dict[str, Callable[[str, str, bool], Awaitable[dict[str, Any]]]] = {
+            "applyNfcToken": self._apply_nfc_token,
+            "queryToken": self._query_token,
+            "provision": self._provision,
+            "notifyProvisionResult": self._notify_provision_result,
+            "queryNTUResult": self._query_ntu_result,
+            "replenish": self._replenish,
+        }
+
+    # --- scripting ---------------------------------------------------------------------
+
+    def script(
+        self, api: AntApi, calls: int = 1, *, fail: bool = False, reject: bool = False, delay: float = 0.0
+    ) -> None:
+        """The next ``calls`` calls to ``api`` wait ``delay`` seconds, then answer SYSTEM_ERROR
+        (``fail``) or are rejected (``reject``): applyNfcToken's application / queryToken's answer
+        become REJECTED, any other API answers code REJECTED."""
+        fault = Fault.FAIL if fail else Fault.REJECT if reject else Fault.NONE
+        self._scripts[api].add(calls, fault, delay)
+
+    def reject_next_application(self) -> None:
+        self.script("applyNfcToken", reject=True)
+
+    def reject_customer(self, customer_id: str, reason: str = DEFAULT_REJECT_REASON) -> None:
+        """Every application by ``customer_id`` from now on is REJECTED with ``reason``."""
+        self._rejected_customers[customer_id] = reason
+
+    def reset(self) -> None:
+        for script in self._scripts.values():
+            script.clear()
+        self._rejected_customers.clear()
+        self._applications.clear()
+        self._tokens.clear()
+        self.calls.clear()
+
+    # --- inspection --------------------------------------------------------------------
+
+    def application(self, token_request_id: str) -> Application | None:
+        return self._applications.get(token_request_id)
+
+    def token(self, token_reference_id: str) -> AntToken | None:
+        return self._tokens.get(token_reference_id)
+
+    def tokens(self) -> list[AntToken]:
+        return list(self._tokens.values())
+
+    # --- the SDK's calls ---------------------------------------------------------------
+
+    async def call(self, api: str, customer_id: str, data: str) -> AntAnswer:
+        """One SDK request for ``api`` by ``customer_id`` with the raw ``sdkRequestData``."""
+        answer = await self._answer(api, customer_id, data)
+        self.calls.append(AntCall(api, customer_id, answer.code, self.clock()))
+        return answer
+
+    async def _answer(self, api: str, customer_id: str, data: str) -> AntAnswer:
+        handler = self._handlers.get(api)
+        if handler is None:
+            return AntError(UNKNOWN_API, f"Unknown api {api!r}").answer()
+        scripted = self._scripts[api].next()
+        if scripted.delay:
+            await self.sleep(scripted.delay)
+        if scripted.fault is Fault.FAIL:
+            return AntError(SYSTEM_ERROR, "The Ant server failed (scripted)").answer()
+        try:
+            return AntAnswer(SUCCESS, await handler(customer_id, data, scripted.fault is Fault.REJECT))
+        except AntError as error:
+            return error.answer()
+
+    async def _apply_nfc_token(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+        payload = _parse(ApplyNfcTokenData, data)
+        reason = DEFAULT_REJECT_REASON if reject else self._rejected_customers.get(customer_id)
+        application = Application(
+            token_request_id=secrets.token_hex(16),
+            customer_id=customer_id,
+            device_fingerprint=payload.device_fingerprint.lower(),
+            public_key_id=payload.public_key_id,
+            reject_reason=reason,
+        )
+        self._applications[application.token_request_id] = application
+        return {"status": "PENDING", "tokenRequestId": application.token_request_id}
+
+    async def _query_token(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+        application = self._own_application(customer_id, _parse(QueryTokenData, data).token_request_id)
+        if reject and application.status == "PENDING":
+            application.reject_reason = application.reject_reason or DEFAULT_REJECT_REASON
+            application.status = "REJECTED"
+        if application.status == "PENDING":
+            application.polls += 1
+            if application.polls > self.approve_after_polls:
+                self._decide(application)
+        return _token_status(application)
+
+    def _decide(self, application: Application) -> None:
+        if application.reject_reason is not None:
+            application.status = "REJECTED"
+            return
+        application.status = "APPROVED"
+        application.token_reference_id = token_reference_id()
+        self._tokens[application.token_reference_id] = AntToken(
+            application.token_reference_id, application.customer_id, application.device_fingerprint
+        )
+
+    async def _provision(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+        token = self._own_token(customer_id, _parse(TokenReferenceData, data).token_reference_id, reject)
+        if token.card_profile is None:  # a retried provision gets the same profile
+            token.card_profile = self._card_profile()
+            token.state = TokenState.PROVISIONED
+            self.mastercard.register_token(token.token_reference_id, token.card_profile["tokenPan"])
+        return {"tokenReferenceId": token.token_reference_id, "cardProfile": token.card_profile, "credentials": []}
+
+    def _card_profile(self) -> dict[str, str]:
+        return {
+            "tokenPan": token_pan(),
+            "panSequenceNumber": "00",
+            "expiryDate": _expiry(self.clock()),
+            "aid": AID,
+            "issuerMasterKeyId": "IMK" + secrets.token_hex(8).upper(),
+        }
+
+    async def _notify_provision_result(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+        payload = _parse(NotifyProvisionResultData, data)
+        token = self._own_token(customer_id, payload.token_reference_id, reject)
+        if token.state is None:
+            raise AntError(TOKEN_NOT_ACTIVE, "The token has not been provisioned")
+        if payload.result == "FAILURE":
+            if token.state is not TokenState.ACTIVE:
+                self._set_state(token, TokenState.INACTIVE)
+        elif token.state is not TokenState.ACTIVE:  # a repeated SUCCESS activates (and notifies) once
+            self._set_state(token, TokenState.ACTIVE)
+            token.activated_at = self.clock()
+            await self._token_active(token)
+        return {"acknowledged": True}
+
+    def _set_state(self, token: AntToken, state: TokenState) -> None:
+        token.state = state
+        self.mastercard.set_state(token.token_reference_id, state)
+
+    async def _token_active(self, token: AntToken) -> None:
+        """Tell the hook; its failure must not undo the acknowledgement the SDK is waiting for."""
+        if self.on_token_active is None:
+            return
+        try:
+            await self.on_token_active(token.token_reference_id, token.customer_id, token.device_fingerprint)
+        except Exception:
+            logger.exception("on_token_active failed for %s", token.token_reference_id)
+
+    async def _query_ntu_result(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+        token = self._own_token(customer_id, _parse(TokenReferenceData, data).token_reference_id, reject)
+        if token.state is not TokenState.ACTIVE:
+            return {"status": "PENDING"}  # no NTU before the device confirmed the token
+        token.ntu_polls += 1
+        return {"status": "UPDATED" if token.ntu_polls > self.ntu_after_polls else "PENDING"}
+
+    async def _replenish(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+        payload = _parse(ReplenishData, data)
+        token = self._own_token(customer_id, payload.token_reference_id, reject)
+        if token.state is not TokenState.ACTIVE:
+            raise AntError(TOKEN_NOT_ACTIVE, "The token is not active")
+        expires_at = (self.clock() + CREDENTIAL_TTL).isoformat()
+        first, token.next_atc = token.next_atc, token.next_atc + payload.count
+        credentials = [
+            {"atc": atc, "singleUseKey": secrets.token_hex(16), "expiresAt": expires_at}
+            for atc in range(first, token.next_atc)
+        ]
+        return {"credentials": credentials}
+
+    # --- lookups (a customer sees only their own) --------------------------------------
+
+    def _own_application(self, customer_id: str, token_request_id: str) -> Application:
+        application = self._applications.get(token_request_id)
+        if application is None or application.customer_id != customer_id:
+            raise AntError(TOKEN_NOT_FOUND, f"No token request {token_request_id!r}")
+        return application
+
+    def _own_token(self, customer_id: str, reference: str, reject: bool) -> AntToken:
+        token = self._tokens.get(reference)
+        if token is None or token.customer_id != customer_id:
+            raise AntError(TOKEN_NOT_FOUND, f"No token {reference!r}")
+        if reject:
+            raise AntError(REJECTED, "Rejected by the Ant server (scripted)")
+        return token
+
+
+def _token_status(application: Application) -> dict[str, Any]:
+    if application.status == "APPROVED":
+        return {"status": "APPROVED", "tokenReferenceId": application.token_reference_id}
+    if application.status == "REJECTED":
+        return {"status": "REJECTED", "reason": application.reject_reason}
+    return {"status": "PENDING"}
+
+
+def _parse(payload_type: type[PayloadT], data: str) -> PayloadT:
+    try:
+        return payload_type.from_wire(data)
+    except ValidationError as exc:
+        raise AntError(PARAM_ILLEGAL, "sdkRequestData." + first_error(exc)) from None
+
+
+# --- Alipay+'s sdkProxy ------------------------------------------------------------------
+
+
+class _SdkHeader(BaseModel):
+    api: Annotated[str, StringConstraints(min_length=1)]
+    requestId: str | None = None  # noqa: N815  (the SDK's own field name)
+
+
+def _parse_header(header: str) -> _SdkHeader:
+    """The SDK's header: a JSON object naming the ``api``; raises ``ValueError`` otherwise."""
+    try:
+        return _SdkHeader.model_validate_json(header)
+    except ValidationError as exc:
+        raise ValueError(f"sdkRequestHeader is not a JSON object with an api ({first_error(exc)})") from None
+
+
+def _response(header: _SdkHeader, answer: AntAnswer) -> SdkProxyResponse:
+    response_header = {"api": header.api, "requestId": header.requestId, "code": answer.code}
+    return SdkProxyResponse(
+        result=Result.success(),
+        sdk_response_header=json.dumps(response_header),
+        sdk_response_data=json.dumps(answer.data),
+    )
+
+
+class AntScript(BaseModel):
+    api: AntApi
+    calls: int = Field(1, ge=1, le=1000)
+    fail: bool = False
+    reject: bool = False
+    delay: float = Field(0.0, ge=0, le=120)
+
+
+class RejectCustomer(BaseModel):
+    customerId: str  # noqa: N815
+    reason: str = DEFAULT_REJECT_REASON
+
+
+def ant_nfc_router(peer: SandboxAlipayPlus, ant: SandboxAntNfc) -> APIRouter:
+    """Alipay+'s signed sdkProxy in front of ``ant``, plus local-only controls under ``/sandbox/nfc``."""
+    router = APIRouter()
+
+    async def forward(message: SdkProxyRequest, _body: bytes) -> SdkProxyResponse:
+        try:
+            header = _parse_header(message.sdk_request_header)
+        except ValueError as exc:
+            return SdkProxyResponse(result=Result.of(ResultCode.PARAM_ILLEGAL, str(exc)))
+        return _response(header, await ant.call(header.api, message.customer_id, message.sdk_request_data))
+
+    @router.post(SdkProxyRequest.PATH)
+    async def sdk_proxy(request: Request) -> Response:
+        return await answer_signed_call(request, peer.signer, peer.verifier, SdkProxyRequest, forward)
+
+    router.include_router(_control_router(ant))
+    return router
+
+
+def _control_router(ant: SandboxAntNfc) -> APIRouter:
+    router = APIRouter(prefix="/sandbox/nfc", dependencies=[Depends(local_only)])
+
+    @router.post("/script")
+    async def script(body: AntScript) -> dict[str, Any]:
+        ant.script(body.api, body.calls, fail=body.fail, reject=body.reject, delay=body.delay)
+        return {"api": body.api, "queued": body.calls}
+
+    @router.post("/reject-customer")
+    async def reject_customer(body: RejectCustomer) -> dict[str, str]:
+        ant.reject_customer(body.customerId, body.reason)
+        return {"rejected": body.customerId}
+
+    @router.get("/tokens")
+    async def tokens() -> list[dict[str, Any]]:
+        return [
+            {"tokenReferenceId": t.token_reference_id, "customerId": t.customer_id, "state": t.state}
+            for t in ant.tokens()
+        ]
+
+    @router.post("/reset")
+    async def reset() -> dict[str, bool]:
+        ant.reset()
+        return {"reset": True}
+
+    return router
+
+
+__all__ = [
+    "ANT_APIS",
+    "AntAnswer",
+    "AntApi",
+    "AntCall",
+    "AntToken",
+    "Application",
+    "SandboxAntNfc",
+    "TokenActiveHook",
+    "ant_nfc_router",
+    "token_pan",
+    "token_reference_id",
+]
