@@ -147,12 +147,12 @@ def sandbox(
     / "alipayplus_private.pem",
 ) -> None:
     """Serve the sandbox Alipay+ (notify receiver, SMS gateway, MPM with its merchants, the server
-    SDK's code identification) and run its inquiry worker."""
+    SDK's code identification, the Ant NFC server and Mastercard) and run its inquiry worker."""
     import uvicorn
     from temporalio.worker import Worker
 
     from sandbox.alipayplus.app import create_app
-    from sandbox.alipayplus.driver import AlipayPlusDriver
+    from sandbox.alipayplus.driver import AlipayPlusDriver, TokenActivationNotifier
     from sandbox.alipayplus.inquiry import (
         SANDBOX_TASK_QUEUE,
         InquiryScheduleWorkflow,
@@ -162,6 +162,7 @@ def sandbox(
     from sandbox.alipayplus.mpm import SandboxMpm
     from sandbox.alipayplus.peer import SandboxAlipayPlus
     from sandbox.code_service import CodeService
+    from sandbox.nfc import SandboxAntNfc, SandboxMastercard
 
     from .temporal import connect
 
@@ -180,7 +181,9 @@ def sandbox(
         ):
             mpm = SandboxMpm.from_settings(settings, driver, peer=peer)
             mpm.on_pay_in_process = InquiryStarter(client)
-            sandbox_app = create_app(peer, mpm=mpm, code_service=CodeService())
+            mastercard = SandboxMastercard()
+            ant_nfc = SandboxAntNfc(mastercard, on_token_active=TokenActivationNotifier(driver))
+            sandbox_app = create_app(peer, mpm=mpm, code_service=CodeService(), ant_nfc=ant_nfc, mastercard=mastercard)
             await uvicorn.Server(uvicorn.Config(sandbox_app, host="127.0.0.1", port=port)).serve()
         return 0
 

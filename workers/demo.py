@@ -29,6 +29,7 @@ from activities.records import Account, AccountKind, Entry, Posting
 from alipayplus import Amount, AuthorizationInfo, PayRequest, PayResponse, RefundResponse, Result
 
 from .demo_mpm import MPM_SCENARIOS
+from .demo_nfc import NFC_SCENARIOS
 from .dev_stack import DEFAULT_PORTS, DevStack, Ports, dev_stack
 from .scenario import Outcome, Scenario
 
@@ -458,6 +459,7 @@ SCENARIOS = [
         cancel_before_pay,
     ),
     *MPM_SCENARIOS,
+    *NFC_SCENARIOS,
 ]
 
 
@@ -491,7 +493,7 @@ async def run_scenarios(stack: DevStack, console: Console) -> list[tuple[Scenari
 
 
 def summary(results: list[tuple[Scenario, Outcome, float]]) -> Table:
-    table = Table(title="Easy Pay, refund, cancel and MPM scenarios")
+    table = Table(title="Easy Pay, refund, cancel, MPM and NFC activation scenarios")
     for column in ("scenario", "workflow id", "final state", "seconds", ""):
         table.add_column(column)
     for scenario, outcome, seconds in results:

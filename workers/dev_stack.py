@@ -12,6 +12,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
@@ -25,11 +26,12 @@ from activities.ledger import Ledger
 from activities.users import UserStore
 from api.main import create_app
 from sandbox.alipayplus.app import create_app as create_sandbox_app
-from sandbox.alipayplus.driver import AlipayPlusDriver
+from sandbox.alipayplus.driver import AlipayPlusDriver, TokenActivationNotifier
 from sandbox.alipayplus.inquiry import SANDBOX_TASK_QUEUE, InquiryScheduleWorkflow, InquiryStarter, SandboxActivities
 from sandbox.alipayplus.mpm import SandboxMpm
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from sandbox.code_service import CodeService
+from sandbox.nfc import SandboxAntNfc, SandboxMastercard
 from workflows import search_attributes
 
 from .keys import ensure_dev_keys
@@ -82,6 +84,8 @@ def dev_settings(var_dir: Path = VAR_DIR, ports: Ports = DEFAULT_PORTS) -> Setti
         payload_key_file=keys / "payload.key",
         codec_cors_origins=[f"http://127.0.0.1:{ports.web_ui}", f"http://localhost:{ports.web_ui}"],
         code_service_url=sandbox,
+        mastercard_base_url=sandbox,
+        nfc_poll_interval=timedelta(milliseconds=500),  # the sandbox approves at the 2nd poll: a ~5 s activation
         # the blocklist solution, so the demo can show a blocked code; the allowlist is the default
         code_solution=CodeSolution.BLOCKLIST,
         code_blocklist=[BLOCKED_CODE_PREFIX],
@@ -96,6 +100,8 @@ class DevStack:
     driver: AlipayPlusDriver
     mpm: SandboxMpm  # the sandbox Alipay+'s merchant-presented mode and its merchants
     code_service: CodeService
+    ant_nfc: SandboxAntNfc  # the Ant NFC server behind sdkProxy
+    mastercard: SandboxMastercard
     inquiries: InquiryStarter  # Alipay+'s inquiry schedules, started on every pay answered U
     api_url: str
     sandbox_url: str
@@ -175,6 +181,8 @@ async def dev_stack(
     mpm = SandboxMpm.from_settings(settings, driver, peer=alipayplus)
     mpm.on_pay_in_process = inquiries
     code_service = CodeService()
+    mastercard = SandboxMastercard()
+    ant_nfc = SandboxAntNfc(mastercard, on_token_active=TokenActivationNotifier(driver))
     try:
         sandbox_worker = Worker(
             env.client,
@@ -183,7 +191,12 @@ async def dev_stack(
             activities=SandboxActivities(driver).all(),
         )
         async with (
-            _serving(create_sandbox_app(alipayplus, mpm=mpm, code_service=code_service), ports.sandbox),
+            _serving(
+                create_sandbox_app(
+                    alipayplus, mpm=mpm, code_service=code_service, ant_nfc=ant_nfc, mastercard=mastercard
+                ),
+                ports.sandbox,
+            ),
             _running(build_worker(env.client, settings)),
             _running(sandbox_worker),
             _serving(create_app(settings, env.client), ports.api),
@@ -195,6 +208,8 @@ async def dev_stack(
                 driver=driver,
                 mpm=mpm,
                 code_service=code_service,
+                ant_nfc=ant_nfc,
+                mastercard=mastercard,
                 inquiries=inquiries,
                 api_url=api_url,
                 sandbox_url=sandbox_url,

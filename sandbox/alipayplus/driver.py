@@ -8,6 +8,7 @@ ids, the user, the amount and the times vary. The MPM builders follow seed 003 (
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -38,7 +39,12 @@ from alipayplus import (
     minor_unit_exponent,
 )
 from alipayplus.messages import Env, MerchantAddress, Quote
-from alipayplus.nfc import TokenActivationNotificationRequest, TokenActivationNotificationResponse
+from alipayplus.nfc import (
+    AccountSource,
+    TokenActivationNotificationRequest,
+    TokenActivationNotificationResponse,
+    TokenData,
+)
 
 from ._samples import EVALUATION_SAMPLE, ORDER_SAMPLE
 from .peer import SandboxAlipayPlus
@@ -318,3 +324,23 @@ class AlipayPlusDriver:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+@dataclass(frozen=True)
+class TokenActivationNotifier:
+    """What the sandbox Alipay+ does when Mastercard reports a token active: tokenActivationNotification."""
+
+    driver: AlipayPlusDriver
+
+    async def __call__(self, token_reference_id: str, customer_id: str, device_fingerprint: str) -> None:
+        now = datetime.now(_UTC8).replace(microsecond=0)
+        await self.driver.notify_token_activation(
+            TokenActivationNotificationRequest(
+                token_reference_id=token_reference_id,
+                customer_id=customer_id,
+                account_source=AccountSource.ACCOUNT_ADDED_MANUALLY,
+                service_request_time=now,
+                token_activated_time=now,
+                token_data=TokenData.model_validate({"deviceFingerprint": device_fingerprint}),
+            )
+        )

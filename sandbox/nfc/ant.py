@@ -222,6 +222,10 @@ class SandboxAntNfc:
         """Every application by ``customer_id`` from now on is REJECTED with ``reason``."""
         self._rejected_customers[customer_id] = reason
 
+    def accept_customer(self, customer_id: str) -> None:
+        """Undo ``reject_customer``: the customer's next application is approved as usual."""
+        self._rejected_customers.pop(customer_id, None)
+
     def reset(self) -> None:
         for script in self._scripts.values():
             script.clear()
