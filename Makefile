@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint dev bench clean
+.PHONY: demo test lint dev bench bench-nfc clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.easy_pay
+
+bench-nfc: $(STAMP)
+	$(BIN)/python -m bench.nfc_activation
 
 clean:
 	rm -rf $(VENV) var
