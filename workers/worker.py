@@ -29,6 +29,7 @@ from workflows.mpm_payment import MpmPaymentWorkflow
 from workflows.nfc_activation import NfcActivationWorkflow
 from workflows.notify_payment import NotifyPaymentWorkflow
 from workflows.refund import RefundWorkflow
+from workflows.token import TokenWorkflow
 
 from .settings import Settings
 
@@ -41,6 +42,7 @@ WORKFLOWS: Sequence[type] = (
     RefundWorkflow,
     CancelPaymentWorkflow,
     NfcActivationWorkflow,
+    TokenWorkflow,
 )
 
 

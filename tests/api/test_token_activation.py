@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlmodel import Session
+from temporalio.client import Client
 
 from activities.db import create_engine_for
 from activities.records import TokenActivation
 from alipayplus.nfc import TokenActivationNotificationRequest
 from workers.settings import Settings
+from workflows.token import TokenLifecycle, TokenWorkflow
 
 from .conftest import AlipayPlusCaller
 
@@ -64,6 +67,20 @@ async def test_an_activation_is_recorded_and_a_repeat_gets_the_same_answer(
     assert stored is not None and stored.customer_id == CUSTOMER
     assert stored.account_source == "ACCOUNT_ADDED_MANUALLY"
     assert json.loads(stored.token_data) == body["tokenData"]
+
+
+async def test_the_activation_reaches_the_tokens_workflow_once(alipay: AlipayPlusCaller, client: Client) -> None:
+    body = notification()
+    await alipay.call(PATH, wire(body))
+    await alipay.call(PATH, wire(body))  # Alipay+ delivers it again
+
+    state = await client.get_workflow_handle_for(TokenWorkflow.run, f"token/{body['tokenReferenceId']}").query(
+        TokenWorkflow.state
+    )
+
+    assert state.lifecycle is TokenLifecycle.ACTIVE and state.customer_id == CUSTOMER
+    assert state.activation_notices == 2 and state.activated_at is not None
+    assert state.activated_at == datetime(2026, 11, 22, 4, 1, 27, tzinfo=UTC)
 
 
 async def test_a_conflicting_repeat_is_refused(alipay: AlipayPlusCaller) -> None:
