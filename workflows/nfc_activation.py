@@ -207,7 +207,11 @@ class NfcActivationWorkflow:
         call = SdkCall.of(self._request.customer_id, api, payload, request_id=str(workflow.uuid4()))
         try:
             answer: SdkAnswer = await workflow.execute_activity_method(
-                NfcActivities.sdk_request, call, start_to_close_timeout=PROXY_TIMEOUT, retry_policy=PROXY_RETRY
+                NfcActivities.sdk_request,
+                call,
+                start_to_close_timeout=PROXY_TIMEOUT,
+                retry_policy=PROXY_RETRY,
+                summary=f"step {self._step}/{len(STEPS)}: {api}",  # what the Web UI shows for the activity
             )
         except ActivityError as exc:
             cause = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause or exc)

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from temporalio.client import Client
+from temporalio.worker import Worker
 
+from api.main import create_app
+from sandbox.alipayplus.app import create_app as create_sandbox_app
+from sandbox.alipayplus.peer import SandboxAlipayPlus
+from sandbox.code_service import CodeService
+from sandbox.nfc import SandboxAntNfc, SandboxMastercard
 from workers.settings import Settings
+
+from .conftest import code_service_transport
 
 PIN_USER, PIN = "852-11112222", "246810"
 DEVICE = "ab" * 32  # a SHA-256 digest in hex
@@ -71,3 +81,52 @@ async def test_the_proxy_limits_request_size(api: httpx.AsyncClient, settings: S
 async def test_a_malformed_proxy_request_names_the_field(api: httpx.AsyncClient) -> None:
     response = await api.post("/app/v1/nfc/proxy", json={"deviceId": DEVICE}, headers=await session(api))
     assert response.status_code == 422 and "sdkRequestHeader" in response.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+async def nfc_api(
+    settings: Settings, client: Client, worker: Worker, alipayplus: SandboxAlipayPlus
+) -> AsyncIterator[tuple[httpx.AsyncClient, SandboxAntNfc]]:
+    """Our API whose NFC proxy reaches the sandbox Ant server (through sdkProxy) and Mastercard."""
+    ant = SandboxAntNfc(SandboxMastercard(key_size=1024))
+    peers = create_sandbox_app(alipayplus, ant_nfc=ant, mastercard=ant.mastercard)
+    app = create_app(
+        settings,
+        client,
+        code_service_transport=code_service_transport(CodeService()),
+        nfc_transport=httpx.ASGITransport(app=peers),
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=settings.public_base_url) as http,
+    ):
+        yield http, ant
+
+
+async def test_the_proxy_forwards_sdk_requests_unchanged_with_our_customer(
+    nfc_api: tuple[httpx.AsyncClient, SandboxAntNfc],
+) -> None:
+    api, ant = nfc_api
+    headers = await session(api)
+    key = await api.post(
+        "/app/v1/nfc/proxy",
+        json={"deviceId": DEVICE, "sdkRequestHeader": json.dumps({"api": "getPublicKey", "requestId": "r1"})},
+        headers=headers,
+    )
+    public_key = json.loads(key.json()["sdkResponseData"])
+    data = json.dumps({"deviceFingerprint": DEVICE, "publicKeyId": public_key["publicKeyId"]})
+    applied = await api.post(
+        "/app/v1/nfc/proxy",
+        json={
+            "deviceId": DEVICE,
+            "sdkRequestHeader": json.dumps({"api": "applyNfcToken", "requestId": "r2", "sdkVersion": "1.0.0"}),
+            "sdkRequestData": data,
+        },
+        headers=headers,
+    )
+
+    assert key.status_code == 200 and "BEGIN PUBLIC KEY" in public_key["certificate"]
+    assert applied.status_code == 200, applied.text
+    assert json.loads(applied.json()["sdkResponseHeader"])["requestId"] == "r2"
+    assert json.loads(applied.json()["sdkResponseData"])["status"] == "PENDING"
+    assert [call.customer_id for call in ant.calls] == ["2160220037535021"]  # added by us, from the session
