@@ -1,31 +1,37 @@
 """One activated NFC token's life: ``token/{tokenReferenceId}``, an entity workflow.
 
-Started (signal-with-start) by Alipay+'s tokenActivationNotification, which is its first
-event: the token is active and ready for use. Later issues add the taps, credentials,
-replenishment, lock and unlock as further signals. It waits for events without end and
-continues as new before its history grows large.
+Started (signal-with-start) by whichever comes first: Alipay+'s tokenActivationNotification
+or the phone's first report. It counts the token's single-use credentials: a credential is
+identified by its ATC, so a tap reported twice, late or out of order is counted once. When
+fewer than the threshold remain it replenishes through the NFC proxy (one replenish at a
+time) and keeps the new credentials for the phone to collect. It waits for events without
+end and continues as new, with its state, before its history grows large.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.nfc_proxy import NfcActivities, SdkAnswer, SdkCall
     from alipayplus.nfc import AccountSource
+
+REPLENISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=5)
+MAX_FAILED_REPLENISHES = 3  # then only the phone's replenish() tries again
+REPLENISH_TIMEOUT = timedelta(seconds=20)  # above Alipay+'s 10 s for sdkProxy
 
 
 class TokenLifecycle(StrEnum):
-    PENDING = "PENDING"  # started before any notification arrived
+    PENDING = "PENDING"  # started before Alipay+'s notification arrived
     ACTIVE = "ACTIVE"
-
-
-class TokenStart(BaseModel):
-    token_reference_id: str
-    carried: TokenState | None = None  # continue-as-new hands the state over
 
 
 class TokenActivated(BaseModel):
@@ -39,29 +45,74 @@ class TokenActivated(BaseModel):
     token_activated_time: datetime
 
 
+class Credential(BaseModel):
+    atc: int
+    single_use_key: str = Field(alias="singleUseKey")
+    expires_at: str | None = Field(default=None, alias="expiresAt")
+
+    model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
+
+
+class TapReport(BaseModel):
+    """The phone's report of one tap: the credential (ATC) it used, and its own reference."""
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
+
+    atc: int = Field(ge=1)
+    custom_data: str | None = None
+    tapped_at: datetime
+
+
 class TokenState(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
+
     token_reference_id: str
-    lifecycle: TokenLifecycle = TokenLifecycle.PENDING
     customer_id: str | None = None
+    lifecycle: TokenLifecycle = TokenLifecycle.PENDING
     activated_at: datetime | None = None
     activation_notices: int = 0  # Alipay+ may deliver the notification more than once
+    issued_atcs: list[int] = []  # every credential the phone holds or held
+    used_atcs: list[int] = []  # credentials a tap consumed
+    taps: int = 0
+    replenishments: int = 0
+    undelivered: list[Credential] = []  # replenished, not yet collected by the phone
+    replenish_failures: int = 0
+
+    @property
+    def credentials_left(self) -> int:
+        return len(set(self.issued_atcs) - set(self.used_atcs))
 
 
-TokenStart.model_rebuild()
+class TokenStart(BaseModel):
+    token_reference_id: str
+    customer_id: str | None = None
+    replenish_below: int = 10  # seed 001: auto-replenish when fewer than 10 remain
+    replenish_count: int = 10
+    carried: TokenState | None = None  # continue-as-new hands the state over
 
 
 @workflow.defn
 class TokenWorkflow:
     @workflow.init
     def __init__(self, start: TokenStart) -> None:
+        self._start = start
         self._state = start.carried or TokenState(token_reference_id=start.token_reference_id)
+        if self._state.customer_id is None:
+            self._state.customer_id = start.customer_id
+        self._replenishing = False
 
     @workflow.run
     async def run(self, start: TokenStart) -> None:
-        await workflow.wait_condition(
-            lambda: workflow.info().is_continue_as_new_suggested() and workflow.all_handlers_finished()
-        )
-        workflow.continue_as_new(TokenStart(token_reference_id=self._state.token_reference_id, carried=self._state))
+        while not workflow.info().is_continue_as_new_suggested():
+            await workflow.wait_condition(
+                lambda: self._needs_replenishing() or workflow.info().is_continue_as_new_suggested()
+            )
+            if self._needs_replenishing():
+                await self._replenish()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(start.model_copy(update={"carried": self._state}))
+
+    # --- Alipay+ and the phone talk to the token ------------------------------------------------
 
     @workflow.signal
     def activation_notified(self, notice: TokenActivated) -> None:
@@ -70,9 +121,74 @@ class TokenWorkflow:
         state.activation_notices += 1
         if state.lifecycle is TokenLifecycle.PENDING:
             state.lifecycle = TokenLifecycle.ACTIVE
-            state.customer_id = notice.customer_id
+            state.customer_id = state.customer_id or notice.customer_id
             state.activated_at = notice.token_activated_time
+
+    @workflow.signal
+    def credentials_stored(self, credentials: list[Credential]) -> None:
+        """The phone stored these credentials (at activation, or collected after a replenish)."""
+        stored = {credential.atc for credential in credentials}
+        self._state.issued_atcs = sorted(set(self._state.issued_atcs) | stored)
+        self._state.undelivered = [c for c in self._state.undelivered if c.atc not in stored]
+
+    @workflow.signal
+    def tap_reported(self, tap: TapReport) -> None:
+        """A tap used the credential with this ATC; reports retried, duplicated or reordered count once."""
+        if tap.atc in self._state.used_atcs:
+            return
+        self._state.used_atcs = sorted({*self._state.used_atcs, tap.atc})
+        self._state.issued_atcs = sorted({*self._state.issued_atcs, tap.atc})  # a tap proves the credential
+        self._state.taps += 1
+
+    @workflow.update
+    async def replenish(self) -> TokenState:
+        """Manual replenish(): fetch credentials now, whatever is left."""
+        if not self._replenishing:
+            await self._replenish()
+        return self._state
 
     @workflow.query
     def state(self) -> TokenState:
         return self._state
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def _needs_replenishing(self) -> bool:
+        state = self._state
+        waiting = len(state.undelivered)  # already fetched, on their way to the phone
+        return (
+            not self._replenishing
+            and state.lifecycle is TokenLifecycle.ACTIVE
+            and bool(state.issued_atcs)
+            and state.credentials_left + waiting < self._start.replenish_below
+            and state.replenish_failures < MAX_FAILED_REPLENISHES
+        )
+
+    async def _replenish(self) -> None:
+        self._replenishing = True
+        try:
+            answer = await self._sdk("replenish", {"count": self._start.replenish_count})
+        except ActivityError:
+            self._state.replenish_failures += 1  # the phone can still ask by replenish()
+            return
+        finally:
+            self._replenishing = False
+        fresh = [Credential.model_validate(item) for item in answer.payload().get("credentials", [])]
+        self._state.undelivered += [c for c in fresh if c.atc not in self._state.issued_atcs]
+        self._state.replenishments += 1
+        self._state.replenish_failures = 0
+
+    async def _sdk(self, api: str, payload: dict[str, Any]) -> SdkAnswer:
+        call = SdkCall.of(
+            self._state.customer_id or "",
+            api,
+            {"tokenReferenceId": self._state.token_reference_id, **payload},
+            request_id=str(workflow.uuid4()),
+        )
+        return await workflow.execute_activity_method(
+            NfcActivities.sdk_request,
+            call,
+            start_to_close_timeout=REPLENISH_TIMEOUT,
+            retry_policy=REPLENISH_RETRY,
+            summary=f"{api} for {self._state.token_reference_id}",
+        )

@@ -26,6 +26,7 @@ from activities.nfc_proxy import ProxyRefused, SdkCall
 from alipayplus import TransportError
 from workflows import search_attributes
 from workflows.nfc_activation import ActivationRequest, DeviceStep, NfcActivationWorkflow, Progress
+from workflows.token import Credential, TapReport, TokenStart, TokenState, TokenWorkflow
 
 from ..inbound import describe
 from ..services import Services, ServicesDep
@@ -115,12 +116,19 @@ async def activation_progress(device_id: DevicePath, customer_id: Customer, serv
 async def device_step(
     device_id: DevicePath, body: DeviceReport, customer_id: Customer, services: ServicesDep
 ) -> Progress:
-    """The phone reports a step only it can do (secure storage, local activation)."""
+    """The phone reports a step only it can do (secure storage, local activation). Credentials
+    stored at activation are the token's first: its workflow starts counting them."""
     handle = _handle(services, customer_id, device_id)
+    asked = (await _progress(handle)).device_action
     try:
-        return await handle.execute_update(NfcActivationWorkflow.device_step, args=[body.step, body.ok])
+        progress = await handle.execute_update(NfcActivationWorkflow.device_step, args=[body.step, body.ok])
     except (WorkflowUpdateFailedError, RPCError):  # ended meanwhile: say how
         return await _progress(handle)
+    if body.ok and asked and asked.step is DeviceStep.STORE_CREDENTIALS and progress.token_reference_id:
+        stored = StoredCredentials.model_validate(asked.payload)
+        token = await _token(services, customer_id, progress.token_reference_id)
+        await token.signal(TokenWorkflow.credentials_stored, stored.credentials)
+    return progress
 
 
 @router.post("/activations/{device_id}/confirm", response_model=Progress)
@@ -155,3 +163,65 @@ async def proxy(request: Request, customer_id: Customer, services: ServicesDep) 
     except (httpx.HTTPError, TransportError, ApplicationError) as exc:
         raise HTTPException(502, f"upstream failed: {type(exc).__name__}") from None
     return ProxiedAnswer(sdk_response_header=answer.sdk_response_header, sdk_response_data=answer.sdk_response_data)
+
+
+# --- the activated token: taps, credentials, replenish (token/{tokenReferenceId}) ------------------
+
+TokenPath = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+class StoredCredentials(CamelModel):
+    credentials: list[Credential] = Field(min_length=1, max_length=100)
+
+
+async def _token(services: Services, customer_id: str, token_reference_id: str) -> WorkflowHandle[TokenWorkflow, None]:
+    """The token's workflow, started if new; another customer's token is not found."""
+    handle = services.temporal.get_workflow_handle_for(TokenWorkflow.run, f"token/{token_reference_id}")
+    try:
+        state = await handle.query(TokenWorkflow.state)
+    except RPCError as exc:
+        if exc.status is not RPCStatusCode.NOT_FOUND:
+            raise
+        return await services.temporal.start_workflow(
+            TokenWorkflow.run,
+            TokenStart(token_reference_id=token_reference_id, customer_id=customer_id),
+            id=f"token/{token_reference_id}",
+            task_queue=services.settings.temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+    if state.customer_id not in (None, customer_id):
+        raise HTTPException(404, "No such token.")
+    return handle
+
+
+@router.post("/tokens/{token_reference_id}/taps", status_code=202)
+async def report_tap(
+    token_reference_id: TokenPath, tap: TapReport, customer_id: Customer, services: ServicesDep
+) -> dict[str, bool]:
+    """The phone reports a tap (the ATC it used); repeats and reordering are harmless."""
+    handle = await _token(services, customer_id, token_reference_id)
+    await handle.signal(TokenWorkflow.tap_reported, tap)
+    return {"accepted": True}
+
+
+@router.post("/tokens/{token_reference_id}/credentials", response_model=TokenState)
+async def credentials_stored(
+    token_reference_id: TokenPath, body: StoredCredentials, customer_id: Customer, services: ServicesDep
+) -> TokenState:
+    handle = await _token(services, customer_id, token_reference_id)
+    await handle.signal(TokenWorkflow.credentials_stored, body.credentials)
+    return await handle.query(TokenWorkflow.state)
+
+
+@router.get("/tokens/{token_reference_id}", response_model=TokenState)
+async def token_state(token_reference_id: TokenPath, customer_id: Customer, services: ServicesDep) -> TokenState:
+    """The token as the server sees it, with replenished credentials waiting for the phone."""
+    handle = await _token(services, customer_id, token_reference_id)
+    return await handle.query(TokenWorkflow.state)
+
+
+@router.post("/tokens/{token_reference_id}/replenish", response_model=TokenState)
+async def replenish(token_reference_id: TokenPath, customer_id: Customer, services: ServicesDep) -> TokenState:
+    """Manual replenish(): fetch credentials now."""
+    handle = await _token(services, customer_id, token_reference_id)
+    return await handle.execute_update(TokenWorkflow.replenish)

@@ -130,3 +130,25 @@ async def test_the_proxy_forwards_sdk_requests_unchanged_with_our_customer(
     assert json.loads(applied.json()["sdkResponseHeader"])["requestId"] == "r2"
     assert json.loads(applied.json()["sdkResponseData"])["status"] == "PENDING"
     assert [call.customer_id for call in ant.calls] == ["2160220037535021"]  # added by us, from the session
+
+
+async def test_tap_reports_count_once_and_only_for_the_tokens_owner(api: httpx.AsyncClient) -> None:
+    reference = "DAPLMC" + "0" * 20 + "tapstest"
+    owner = await session(api)
+    stored = await api.post(
+        f"/app/v1/nfc/tokens/{reference}/credentials",
+        json={"credentials": [{"atc": atc, "singleUseKey": "00" * 16} for atc in range(1, 21)]},
+        headers=owner,
+    )
+    for atc in (2, 1, 2):
+        tap = {"atc": atc, "tappedAt": "2026-11-22T13:00:00+08:00"}
+        assert (await api.post(f"/app/v1/nfc/tokens/{reference}/taps", json=tap, headers=owner)).status_code == 202
+    login = await api.post("/app/v1/login", json={"loginId": "82-1012345678", "pin": PIN})
+    api.cookies.clear()
+    stranger = {"Authorization": f"Bearer {login.json()['sessionToken']}"}
+
+    state = (await api.get(f"/app/v1/nfc/tokens/{reference}", headers=owner)).json()
+    foreign = await api.get(f"/app/v1/nfc/tokens/{reference}", headers=stranger)
+
+    assert stored.status_code == 200 and state["usedAtcs"] == [1, 2] and state["taps"] == 2
+    assert foreign.status_code == 404

@@ -1,47 +1,154 @@
-"""The token's entity workflow on the time-skipping server: started by its activation notice."""
+"""The token's entity workflow on the time-skipping server: activation notice, credentials counted by
+ATC (duplicated and reordered tap reports counted once), automatic and manual replenishment."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from temporalio.client import Client
+import pytest
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities.nfc_proxy import SdkAnswer, SdkCall
 from alipayplus.nfc import AccountSource
 from tests.conftest import save_history
-from workers.settings import Settings
-from workflows.token import TokenActivated, TokenLifecycle, TokenStart, TokenWorkflow
+from workflows.token import Credential, TapReport, TokenActivated, TokenLifecycle, TokenStart, TokenState, TokenWorkflow
 
+CUSTOMER = "2160220037535021"
 NOTICE = TokenActivated(
-    customer_id="2160220037535021",
+    customer_id=CUSTOMER,
     wallet_id="216",
     token_requestor_id="50110030273",
     account_source=AccountSource.ACCOUNT_ADDED_MANUALLY,
     service_request_time=datetime(2026, 11, 22, 4, 1, 1, tzinfo=UTC),
     token_activated_time=datetime(2026, 11, 22, 4, 1, 27, tzinfo=UTC),
 )
+TAPPED = datetime(2026, 11, 22, 5, 0, tzinfo=UTC)
 
 
-async def test_the_activation_notice_starts_the_token_and_a_repeat_changes_nothing(
-    client: Client, settings: Settings, worker: Worker
-) -> None:
+def credentials(atcs: range) -> list[Credential]:
+    return [Credential(atc=atc, single_use_key="00" * 16) for atc in atcs]
+
+
+@dataclass
+class AntReplenish:
+    """The Ant server's replenish, through the proxy: ``count`` new credentials after the last ATC."""
+
+    fail: bool = False
+    calls: list[dict[str, object]] = field(default_factory=list)
+    next_atc: int = 11
+
+    @activity.defn(name="sdk_request")
+    async def sdk_request(self, call: SdkCall) -> SdkAnswer:
+        payload = json.loads(call.sdk_request_data)
+        self.calls.append({"api": call.api, "customer": call.customer_id, **payload})
+        if self.fail:
+            raise ApplicationError("Ant unreachable", non_retryable=True)
+        count = int(payload["count"])
+        fresh = [{"atc": atc, "singleUseKey": "11" * 16} for atc in range(self.next_atc, self.next_atc + count)]
+        self.next_atc += count
+        header = json.loads(call.sdk_request_header) | {"code": "SUCCESS"}
+        return SdkAnswer(sdk_response_header=json.dumps(header), sdk_response_data=json.dumps({"credentials": fresh}))
+
+
+@pytest.fixture
+async def ant(client: Client) -> AsyncIterator[tuple[AntReplenish, str]]:
+    fake = AntReplenish()
+    task_queue = f"token-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=task_queue, workflows=[TokenWorkflow], activities=[fake.sdk_request]):
+        yield fake, task_queue
+
+
+async def activated(client: Client, task_queue: str, stored: range) -> WorkflowHandle[TokenWorkflow, None]:
     reference = f"DAPLMC{uuid.uuid4().hex[:26]}"
     handle = await client.start_workflow(
         TokenWorkflow.run,
         TokenStart(token_reference_id=reference),
         id=f"token/{reference}",
-        task_queue=settings.temporal_task_queue,
+        task_queue=task_queue,
         start_signal="activation_notified",
         start_signal_args=[NOTICE],
     )
+    await handle.signal(TokenWorkflow.credentials_stored, credentials(stored))
+    return handle
+
+
+async def until(handle: WorkflowHandle[TokenWorkflow, None], done: Callable[[TokenState], bool]) -> TokenState:
+    for _ in range(100):
+        state = await handle.query(TokenWorkflow.state)
+        if done(state):
+            return state
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never reached: {state}")
+
+
+async def test_the_activation_notice_starts_the_token_and_a_repeat_changes_nothing(
+    client: Client, ant: tuple[AntReplenish, str]
+) -> None:
+    _, task_queue = ant
+    handle = await activated(client, task_queue, range(1, 21))
     later = NOTICE.model_copy(update={"token_activated_time": datetime(2026, 11, 23, tzinfo=UTC)})
     await handle.signal(TokenWorkflow.activation_notified, later)
 
-    state = await handle.query(TokenWorkflow.state)
+    state = await until(handle, lambda s: s.activation_notices == 2)
 
-    assert state.token_reference_id == reference and state.lifecycle is TokenLifecycle.ACTIVE
+    assert state.lifecycle is TokenLifecycle.ACTIVE and state.customer_id == CUSTOMER
     assert state.activated_at == NOTICE.token_activated_time  # the first notice counts
-    assert state.activation_notices == 2 and state.customer_id == NOTICE.customer_id
     await save_history(handle, "token_activated")
     await handle.terminate("test over")  # an entity workflow runs until terminated
+
+
+async def test_duplicated_and_reordered_tap_reports_count_each_credential_once(
+    client: Client, ant: tuple[AntReplenish, str]
+) -> None:
+    fake, task_queue = ant
+    handle = await activated(client, task_queue, range(1, 31))
+
+    for atc in (3, 1, 3, 2, 1, 5, 2):  # a retried report, a late one, a duplicate
+        await handle.signal(TokenWorkflow.tap_reported, TapReport(atc=atc, tapped_at=TAPPED))
+    state = await until(handle, lambda s: s.taps == 4)
+
+    assert state.used_atcs == [1, 2, 3, 5] and state.credentials_left == 26
+    assert fake.calls == []  # 26 left: no replenish
+    await handle.terminate("test over")
+
+
+async def test_fewer_than_ten_left_replenishes_through_the_proxy(client: Client, ant: tuple[AntReplenish, str]) -> None:
+    fake, task_queue = ant
+    handle = await activated(client, task_queue, range(1, 11))
+
+    await handle.signal(TokenWorkflow.tap_reported, TapReport(atc=1, tapped_at=TAPPED))  # 9 left
+    fetched = await until(handle, lambda s: s.replenishments == 1)
+    await handle.signal(TokenWorkflow.credentials_stored, fetched.undelivered)  # the phone collects them
+    stored = await until(handle, lambda s: not s.undelivered)
+
+    assert [c.atc for c in fetched.undelivered] == list(range(11, 21))
+    assert fake.calls == [
+        {"api": "replenish", "customer": CUSTOMER, "tokenReferenceId": fetched.token_reference_id, "count": 10}
+    ]
+    assert stored.credentials_left == 19 and stored.replenishments == 1
+    await save_history(handle, "token_replenished")
+    await handle.terminate("test over")
+
+
+async def test_a_failed_replenish_stops_retrying_and_the_phone_can_ask_again(
+    client: Client, ant: tuple[AntReplenish, str]
+) -> None:
+    fake, task_queue = ant
+    fake.fail = True
+    handle = await activated(client, task_queue, range(1, 6))  # 5 left: below the threshold at once
+
+    failed = await until(handle, lambda s: s.replenish_failures == 3)
+    fake.fail = False
+    asked = await handle.execute_update(TokenWorkflow.replenish)
+
+    assert failed.replenishments == 0 and len(fake.calls) >= 3
+    assert asked.replenishments == 1 and asked.replenish_failures == 0 and len(asked.undelivered) == 10
+    await handle.terminate("test over")
