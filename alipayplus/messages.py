@@ -17,6 +17,7 @@ from ._amount import Amount
 from ._base import Message
 from ._result import Result
 from ._types import DateTime, Flag, Id64, OptionalId64, OptionalText, Text
+from .nfc import NfcPaymentInfo
 
 
 def _digest(message: Message, key_fields: set[str]) -> str:
@@ -123,6 +124,7 @@ class PayRequest(Message):
     payment_promo_info: dict[str, Any] | None = None
     pass_through_info: OptionalText = Field(default=None, max_length=20000)
     extend_info: OptionalText = None
+    nfc_payment_info: NfcPaymentInfo | None = None  # NFC (seed 001): the tap behind this pay [inferred]
 
     @model_validator(mode="after")
     def _authorization_complete(self) -> PayRequest:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
 from pydantic import ConfigDict, Strict, StringConstraints
 
+from ._amount import Amount
 from ._base import Message
 from ._result import Result
 from ._types import DateTime, Id64, OptionalId16, OptionalId64, OptionalId128, OptionalText
@@ -72,7 +75,73 @@ class SdkProxyResponse(Message):
     sdk_response_data: OptionalText = None
 
 
+# --- NFC payments (Alipay+ -> MPP) --------------------------------------------------------
+
+CUSTOM_DATA_MAX_BYTES = 14  # MCBP wallet transaction data in the IAD from byte 19 (spec §10.1)
+
+
+class NfcPaymentInfo(Message):
+    """What an NFC ``pay`` carries of the tap [inferred: the stored pay-nfc page is truncated].
+
+    The acquirer turns the token into our user (``paymentMethod.customerId``); the tap's custom
+    data (the phone's own reference, hex) joins the device's record to this payment (spec §10.1)."""
+
+    token_reference_id: Id64
+    custom_data: Annotated[str | None, StringConstraints(pattern=r"^([0-9A-Fa-f]{2}){1,14}$")] = (
+        None  # at most CUSTOM_DATA_MAX_BYTES bytes, as hex
+    )
+    atc: Annotated[str | None, StringConstraints(pattern=r"^[0-9]{1,5}$")] = None  # the tap's ATC, decimal
+
+
+class AdjustRefundScenario(StrEnum):
+    """``subScenarioType`` of adjustRefund (spec §13.3)."""
+
+    EXCEED_REFUND = "EXCEED_REFUND"  # the part of a merchant refund above the payment
+    UNLINKED_REFUND = "UNLINKED_REFUND"  # a merchant refund with no payment behind it
+
+
+class AdjustRefundRequest(Message):
+    """Alipay+ → MPP, NFC only: an excess or unlinked refund. The MPP may fail it only for
+    technical reasons (signature, parameters), never for business ones (spec §13.3).
+
+    Fields beyond subScenarioType are [inferred] (the stored page stops there): the idempotency
+    id ``refundRequestId``, ``refundAmount``, the original ``paymentRequestId`` for
+    EXCEED_REFUND and the user's ``customerId`` for UNLINKED_REFUND."""
+
+    PATH: ClassVar[str] = "/aps/api/v1/payments/adjustRefund"  # [inferred] beside refund
+
+    acquirer_id: Id64
+    psp_id: Id64
+    refund_request_id: Id64
+    sub_scenario_type: AdjustRefundScenario
+    refund_amount: Amount
+    payment_request_id: OptionalId64 = None  # EXCEED_REFUND: the payment whose refund exceeded it
+    customer_id: OptionalId64 = None  # UNLINKED_REFUND: who gets the money (the card's user)
+    refund_reason: OptionalText = None
+    extend_info: OptionalText = None
+
+    def key_fields_digest(self) -> str:
+        """Digest of the fields a repeat must keep (as refund's)."""
+        key = self.model_dump(
+            include={"sub_scenario_type", "refund_amount", "payment_request_id", "customer_id"},
+            exclude_none=True,
+            mode="json",
+        )
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+class AdjustRefundResponse(Message):
+    result: Result
+    refund_id: OptionalId64 = None
+    refund_time: DateTime | None = None
+
+
 __all__ = [
+    "CUSTOM_DATA_MAX_BYTES",
+    "AdjustRefundRequest",
+    "AdjustRefundResponse",
+    "AdjustRefundScenario",
+    "NfcPaymentInfo",
     "AccountSource",
     "SdkProxyRequest",
     "SdkProxyResponse",
