@@ -41,6 +41,10 @@ from alipayplus import (
 from alipayplus.messages import Env, MerchantAddress, Quote
 from alipayplus.nfc import (
     AccountSource,
+    AdjustRefundRequest,
+    AdjustRefundResponse,
+    AdjustRefundScenario,
+    NfcPaymentInfo,
     TokenActivationNotificationRequest,
     TokenActivationNotificationResponse,
     TokenData,
@@ -53,6 +57,8 @@ ACQUIRER_ID = "1022188000000000001"  # the ACQP in seed 004's samples
 PSP_ID = "1022160000000000000"  # the MPP's pspId in seed 004 (and settings' default)
 PAYMENT_METHOD_TYPE = "ALIPAY_HK"
 ALIPAYPLUS_ACQUIRER_ID = "2052666000000000"  # applyToken from the client SDK's session: Alipay+ itself (seed 003)
+NFC_ACQUIRER_ID = "1022188000000000002"  # the card acquirer behind the sandbox POS terminals
+NFC_PAYMENT_METHOD_TYPE = "NFC"  # [inferred] the stored pay-nfc page does not name it
 CONNECT_WALLET = "CONNECT_WALLET"  # the MPM payment method: the user's wallet, by the session's accessToken
 MPM_PAYMENT_EXPIRY = timedelta(seconds=120)  # seed 003: at most 3 minutes for merchant-presented mode
 PAY_TIMEOUT = 8.0  # Alipay+ waits 8 s for pay, refund and cancelPayment ...
@@ -164,6 +170,65 @@ def refund_request(
     )
 
 
+def nfc_pay_request(
+    payment_request_id: str,
+    customer_id: str,
+    token_reference_id: str,
+    amount: Amount,
+    *,
+    psp_id: str = PSP_ID,
+    pay_to_amount: Amount | None = None,
+    custom_data: bytes | None = None,
+    atc: int | None = None,
+    merchant_name: str = "Sandbox Coffee",
+) -> PayRequest:
+    """The pay Alipay+ sends for a card authorization (spec §10.4, §12): the acquirer has turned
+    the token into our customerId; the tap's custom data and ATC ride along [inferred]."""
+    merchant = _MERCHANT.model_copy(update={"merchant_name": merchant_name, "merchant_display_name": merchant_name})
+    return PayRequest(
+        acquirer_id=NFC_ACQUIRER_ID,
+        psp_id=psp_id,
+        payment_request_id=payment_request_id,
+        order=Order(
+            reference_order_id=f"nfc_{payment_request_id}"[:64],
+            order_description="NFC purchase",
+            order_amount=amount,
+            merchant=merchant,
+            env=Env(terminal_type="POS"),
+        ),
+        payment_amount=amount,
+        pay_to_amount=pay_to_amount or amount,
+        payment_method=PaymentMethod(payment_method_type=NFC_PAYMENT_METHOD_TYPE, customer_id=customer_id),
+        payment_factor=PaymentFactor(is_in_store_payment=True),
+        nfc_payment_info=NfcPaymentInfo(
+            token_reference_id=token_reference_id,
+            custom_data=custom_data.hex().upper() if custom_data else None,
+            atc=str(atc) if atc is not None else None,
+        ),
+    )
+
+
+def adjust_refund_request(
+    refund_request_id: str,
+    scenario: AdjustRefundScenario,
+    amount: Amount,
+    *,
+    payment_request_id: str | None = None,
+    customer_id: str | None = None,
+    psp_id: str = PSP_ID,
+) -> AdjustRefundRequest:
+    """adjustRefund (spec §13.3): the excess above a payment, or a refund with no payment."""
+    return AdjustRefundRequest(
+        acquirer_id=NFC_ACQUIRER_ID,
+        psp_id=psp_id,
+        refund_request_id=refund_request_id,
+        sub_scenario_type=scenario,
+        refund_amount=amount,
+        payment_request_id=payment_request_id,
+        customer_id=customer_id,
+    )
+
+
 def apply_token_request(
     *, auth_code: str | None = None, refresh_token: str | None = None, psp_id: str = PSP_ID
 ) -> ApplyTokenRequest:
@@ -252,6 +317,8 @@ class AlipayPlusDriver:
     easy_pay_order = staticmethod(easy_pay_order)
     refund_request = staticmethod(refund_request)
     apply_token_request = staticmethod(apply_token_request)
+    nfc_pay_request = staticmethod(nfc_pay_request)
+    adjust_refund_request = staticmethod(adjust_refund_request)
     mpm_order = staticmethod(mpm_order)
 
     def __init__(
@@ -306,6 +373,12 @@ class AlipayPlusDriver:
     async def refund(self, request: RefundRequest) -> RefundResponse:
         """Raises ``TransportError`` when the MPP gives no usable answer within 8 s."""
         return await self._client.call(RefundRequest.PATH, request, RefundResponse, timeout=self.pay_timeout)
+
+    async def adjust_refund(self, request: AdjustRefundRequest) -> AdjustRefundResponse:
+        """adjustRefund; raises ``TransportError`` when the MPP gives no usable answer within 8 s."""
+        return await self._client.call(
+            AdjustRefundRequest.PATH, request, AdjustRefundResponse, timeout=self.pay_timeout
+        )
 
     async def cancel(
         self, payment_request_id: str, acquirer_id: str = ACQUIRER_ID, psp_id: str = PSP_ID

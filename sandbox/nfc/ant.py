@@ -306,7 +306,9 @@ class SandboxAntNfc:
         if token.card_profile is None:  # a retried provision gets the same profile
             token.card_profile = self._card_profile()
             token.state = TokenState.PROVISIONED
-            self.mastercard.register_token(token.token_reference_id, token.card_profile["tokenPan"])
+            self.mastercard.register_token(
+                token.token_reference_id, token.card_profile["tokenPan"], token.card_profile["panSequenceNumber"]
+            )
         return {"tokenReferenceId": token.token_reference_id, "cardProfile": token.card_profile, "credentials": []}
 
     def _card_profile(self) -> dict[str, str]:
@@ -360,7 +362,11 @@ class SandboxAntNfc:
         expires_at = (self.clock() + CREDENTIAL_TTL).isoformat()
         first, token.next_atc = token.next_atc, token.next_atc + payload.count
         credentials = [
-            {"atc": atc, "singleUseKey": secrets.token_hex(16), "expiresAt": expires_at}
+            {
+                "atc": atc,
+                "singleUseKey": self.mastercard.single_use_key(token.token_reference_id, atc).hex(),
+                "expiresAt": expires_at,
+            }
             for atc in range(first, token.next_atc)
         ]
         return {"credentials": credentials}

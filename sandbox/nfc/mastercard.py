@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
+import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from pyemv import kd
 
 from sandbox._http import local_only
 
@@ -74,6 +77,7 @@ class McToken:
     token_reference_id: str
     token_pan: str
     state: TokenState
+    pan_sequence_number: str = "00"
 
 
 class MastercardScript(BaseModel):
@@ -88,7 +92,10 @@ class SandboxMastercard:
     One RSA key pair per instance (tests get a fresh one each); ``sleep`` is injectable so scripted
     delays need not slow tests down."""
 
-    def __init__(self, *, key_size: int = 2048, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(self, *, key_size: int = 2048, sleep: Sleep = asyncio.sleep, imk_ac: bytes | None = None) -> None:
+        # The issuer's application-cryptogram master key (emv-hce.md §5.1): every token's
+        # single-use keys derive from it, so authorizations can be checked against it.
+        self.imk_ac: bytes = imk_ac or secrets.token_bytes(16)
         self._private_key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
         public_key = self._private_key.public_key()
         self.certificate: str = public_key.public_bytes(
@@ -121,8 +128,19 @@ class SandboxMastercard:
 
     # --- what the Ant server tells Mastercard -----------------------------------------
 
-    def register_token(self, token_reference_id: str, token_pan: str) -> None:
-        self._tokens[token_reference_id] = McToken(token_reference_id, token_pan, TokenState.PROVISIONED)
+    def register_token(self, token_reference_id: str, token_pan: str, pan_sequence_number: str = "00") -> None:
+        self._tokens[token_reference_id] = McToken(
+            token_reference_id, token_pan, TokenState.PROVISIONED, pan_sequence_number
+        )
+
+    def single_use_key(self, token_reference_id: str, atc: int) -> bytes:
+        """The credential for ``atc`` as the cloud (CMS-D) derives it: ICC MK by option A from IMK-AC,
+        PAN and PSN, then the EMV common session key for that ATC (CVN 0x14, emv-hce.md §7.1)."""
+        token = self._tokens[token_reference_id]
+        with warnings.catch_warnings():  # pyemv warns that 2-key 3DES is legacy; EMV still uses it
+            warnings.simplefilter("ignore")
+            icc_mk = kd.derive_icc_mk_a(self.imk_ac, token.token_pan, token.pan_sequence_number)
+            return kd.derive_common_sk(icc_mk, atc.to_bytes(2, "big") + bytes(6))
 
     def set_state(self, token_reference_id: str, state: TokenState) -> None:
         token = self._tokens.get(token_reference_id)
