@@ -70,6 +70,8 @@ class TokenState(StrEnum):
     PROVISIONED = "PROVISIONED"  # handed to the device, not yet confirmed
     ACTIVE = "ACTIVE"  # the device stored it (notifyProvisionResult SUCCESS)
     INACTIVE = "INACTIVE"  # the device could not store it (notifyProvisionResult FAILURE)
+    SUSPENDED = "SUSPENDED"  # locked by the user (lock); unlock makes it ACTIVE again
+    DELETED = "DELETED"  # deleted by the user; never pays again
 
 
 @dataclass
