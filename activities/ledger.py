@@ -34,6 +34,7 @@ class PostingKind(StrEnum):
     REFUND = "REFUND"
     CANCEL_REVERSAL = "CANCEL_REVERSAL"
     TOP_UP = "TOP_UP"
+    ADJUST_REFUND = "ADJUST_REFUND"  # an excess or unlinked refund (adjustRefund): beyond any payment's debit
 
 
 RETURNS = (PostingKind.REFUND, PostingKind.CANCEL_REVERSAL)
@@ -122,6 +123,11 @@ class Ledger:
     def settlement_account(self, currency: str) -> str:
         """What the wallet owes Alipay+ for payments it has debited; created on first use."""
         return self._open(f"settlement:alipayplus:{currency}", AccountKind.SETTLEMENT, currency, allow_negative=False)
+
+    def adjustments_account(self, currency: str) -> str:
+        """What Alipay+ owes the wallet for the excess and unlinked refunds it had us credit
+        (adjustRefund): settled by Alipay+ later, so it goes negative and never refuses a credit."""
+        return self._open(f"adjustments:alipayplus:{currency}", AccountKind.SETTLEMENT, currency, allow_negative=True)
 
     def funding_account(self, currency: str) -> str:
         """The outside world's cash coming in (top-ups): the only account that goes negative."""
@@ -239,6 +245,20 @@ class Ledger:
         settlement = self.settlement_account(amount.currency)
         legs = [(settlement, -amount.value), (customer_account_id, amount.value)]
         return self.post(idempotency_key, kind, reference, legs, conditions=conditions)
+
+    def credit_adjustment(
+        self,
+        idempotency_key: str,
+        reference: str,
+        customer_account_id: str,
+        amount: Amount,
+        conditions: Sequence[Condition] = (),
+    ) -> PostingReceipt:
+        """Credit an adjustRefund's ``amount`` to the user, owed to us by Alipay+: no payment's
+        debit caps it, whatever the user's status (spec §13.3)."""
+        adjustments = self.adjustments_account(amount.currency)
+        legs = [(adjustments, -amount.value), (customer_account_id, amount.value)]
+        return self.post(idempotency_key, PostingKind.ADJUST_REFUND, reference, legs, conditions=conditions)
 
     def fund_user(
         self, idempotency_key: str, account_id: str, amount: Amount, reference: str | None = None

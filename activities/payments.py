@@ -149,11 +149,20 @@ class PaymentActivities:
             if customer_id and customer_id != owner.customer_id:
                 return AccountCheck(result_code=ResultCode.INVALID_TOKEN)
             customer_id = owner.customer_id
+        return self._check_payer(customer_id, request.pay_to_amount)
+
+    @activity.defn
+    def check_customer_account(self, request: PayRequest) -> AccountCheck:
+        """NFC (spec §10.1, step 15): the acquirer has turned the tapped token into our user,
+        ``paymentMethod.customerId``; the same checks as every payer, no money moves."""
+        return self._check_payer(request.payment_method.customer_id, request.pay_to_amount)
+
+    def _check_payer(self, customer_id: str | None, amount: Amount) -> AccountCheck:
         user = self.users.get(customer_id) if customer_id else None
         if user is None:
             return AccountCheck(result_code=ResultCode.USER_NOT_EXIST)
         return AccountCheck(
-            result_code=self._evaluate(user, request.pay_to_amount),
+            result_code=self._evaluate(user, amount),
             customer_id=user.customer_id,
             phone_hint=mask_phone(user.phone),
         )
@@ -167,6 +176,7 @@ class PaymentActivities:
         activity's statements is never overwritten, on PostgreSQL as on SQLite.
         """
         request = change.request
+        tap = request.nfc_payment_info
         this_payment = col(PaymentRecord.payment_request_id) == request.payment_request_id
         mirrored = {
             "status": change.status,
@@ -201,6 +211,8 @@ class PaymentActivities:
                     payment_time=change.payment_time,
                     refunded_payment_value=0,
                     refunded_pay_to_value=0,
+                    nfc_token_reference_id=tap.token_reference_id if tap else None,
+                    nfc_custom_data=tap.custom_data.upper() if tap and tap.custom_data else None,
                     created_at=change.now,
                     **mirrored,
                 )
@@ -271,7 +283,13 @@ class PaymentActivities:
                 col(PaymentRecord.status) == PaymentStatus.PROCESSING,
                 col(PaymentRecord.cancelled_at).is_(None),
             )
-            .values(status=PaymentStatus.SUCCESS, payment_time=paid_at, updated_at=paid_at)
+            .values(  # the result too: an inquiry between the debit and the final record reads S
+                status=PaymentStatus.SUCCESS,
+                result_code=ResultCode.SUCCESS,
+                result_message=None,
+                payment_time=paid_at,
+                updated_at=paid_at,
+            )
         )
         try:
             self.ledger.debit_user_to_settlement(

@@ -1,4 +1,4 @@
-"""The wallet's tables: users, the ledger, payment records, OTPs, tokens, app sessions and auth codes.
+"""The wallet's tables: users, the ledger, payment and refund records, OTPs, tokens, app sessions and auth codes.
 
 Money columns hold integer minor units as BIGINT (IDR sums outgrow 32 bits), never floats.
 Every datetime column is a ``UtcDateTime``: callers pass timezone-aware datetimes and always
@@ -12,7 +12,7 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, Dialect, Engine, ForeignKeyConstraint, UniqueConstraint
 from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, Session, SQLModel, col, select
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -176,6 +176,10 @@ class PaymentRecord(SQLModel, table=True):
     refunded_payment_value: int = Field(default=0, sa_type=BigInteger)  # sum of refundAmount (payment currency)
     refunded_pay_to_value: int = Field(default=0, sa_type=BigInteger)  # credited back to the user (payTo currency)
     cancelled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    # NFC: the token tapped, and the custom data the phone put on the tap (upper-case hex) so the
+    # app can find the payment its tap became (spec §10.1, step 10)
+    nfc_token_reference_id: str | None = Field(default=None, max_length=64)
+    nfc_custom_data: str | None = Field(default=None, index=True, max_length=28)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
 
@@ -184,6 +188,19 @@ def read_payment(engine: Engine, payment_request_id: str) -> PaymentRecord | Non
     """The payment's record as committed now (refunds and cancels reread it after losing a race)."""
     with Session(engine) as session:
         return session.get(PaymentRecord, payment_request_id)
+
+
+def payment_by_custom_data(engine: Engine, customer_id: str, custom_data: str) -> PaymentRecord | None:
+    """The customer's latest NFC payment whose tap carried ``custom_data`` (hex, any case)."""
+    with Session(engine) as session:
+        return session.exec(
+            select(PaymentRecord)
+            .where(
+                col(PaymentRecord.nfc_custom_data) == custom_data.upper(),
+                col(PaymentRecord.customer_id) == customer_id,
+            )
+            .order_by(col(PaymentRecord.created_at).desc())
+        ).first()
 
 
 class RefundRecord(SQLModel, table=True):
@@ -198,6 +215,27 @@ class RefundRecord(SQLModel, table=True):
     result_code: str = Field(max_length=64)
     result_message: str | None = Field(default=None)
     credited_value: int = Field(default=0, sa_type=BigInteger)  # minor units of the payTo currency
+    refund_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class AdjustRefundRecord(SQLModel, table=True):
+    """An adjustRefund's answer and credit (spec §13.3), written with its ledger posting."""
+
+    __tablename__ = "adjust_refund_record"
+
+    refund_request_id: str = Field(primary_key=True, max_length=64)
+    refund_id: str = Field(max_length=64)
+    sub_scenario_type: str = Field(max_length=32)  # EXCEED_REFUND | UNLINKED_REFUND
+    payment_request_id: str | None = Field(default=None, index=True, max_length=64)  # EXCEED_REFUND
+    customer_id: str | None = Field(default=None, index=True, max_length=64)  # who was credited
+    key_fields_digest: str = Field(max_length=64)
+    result_code: str = Field(max_length=64)
+    result_message: str | None = Field(default=None)
+    refund_amount_currency: str = Field(max_length=3)
+    refund_amount_value: int = Field(sa_type=BigInteger)  # as Alipay+ sent it
+    credited_currency: str | None = Field(default=None, max_length=3)  # the user's account currency
+    credited_value: int = Field(default=0, sa_type=BigInteger)
     refund_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
 

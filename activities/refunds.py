@@ -61,7 +61,13 @@ def credit_for(refund_amount: Amount, payment_amount: int, pay_to: Amount, refun
     payToAmount once the refunds reach the full paymentAmount."""
     if refunded + refund_amount.value >= payment_amount:
         return pay_to.value - refunded_pay_to
-    return refund_amount.value * pay_to.value // payment_amount
+    return at_payment_rate(refund_amount.value, payment_amount, pay_to.value)
+
+
+def at_payment_rate(value: int, payment_amount: int, pay_to_amount: int) -> int:
+    """``value`` of the payment's currency in its payTo currency, at the payment's own rate
+    (payTo / payment, in integer minor units, rounded down)."""
+    return value * pay_to_amount // payment_amount
 
 
 @dataclass

@@ -11,6 +11,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.adjust_refunds import AdjustRefundActivities
 from activities.cancellation import CancelActivities
 from activities.db import create_engine_for
 from activities.deliveries import DeliveryActivities
@@ -22,11 +23,13 @@ from activities.refunds import RefundActivities
 from activities.users import UserStore
 from alipayplus import SignedClient
 from workflows.account_evaluation import AccountEvaluationWorkflow
+from workflows.adjust_refund import AdjustRefundWorkflow
 from workflows.auth_notify import AuthNotifyWorkflow
 from workflows.cancel_payment import CancelPaymentWorkflow
 from workflows.easy_pay import EasyPayWorkflow
 from workflows.mpm_payment import MpmPaymentWorkflow
 from workflows.nfc_activation import NfcActivationWorkflow
+from workflows.nfc_payment import NfcPaymentWorkflow
 from workflows.notify_payment import NotifyPaymentWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.token import TokenWorkflow
@@ -37,10 +40,12 @@ WORKFLOWS: Sequence[type] = (
     AccountEvaluationWorkflow,
     EasyPayWorkflow,
     MpmPaymentWorkflow,
+    NfcPaymentWorkflow,
     NotifyPaymentWorkflow,
     AuthNotifyWorkflow,
     RefundWorkflow,
     CancelPaymentWorkflow,
+    AdjustRefundWorkflow,
     NfcActivationWorkflow,
     TokenWorkflow,
 )
@@ -88,13 +93,16 @@ def activities_for(
     deliveries = DeliveryActivities(temporal=client, task_queue=settings.temporal_task_queue)
     refunds = RefundActivities(engine=engine, ledger=ledger)
     cancellations = CancelActivities(engine=engine, ledger=ledger)
+    adjustments = AdjustRefundActivities(engine=engine, ledger=ledger)
     return [
         refunds.apply_refund,
+        adjustments.apply_adjust_refund,
         cancellations.cancel_payment,
         deliveries.start_payment_notification,
         deliveries.start_auth_notification,
         payments.check_account,
         payments.check_token_account,
+        payments.check_customer_account,
         payments.record_payment,
         payments.send_otp,
         payments.check_code,

@@ -1,12 +1,13 @@
 """What every payment order shares, whatever the product: one workflow per paymentRequestId.
 
 Id ``pay/{paymentRequestId}``, started by update-with-start from the inbound pay. The
-product's workflow (Easy Pay, MPM) is a ``@workflow.defn`` subclass with its own
+product's workflow (Easy Pay, MPM, NFC) is a ``@workflow.defn`` subclass with its own
 ``@workflow.init``/``@workflow.run``; it inherits the handlers Alipay+ and operators use:
 the ``create_order`` update (pay and its retries), the ``cancel`` signal (cancelPayment)
 and the ``state`` query (inquiryPayment, our pages), and the steps every order takes:
-open (check the payer, record, answer in process), wait for the user before expiry,
-debit ``payToAmount`` once, and finish (record, notify, authorise on one-click consent).
+open (check the payer, record, answer in process unless there is no page to send the user
+to), wait for the user before expiry, debit ``payToAmount`` once, and finish (record,
+notify, authorise on one-click consent).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class PaymentState(BaseModel):
     redirect_url: str | None  # where the user goes once the payment is final
     product: str = ""
     in_store_payment: bool = False  # scan-to-pay: never back to a merchant app (seed 003, step 7)
+    nfc_token_reference_id: str | None = None  # NFC: the token tapped
+    nfc_custom_data: str | None = None  # NFC: the phone's reference on the tap (hex)
 
 
 class PageOutcome(BaseModel):
@@ -151,9 +154,10 @@ class PaymentOrderWorkflow:
 
     # --- steps ----------------------------------------------------------------------------
 
-    async def _open(self, check_account: AccountCheckActivity, page_url: str) -> AccountCheck | None:
+    async def _open(self, check_account: AccountCheckActivity, page_url: str | None) -> AccountCheck | None:
         """Check the payer, record the order and prepare the in-process answer pointing the user
-        at ``page_url``. ``None`` when the order has already finished (expired, refused, cancelled)."""
+        at ``page_url``; without a page (NFC: the POS waits) pay gets only the final answer.
+        ``None`` when the order has already finished (expired, refused, cancelled)."""
         request = self._request
         if workflow.now() >= self._expires_at:
             await self._finish(PaymentStatus.CLOSED, ResultCode.ORDER_IS_CLOSED)
@@ -170,6 +174,8 @@ class PaymentOrderWorkflow:
         if await self._record() is PaymentStatus.CLOSED:  # Alipay+ cancelled it before it arrived
             await self._finish(PaymentStatus.CLOSED, ResultCode.ORDER_IS_CLOSED)
             return None
+        if page_url is None:
+            return check
         self._answer = PayResponse(
             result=Result.of(ResultCode.PAYMENT_IN_PROCESS),
             payment_id=self._payment_id,

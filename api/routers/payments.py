@@ -1,4 +1,4 @@
-"""Alipay+ → MPP payment APIs: pay (Easy Pay's two calls, MPM's one) and inquiryPayment."""
+"""Alipay+ → MPP payment APIs: pay (Easy Pay's two calls, MPM's one, NFC's one) and inquiryPayment."""
 
 from __future__ import annotations
 
@@ -27,10 +27,11 @@ from alipayplus import (
     Result,
     ResultCode,
 )
-from workflows import easy_pay, mpm_payment, search_attributes
+from workflows import easy_pay, mpm_payment, nfc_payment, search_attributes
 from workflows.account_evaluation import AccountEvaluationWorkflow
 from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow
 from workflows.mpm_payment import MpmOrder, MpmPaymentWorkflow
+from workflows.nfc_payment import NfcOrder, NfcPaymentWorkflow
 from workflows.payment_order import PaymentOrderWorkflow, PaymentState
 
 from ..inbound import Rejection, inbound
@@ -46,11 +47,32 @@ def _check_amounts(request: PayRequest) -> None:
             raise Rejection(ResultCode.PARAM_ILLEGAL, f"{name}.value: must be greater than zero")
 
 
+NFC_METHOD = "NFC"  # paymentMethodType [inferred]: the stored pay-nfc page does not name it
+
+
+def _check_nfc(request: PayRequest) -> None:
+    """An NFC pay names our user and is an in-store payment (spec §10.4)."""
+    factor, method = request.payment_factor, request.payment_method
+    if not factor.is_in_store_payment:
+        raise Rejection(ResultCode.PARAM_ILLEGAL, 'paymentFactor.isInStorePayment: must be "true" for NFC')
+    if factor.is_payment_evaluation:
+        raise Rejection(ResultCode.PARAM_ILLEGAL, 'paymentFactor.isPaymentEvaluation: must not be "true" for NFC')
+    if method.payment_method_type != NFC_METHOD:
+        raise Rejection(ResultCode.PARAM_ILLEGAL, f'paymentMethod.paymentMethodType: must be "{NFC_METHOD}"')
+    if not method.customer_id:
+        raise Rejection(ResultCode.PARAM_ILLEGAL, "paymentMethod.customerId: is required for NFC")
+
+
 @inbound(router, PayRequest.PATH, PayRequest)
 async def pay(request: PayRequest, services: Services) -> PayResponse:
-    """pay: Easy Pay's account check (isPaymentEvaluation) and order, or an MPM order."""
+    """pay: Easy Pay's account check (isPaymentEvaluation) and order, an MPM order, or an NFC tap."""
     factor = request.payment_factor
     _check_amounts(request)
+    if request.nfc_payment_info is not None:
+        _check_nfc(request)
+        return await _create_order(
+            request, services, nfc_payment.PRODUCT, NfcPaymentWorkflow.run, NfcOrder(request=request)
+        )
     if factor.is_easy_pay_scenario:
         if not factor.is_agreement_payment:
             raise Rejection(ResultCode.PARAM_ILLEGAL, 'paymentFactor.isAgreementPayment: must be "true" for Easy Pay')
@@ -63,7 +85,7 @@ async def pay(request: PayRequest, services: Services) -> PayResponse:
         return await _create_mpm_order(request, services)
     raise Rejection(
         ResultCode.BUSINESS_NOT_SUPPORT,
-        "Only Easy Pay (isEasyPayScenario) and merchant-presented mode (isInStorePayment) are served",
+        "Only Easy Pay (isEasyPayScenario), merchant-presented mode (isInStorePayment) and NFC are served",
     )
 
 

@@ -1,4 +1,4 @@
-"""Alipay+ → MPP: refund and cancelPayment, for every product."""
+"""Alipay+ → MPP: refund and cancelPayment, for every product; adjustRefund, for NFC."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from fastapi import APIRouter
 from sqlmodel import Session
 from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import (
+    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
 
-from activities.records import RefundRecord
+from activities.adjust_refunds import AdjustRefundOutcome, IllegalAdjustRefund, adjustment_credit
+from activities.records import AdjustRefundRecord, RefundRecord
 from activities.refunds import RefundOutcome
 from alipayplus import (
     CancelPaymentRequest,
@@ -22,7 +24,10 @@ from alipayplus import (
     Result,
     ResultCode,
 )
+from alipayplus.nfc import AdjustRefundRequest, AdjustRefundResponse
 from workflows import search_attributes
+from workflows.adjust_refund import PRODUCT as ADJUST_REFUND
+from workflows.adjust_refund import AdjustRefundOrder, AdjustRefundWorkflow
 from workflows.cancel_payment import PRODUCT as CANCEL
 from workflows.cancel_payment import CancelOrder, CancelPaymentWorkflow
 from workflows.refund import PRODUCT as REFUND
@@ -92,3 +97,51 @@ async def cancel_payment(request: CancelPaymentRequest, services: Services) -> C
         )
     except TimeoutError:
         return CancelPaymentResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION, "Cancel in process; retry"))
+
+
+@inbound(router, AdjustRefundRequest.PATH, AdjustRefundRequest)
+async def adjust_refund(request: AdjustRefundRequest, services: Services) -> AdjustRefundResponse:
+    """adjustRefund (NFC): credit an excess or unlinked refund; only technical failures answer F."""
+    try:  # checked here too, so that a bad request starts nothing and the same id can be sent again
+        adjustment_credit(services.records, request)
+    except IllegalAdjustRefund as problem:
+        raise Rejection(ResultCode.PARAM_ILLEGAL, str(problem)) from None
+    settings = services.settings
+    start = WithStartWorkflowOperation(
+        AdjustRefundWorkflow.run,
+        AdjustRefundOrder(request=request),
+        id=f"adjust-refund/{request.refund_request_id}",
+        task_queue=settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # one credit per refundRequestId, ever
+        search_attributes=_adjust_refund_search_attributes(request),
+    )
+    try:
+        answer: AdjustRefundResponse = await update_with_start(
+            services.temporal, AdjustRefundWorkflow.request_adjust_refund, request, start, settings.pay_answer_deadline
+        )
+    except Late:  # Alipay+ retries with the same refundRequestId and then gets the final answer
+        return AdjustRefundResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION, "Adjust refund in process; retry"))
+    except Closed:
+        return _adjust_refund_from_record(request, services)
+    return answer
+
+
+def _adjust_refund_search_attributes(request: AdjustRefundRequest) -> TypedSearchAttributes:
+    """Product, status and, for an excess refund, its payment; an unlinked refund has none."""
+    attributes = search_attributes.at_start(ADJUST_REFUND, request.payment_request_id or "", "PROCESSING")
+    if request.payment_request_id:
+        return attributes
+    return TypedSearchAttributes(
+        [pair for pair in attributes.search_attributes if pair.key != search_attributes.PAYMENT_REQUEST_ID]
+    )
+
+
+def _adjust_refund_from_record(request: AdjustRefundRequest, services: Services) -> AdjustRefundResponse:
+    with Session(services.records) as session:
+        record = session.get(AdjustRefundRecord, request.refund_request_id)
+    if record is None:
+        return AdjustRefundResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION))
+    if record.key_fields_digest != request.key_fields_digest():
+        return AdjustRefundResponse(result=Result.of(ResultCode.REPEAT_REQ_INCONSISTENT))
+    return AdjustRefundOutcome.of_record(record).to_response()

@@ -64,6 +64,7 @@ def test_migrations_create_exactly_the_models_and_can_rerun(database_url: str, e
         "entry",
         "payment_record",
         "refund_record",
+        "adjust_refund_record",
         "otp_challenge",
         "access_token",
         "app_session",
