@@ -26,6 +26,7 @@ from activities.ledger import Ledger
 from activities.users import UserStore
 from api.main import create_app
 from sandbox.alipayplus.app import create_app as create_sandbox_app
+from sandbox.alipayplus.card_events import CardEventConverter, ant_customers
 from sandbox.alipayplus.driver import AlipayPlusDriver, TokenActivationNotifier
 from sandbox.alipayplus.inquiry import SANDBOX_TASK_QUEUE, InquiryScheduleWorkflow, InquiryStarter, SandboxActivities
 from sandbox.alipayplus.mpm import SandboxMpm
@@ -103,6 +104,7 @@ class DevStack:
     ant_nfc: SandboxAntNfc  # the Ant NFC server behind sdkProxy
     mastercard: SandboxMastercard
     inquiries: InquiryStarter  # Alipay+'s inquiry schedules, started on every pay answered U
+    card_events: CardEventConverter  # Alipay+ turning Mastercard authorizations and later card events into our APIs
     api_url: str
     sandbox_url: str
     web_ui_url: str | None
@@ -183,6 +185,10 @@ async def dev_stack(
     code_service = CodeService()
     mastercard = SandboxMastercard()
     ant_nfc = SandboxAntNfc(mastercard, on_token_active=TokenActivationNotifier(driver))
+    card_events = CardEventConverter(
+        driver, ant_customers(ant_nfc), psp_id=settings.psp_id, on_pay_in_process=inquiries
+    )
+    mastercard.issuer = card_events  # a verified authorization becomes our NFC pay
     try:
         sandbox_worker = Worker(
             env.client,
@@ -193,7 +199,12 @@ async def dev_stack(
         async with (
             _serving(
                 create_sandbox_app(
-                    alipayplus, mpm=mpm, code_service=code_service, ant_nfc=ant_nfc, mastercard=mastercard
+                    alipayplus,
+                    mpm=mpm,
+                    code_service=code_service,
+                    ant_nfc=ant_nfc,
+                    mastercard=mastercard,
+                    card_events=card_events,
                 ),
                 ports.sandbox,
             ),
@@ -211,6 +222,7 @@ async def dev_stack(
                 ant_nfc=ant_nfc,
                 mastercard=mastercard,
                 inquiries=inquiries,
+                card_events=card_events,
                 api_url=api_url,
                 sandbox_url=sandbox_url,
                 web_ui_url=f"http://127.0.0.1:{ports.web_ui}" if web_ui else None,

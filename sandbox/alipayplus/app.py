@@ -34,6 +34,7 @@ from sandbox._http import answer_signed_call, local_only
 from sandbox.code_service import CodeService, code_service_router
 from sandbox.nfc import SandboxAntNfc, SandboxMastercard, ant_nfc_router, mastercard_router
 
+from .card_events import CardEventConverter, card_events_router
 from .mpm import SandboxMpm, mpm_router
 from .peer import Api, Behaviour, SandboxAlipayPlus, Sms
 
@@ -60,10 +61,12 @@ def create_app(
     code_service: CodeService | None = None,
     ant_nfc: SandboxAntNfc | None = None,
     mastercard: SandboxMastercard | None = None,
+    card_events: CardEventConverter | None = None,
 ) -> FastAPI:
     """The sandbox Alipay+; with ``mpm`` also merchant-presented mode, with ``code_service`` also
-    the server SDK's code identification, with ``ant_nfc`` also NFC's sdkProxy to the Ant server and
-    with ``mastercard`` also Mastercard's MDES endpoints (one process stands for all three peers)."""
+    the server SDK's code identification, with ``ant_nfc`` also NFC's sdkProxy to the Ant server,
+    with ``mastercard`` also Mastercard's MDES endpoints and authorizations (one process stands for
+    all three peers), and with ``card_events`` the acquirer's card events Alipay+ converts."""
     app = FastAPI(title="Sandbox Alipay+", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.peer = peer
     if mpm is not None:
@@ -78,6 +81,9 @@ def create_app(
     if mastercard is not None:
         app.state.mastercard = mastercard
         app.include_router(mastercard_router(mastercard))
+    if card_events is not None:
+        app.state.card_events = card_events
+        app.include_router(card_events_router(card_events))
 
     async def receive(
         request: Request,
