@@ -147,11 +147,13 @@ def sandbox(
     / "alipayplus_private.pem",
 ) -> None:
     """Serve the sandbox Alipay+ (notify receiver, SMS gateway, MPM with its merchants, the server
-    SDK's code identification, the Ant NFC server and Mastercard) and run its inquiry worker."""
+    SDK's code identification, the Ant NFC server, Mastercard's authorizations and their conversion
+    into NFC pay, cancel, refund and adjustRefund) and run its inquiry worker."""
     import uvicorn
     from temporalio.worker import Worker
 
     from sandbox.alipayplus.app import create_app
+    from sandbox.alipayplus.card_events import CardEventConverter, ant_customers
     from sandbox.alipayplus.driver import AlipayPlusDriver, TokenActivationNotifier
     from sandbox.alipayplus.inquiry import (
         SANDBOX_TASK_QUEUE,
@@ -180,10 +182,22 @@ def sandbox(
             ),
         ):
             mpm = SandboxMpm.from_settings(settings, driver, peer=peer)
-            mpm.on_pay_in_process = InquiryStarter(client)
+            inquiries = InquiryStarter(client)
+            mpm.on_pay_in_process = inquiries
             mastercard = SandboxMastercard()
             ant_nfc = SandboxAntNfc(mastercard, on_token_active=TokenActivationNotifier(driver))
-            sandbox_app = create_app(peer, mpm=mpm, code_service=CodeService(), ant_nfc=ant_nfc, mastercard=mastercard)
+            card_events = CardEventConverter(
+                driver, ant_customers(ant_nfc), psp_id=settings.psp_id, on_pay_in_process=inquiries
+            )
+            mastercard.issuer = card_events  # a verified authorization becomes our NFC pay
+            sandbox_app = create_app(
+                peer,
+                mpm=mpm,
+                code_service=CodeService(),
+                ant_nfc=ant_nfc,
+                mastercard=mastercard,
+                card_events=card_events,
+            )
             await uvicorn.Server(uvicorn.Config(sandbox_app, host="127.0.0.1", port=port)).serve()
         return 0
 
