@@ -41,6 +41,9 @@ DESTINATIONS: dict[str, Destination] = {
     "notifyProvisionResult": Destination.ANT,
     "queryNTUResult": Destination.ANT,
     "replenish": Destination.ANT,
+    "lockToken": Destination.ANT,
+    "unlockToken": Destination.ANT,
+    "deleteToken": Destination.ANT,
 }
 # The Mastercard paths we forward to; anything else is refused, never forwarded.
 MASTERCARD_PATHS: dict[str, str] = {"getPublicKey": "/mdes/digitization/1/0/getPublicKey"}

@@ -15,6 +15,9 @@ Design choices (the spec leaves them open):
   ``generate_ac``), as worked vector 2 of §5.3 does. One key per tap (the MCBP UMD/MD split of
   §7.2 is not applied; IAD bytes 11–15 stay as in the template).
 * **No credential left**: GENERATE AC answers ``69 85`` (§3.7) and the listener gets ``10007``.
+* **Token unusable** (locked, or the SDK disconnected): the ``availability`` hook, asked at GENERATE
+  AC, names the failure; the card answers ``69 85`` as for no credential and the listener gets it
+  (``10008`` TOKEN UNAVAILABLE for a locked token, alipayplus-nfc.md §9). No credential is used.
 * **Declines** (app DECLINE, terminal-requested AAC, CDCVM needed): an AAC over the same input
   with a *random* key and the next credential's ATC, which is not consumed (§7.2: no SUK burnt),
   plus POSCII ``DF4B`` — ``000100`` "CDCVM required" (→ the POS shows "See Phone", the user
@@ -122,7 +125,10 @@ class TapFailure(StrEnum):
     """Codes given to ``on_transaction_failed`` (Alipay+ result codes where one exists)."""
 
     CDCVM_REQUIRED = "10003"
+    SDK_NOT_CONNECTED = "10006"
     INSUFFICIENT_CREDENTIALS = "10007"
+    TOKEN_UNAVAILABLE = "10008"  # e.g. locked (status 3 or 4)
+    TOKEN_DOES_NOT_EXIST = "10009"
     APP_DECLINED = "APP_DECLINE"
     TERMINAL_DECLINED = "TERMINAL_DECLINE"
 
@@ -431,6 +437,7 @@ class ContactlessCard:
         listener: TransactionListener | None = None,
         clock: Clock = _utc_now,
         cvm_limit: int | None = None,
+        availability: Callable[[], TapFailure | None] | None = None,
     ) -> None:
         self.profile = profile if isinstance(profile, CardProfile) else CardProfile.from_dict(profile)
         self._credentials = credentials_source
@@ -438,6 +445,7 @@ class ContactlessCard:
         self._listener = listener or TransactionListener()
         self._clock = clock
         self._cvm_limit = cvm_limit
+        self._availability = availability  # None: the token is always usable
         self._pdol = tlv.parse_dol(self.profile.pdol)
         self._cdol1 = tlv.parse_dol(self.profile.cdol1)
         self._records = self.profile.records()
@@ -547,6 +555,10 @@ class ContactlessCard:
             return SW_WRONG_LENGTH
         self._state = _State.DONE
         self._in_tap = False
+        unavailable = self._availability() if self._availability is not None else None
+        if unavailable is not None:
+            self._notify(self._listener.on_transaction_failed, unavailable.value)
+            return SW_CONDITIONS_NOT_SATISFIED
         terminal = tlv.split_dol_data(self._cdol1, apdu.data)
         credential = self._credentials.peek()
         if credential is None:

@@ -6,11 +6,20 @@ it checks the preconditions (connected, NFC on, default payment app, a SHA-256 d
 starts the activation through our API, shows its progress, does what the workflow asks of the phone
 (store the token, activate it locally, store the credentials) in the ``SecureStore``, and answers
 ``isPaymentAvailable()`` from what is stored (seed 000's token status table).
+
+After activation it is the card too: ``process_apdu`` (what Android's ``HostApduService`` calls) runs
+the ``ContactlessCard`` of the stored profile and credentials, offline. Every ARQC tap is queued in the
+secure store as a tap report and sent to our API by ``report_taps()`` (also started in the background
+when an event loop runs); after that, fewer than ``replenish_below`` credentials fetch more through our
+server. ``lock()``/``unlock()`` need the network and change the stored lock only once our server did;
+``lock_locally()``/``local_unlock()`` are the phone's own lock (status 4); ``delete_token()`` (status 1,
+2, 3) deletes at our server first, then forgets the token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,13 +29,30 @@ from typing import Any, Protocol
 
 import httpx
 
+from .card import (
+    INS_SELECT,
+    SW_CONDITIONS_NOT_SATISFIED,
+    SW_FILE_NOT_FOUND,
+    ContactlessCard,
+    PermitResult,
+    StoredCredentials,
+    TapFailure,
+    TapResult,
+    TransactionInfo,
+    TransactionListener,
+    TransactionPermit,
+)
 from .secure_store import SecureStore, SecureStoreError
+
+logger = logging.getLogger(__name__)
 
 _TIMEOUT = 15.0  # above Alipay+'s 10 s answer time for proxied requests
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 # the records this SDK keeps in the secure store
 TOKEN, CREDENTIALS, ACTIVATION, LOCK = "token", "credentials", "activation", "lock"
+TAPS = "taps"  # tap reports our API has not accepted yet
+REPLENISH_BELOW = 10  # seed 001: replenish when fewer than 10 credentials remain
 
 
 class NfcResultCode(IntEnum):
@@ -39,6 +65,8 @@ class NfcResultCode(IntEnum):
     NETWORK_EXCEPTION = 10005
     SDK_NOT_CONNECTED = 10006
     INSUFFICIENT_CREDENTIALS = 10007
+    TOKEN_UNAVAILABLE = 10008  # e.g. locked
+    TOKEN_DOES_NOT_EXIST = 10009
     ACTIVATION_IN_PROGRESS = 10010
     INVALID_INPUT_PARAMETERS = 10011
     PARAMS_ERROR = 10011  # seed 000's name for a bad parameter (e.g. a fingerprint that is not SHA-256)
@@ -68,9 +96,10 @@ class SettingsRequired(StrEnum):
 class NfcSdkError(RuntimeError):
     """An SDK call that cannot give an answer, with the SDK's result code (e.g. 10006)."""
 
-    def __init__(self, code: NfcResultCode, message: str) -> None:
+    def __init__(self, code: NfcResultCode, message: str, http_status: int | None = None) -> None:
         super().__init__(f"{code.value} {code.name}: {message}")
         self.code = code
+        self.http_status = http_status  # our API's answer, when it gave one
 
 
 @dataclass
@@ -117,6 +146,38 @@ class ActivationResult:
     failure: str | None = None
 
 
+@dataclass(frozen=True)
+class TokenResult:
+    """How a token call (lock, unlock, localUnlock, delete, replenish) ended: the SDK result code, the
+    token status now, and why not if not (``ACResultCallback``'s result, errorCode and errorMsg)."""
+
+    code: NfcResultCode
+    status: int
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code is NfcResultCode.SUCCESS
+
+
+# Why a token call cannot run in a status (spec §6, §9, §17).
+_REFUSED_IN: dict[int, tuple[NfcResultCode, str]] = {
+    TokenStatus.DISCONNECTED: (NfcResultCode.SDK_NOT_CONNECTED, "connect after login"),
+    TokenStatus.QUERY_FAILED: (NfcResultCode.INNER_EXCEPTION, "the secure store cannot be read"),
+    TokenStatus.NO_CARD: (NfcResultCode.TOKEN_DOES_NOT_EXIST, "there is no card on this phone"),
+    TokenStatus.IN_ACTIVATION: (NfcResultCode.ACTIVATION_IN_PROGRESS, "the card is being activated"),
+    TokenStatus.AWAITING_CONFIRMATION: (NfcResultCode.ACTIVATION_IN_PROGRESS, "the activation awaits confirmation"),
+    TokenStatus.LOCKED: (NfcResultCode.TOKEN_UNAVAILABLE, "the card is locked: unlock first"),
+    TokenStatus.LOCKED_LOCALLY: (NfcResultCode.TOKEN_UNAVAILABLE, "the card is locked locally: localUnlock first"),
+}
+_CARD_EXISTS = (
+    TokenStatus.NO_CREDENTIALS,
+    TokenStatus.PAYMENT_ALLOWED,
+    TokenStatus.LOCKED,
+    TokenStatus.LOCKED_LOCALLY,
+)
+
+
 class _Stop(Exception):
     """Ends an activation run early with a result (not connected, offline, ...)."""
 
@@ -140,6 +201,8 @@ class AlipayPlusNfcSdk:
         sleep: Callable[[float], Awaitable[None]] | None = None,
         poll_interval: float = 0.2,
         activation_timeout: timedelta = timedelta(seconds=120),
+        replenish_below: int = REPLENISH_BELOW,
+        cvm_limit: int | None = None,
     ) -> None:
         self.device = device
         self._fingerprints = fingerprint_service
@@ -149,11 +212,20 @@ class AlipayPlusNfcSdk:
         self._sleep = sleep or asyncio.sleep
         self._poll_interval = poll_interval
         self._activation_timeout = activation_timeout
+        self._replenish_below = replenish_below
+        self._cvm_limit = cvm_limit  # minor units; None: the reader's CVM-limit bit decides
         self._initialized = False
         self._connected = False
         self._running = False
+        self._permit: TransactionPermit | None = None
+        self._listener = TransactionListener()
+        self._card: tuple[str, ContactlessCard] | None = None  # (tokenReferenceId, its card)
+        self._token_calls = asyncio.Lock()  # one exchange with our token API at a time
+        self._background: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self._api.aclose()
 
     # --- lifecycle (spec §3) ------------------------------------------------------------------
@@ -211,17 +283,23 @@ class AlipayPlusNfcSdk:
         return TokenStatus.PAYMENT_ALLOWED if self._unused_credentials() else TokenStatus.NO_CREDENTIALS
 
     def _unused_credentials(self) -> int:
+        """Unused and unexpired; one without ``expiresAt`` does not expire (as the card counts it)."""
         record = self._store.get(CREDENTIALS) or {}
         now = self._clock()
         count = 0
         for credential in record.get("credentials", []):
+            if credential.get("used"):
+                continue
+            if credential.get("expiresAt") is None:
+                count += 1
+                continue
             try:
                 expires = datetime.fromisoformat(str(credential["expiresAt"]))
-            except (KeyError, ValueError, TypeError):
+            except (ValueError, TypeError):
                 continue
             if expires.tzinfo is None:
                 expires = expires.replace(tzinfo=UTC)
-            if expires > now and not credential.get("used"):
+            if expires > now:
                 count += 1
         return count
 
@@ -378,9 +456,10 @@ class AlipayPlusNfcSdk:
             self._store.put(ACTIVATION, {"phase": progress["phase"], "statusCode": progress.get("statusCode")})
 
     def _forget_token(self) -> None:
-        """A failed activation leaves no card (status 0), so the next apply starts afresh."""
-        for name in (ACTIVATION, TOKEN, CREDENTIALS):
+        """No card (status 0) after a failed activation or a deletion, so the next apply starts afresh."""
+        for name in (ACTIVATION, TOKEN, CREDENTIALS, LOCK, TAPS):
             self._store.delete(name)
+        self._card = None
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Our API's JSON answer; a 401 disconnects the SDK, a network failure stops the run."""
@@ -405,7 +484,11 @@ class AlipayPlusNfcSdk:
             raise fail(NfcResultCode.SDK_NOT_CONNECTED, "our API no longer accepts the session")
         if response.is_error:
             code = NfcResultCode.NETWORK_EXCEPTION if response.status_code >= 500 else NfcResultCode.INNER_EXCEPTION
-            raise fail(code, f"{path}: HTTP {response.status_code}")
+            if stop:
+                raise _Stop(self._result(code, f"{path}: HTTP {response.status_code}"))
+            detail = _detail(response)
+            message = f"{path}: HTTP {response.status_code}" + (f" ({detail})" if detail else "")
+            raise NfcSdkError(code, message, response.status_code)
         try:
             answer = response.json()
         except ValueError:
@@ -416,6 +499,345 @@ class AlipayPlusNfcSdk:
 
     def _result(self, code: NfcResultCode, failure: str) -> ActivationResult:
         return ActivationResult(self.is_payment_available(), code, failure=failure)
+
+    # --- token management (spec §9) -----------------------------------------------------------
+
+    async def lock(self) -> TokenResult:
+        """``lock()``: network required. Our server locks the token (the Ant server suspends it at
+        Mastercard); only then is the server lock stored (status 3)."""
+        return await self._manage("POST", "lock", _CARD_EXISTS)
+
+    async def unlock(self) -> TokenResult:
+        """``unlock()``: network required; the stored server lock is cleared once our server unlocked
+        (3 → 2). A local lock (4) stays: ``local_unlock`` clears that."""
+        return await self._manage("POST", "unlock", _CARD_EXISTS)
+
+    def lock_locally(self) -> TokenResult:
+        """The app's own lock (status 4), without the network: for the app's security events, e.g. too
+        many wrong app PINs, the device's screen lock removed, or the user's "pause payments" switch.
+        Taps are declined (10008) until ``local_unlock()``; the server never hears of it."""
+        refused = self._refusal(_CARD_EXISTS)
+        if refused is not None:
+            return refused
+        try:
+            self._store.put(LOCK, {**(self._store.get(LOCK) or {}), "local": True})
+        except SecureStoreError as exc:
+            return self._token_result(NfcResultCode.INNER_EXCEPTION, str(exc))
+        return self._token_result(NfcResultCode.SUCCESS)
+
+    def local_unlock(self) -> TokenResult:
+        """``localUnlock()``: clears the local lock only (4 → 2, or 1 without credentials); a server
+        lock stays (3), which only ``unlock()`` clears."""
+        refused = self._refusal(_CARD_EXISTS)
+        if refused is not None:
+            return refused
+        try:
+            self._store.put(LOCK, {**(self._store.get(LOCK) or {}), "local": False})
+        except SecureStoreError as exc:
+            return self._token_result(NfcResultCode.INNER_EXCEPTION, str(exc))
+        return self._token_result(NfcResultCode.SUCCESS)
+
+    async def delete_token(self) -> TokenResult:
+        """``deleteToken`` (spec §9): only in status 1, 2 or 3. Queued tap reports go first (a deleted
+        token's taps can no longer count, so none may be left behind), then our server deletes the
+        token (and the Ant server at Mastercard); only then does the phone forget it (status 0)."""
+        refused = self._refusal((TokenStatus.NO_CREDENTIALS, TokenStatus.PAYMENT_ALLOWED, TokenStatus.LOCKED))
+        if refused is not None:
+            return refused
+        async with self._token_calls:
+            try:
+                if await self._flush_reports():
+                    return self._token_result(NfcResultCode.NETWORK_EXCEPTION, "tap reports are not delivered yet")
+                await self._request("DELETE", self._token_path())
+            except NfcSdkError as exc:
+                if exc.http_status != 410:  # 410: deleted already
+                    return self._failed(exc)
+            except SecureStoreError as exc:
+                return self._token_result(NfcResultCode.INNER_EXCEPTION, str(exc))
+            self._forget_token()
+        return self._token_result(NfcResultCode.SUCCESS)
+
+    async def replenish(self) -> TokenResult:
+        """``replenish()``: fetch credentials now (status 1, or to top up), through our server."""
+        allowed = (TokenStatus.NO_CREDENTIALS, TokenStatus.PAYMENT_ALLOWED, TokenStatus.LOCKED_LOCALLY)
+        refused = self._refusal(allowed)
+        if refused is not None:
+            return refused
+        async with self._token_calls:
+            try:
+                await self._flush_reports()
+                await self._top_up(force=True)
+            except NfcSdkError as exc:
+                return self._failed(exc)
+            except SecureStoreError as exc:
+                return self._token_result(NfcResultCode.INNER_EXCEPTION, str(exc))
+        return self._token_result(NfcResultCode.SUCCESS)
+
+    async def _manage(self, method: str, action: str, allowed: tuple[TokenStatus, ...]) -> TokenResult:
+        refused = self._refusal(allowed)
+        if refused is not None:
+            return refused
+        async with self._token_calls:
+            try:
+                self._follow_server(await self._request(method, f"{self._token_path()}/{action}"))
+            except NfcSdkError as exc:
+                return self._failed(exc)
+            except SecureStoreError as exc:
+                return self._token_result(NfcResultCode.INNER_EXCEPTION, str(exc))
+        return self._token_result(NfcResultCode.SUCCESS)
+
+    def _refusal(self, allowed: tuple[TokenStatus, ...]) -> TokenResult | None:
+        status = self.is_payment_available()
+        if status in allowed:
+            return None
+        code, why = _REFUSED_IN.get(status, (NfcResultCode.INVALID_INPUT_PARAMETERS, f"not in status {status}"))
+        return TokenResult(code, status, why)
+
+    def _failed(self, exc: NfcSdkError) -> TokenResult:
+        """Our API's refusal as the SDK's code: 409 locked, 410 deleted (the phone forgets the token)."""
+        if exc.http_status == 409:
+            return self._token_result(NfcResultCode.TOKEN_UNAVAILABLE, str(exc))
+        if exc.http_status == 410:
+            self._forget_token()
+            return self._token_result(NfcResultCode.TOKEN_DOES_NOT_EXIST, "the token was deleted")
+        return self._token_result(exc.code, str(exc))
+
+    def _token_result(self, code: NfcResultCode, failure: str | None = None) -> TokenResult:
+        return TokenResult(code, self.is_payment_available(), failure)
+
+    def _token_reference(self) -> str:
+        token = self._store.get(TOKEN)
+        if token is None or not token.get("tokenReferenceId"):
+            raise NfcSdkError(NfcResultCode.TOKEN_DOES_NOT_EXIST, "there is no card on this phone")
+        return str(token["tokenReferenceId"])
+
+    def _token_path(self) -> str:
+        return f"/app/v1/nfc/tokens/{self._token_reference()}"
+
+    def _follow_server(self, state: dict[str, Any]) -> None:
+        """Our server's word on the token: its lock is the stored server lock; deleted, it is gone."""
+        lifecycle = state.get("lifecycle")
+        if lifecycle == "DELETED":
+            self._forget_token()
+            return
+        lock = self._store.get(LOCK) or {}
+        if bool(lock.get("server")) != (lifecycle == "LOCKED"):
+            self._store.put(LOCK, {**lock, "server": lifecycle == "LOCKED"})
+
+    # --- taps (spec §10): the card, offline ----------------------------------------------------
+
+    def set_transaction_permit(self, permit: TransactionPermit | None) -> None:
+        """The app's ``TransactionPermit``; without one every tap proceeds (CDCVM rules still apply)."""
+        self._permit = permit
+
+    def set_transaction_listener(self, listener: TransactionListener | None) -> None:
+        self._listener = listener or TransactionListener()
+
+    def set_custom_data(self, data: bytes | None) -> None:
+        """``setCustomData``: ≤ 14 bytes for the next ARQC (the join key to the server's payment)."""
+        self._required_card().set_custom_data(data)
+
+    def verify_consumer(self) -> None:
+        """The user passed the device's CDCVM (biometric or passcode): valid for the next 30 s."""
+        self._required_card().verify_consumer()
+
+    def deactivate(self) -> None:
+        """``HostApduService.onDeactivated``: the reader's field is gone; the next tap starts afresh."""
+        if self._card is not None:
+            self._card[1].deactivate()
+
+    def process_apdu(self, command: bytes) -> bytes:
+        """``HostApduService.processCommandApdu``: one response APDU, offline and synchronous. Without
+        an activated card, SELECT answers ``6A 82`` (the listener gets 10009) and anything else ``69 85``."""
+        card = self._tap_card()
+        if card is not None:
+            return card.process_apdu(command)
+        if command[1:2] == bytes([INS_SELECT]):  # the reader looks for a card there is not
+            self._tell_listener(self._listener.on_transaction_failed, TapFailure.TOKEN_DOES_NOT_EXIST.value)
+            return SW_FILE_NOT_FOUND
+        return SW_CONDITIONS_NOT_SATISFIED
+
+    def _required_card(self) -> ContactlessCard:
+        card = self._tap_card()
+        if card is None:
+            raise NfcSdkError(NfcResultCode.TOKEN_DOES_NOT_EXIST, "there is no activated card on this phone")
+        return card
+
+    def _tap_card(self) -> ContactlessCard | None:
+        """The card of the stored, activated token (one instance per token: it holds the tap's state)."""
+        try:
+            token = self._store.get(TOKEN)
+            if token is None or not token.get("active"):
+                return None
+            reference = str(token["tokenReferenceId"])
+            if self._card is None or self._card[0] != reference:
+                card = ContactlessCard(
+                    token["cardProfile"],
+                    StoredCredentials(self._store, self._clock, CREDENTIALS),
+                    permit=_AppPermit(self),
+                    listener=_TapEvents(self),
+                    clock=self._clock,
+                    cvm_limit=self._cvm_limit,
+                    availability=self._tap_refusal,
+                )
+                self._card = (reference, card)
+        except (SecureStoreError, KeyError, TypeError, ValueError):
+            logger.exception("the stored card cannot be read")
+            return None
+        return self._card[1]
+
+    def _tap_refusal(self) -> TapFailure | None:
+        """Asked by the card at GENERATE AC: a locked token (3 or 4) is unavailable (10008)."""
+        if not self._connected:
+            return TapFailure.SDK_NOT_CONNECTED
+        status = self.is_payment_available()
+        if status in (TokenStatus.LOCKED, TokenStatus.LOCKED_LOCALLY, TokenStatus.QUERY_FAILED):
+            return TapFailure.TOKEN_UNAVAILABLE
+        return None
+
+    def _tapped(self, atc: int, custom_data: bytes | None) -> None:
+        """An ARQC left the phone: its report is queued durably before anything else, then sent."""
+        reference = self._token_reference()
+        reports = self._pending_reports()
+        if all(report["atc"] != atc for report in reports):
+            reports.append(
+                {
+                    "tokenReferenceId": reference,
+                    "atc": atc,
+                    "customData": custom_data.hex() if custom_data else None,
+                    "tappedAt": self._clock().isoformat(),
+                }
+            )
+            self._store.put(TAPS, {"reports": reports})
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop here: the next report_taps() sends it
+        task = loop.create_task(self._report_in_background())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _report_in_background(self) -> None:
+        try:
+            await self.report_taps()
+        except Exception:  # it stays queued; the next call sends it
+            logger.exception("background tap report failed")
+
+    def _tell_listener(self, callback: Callable[..., None], *args: Any) -> None:
+        try:
+            callback(*args)
+        except Exception:
+            logger.exception("TransactionListener callback failed")
+
+    # --- tap reports and auto-replenish (spec §8) ----------------------------------------------
+
+    def pending_tap_reports(self) -> list[dict[str, Any]]:
+        """Tap reports our API has not accepted yet, oldest ATC first."""
+        return sorted(self._pending_reports(), key=lambda report: int(report["atc"]))
+
+    async def report_taps(self) -> int:
+        """Send every queued tap report to our API, then replenish if fewer than ``replenish_below``
+        credentials remain. Returns how many reports still wait (0: all delivered). A failed send keeps
+        its report, and the later ones, for the next call; our server counts each ATC once, so a
+        report sent twice (the answer lost) is harmless."""
+        if not self._connected:
+            return len(self._pending_reports())
+        async with self._token_calls:
+            try:
+                waiting = await self._flush_reports()
+                await self._top_up(force=False)
+            except (NfcSdkError, SecureStoreError) as exc:
+                logger.info("tap reports or replenishment not done: %s", exc)
+                waiting = len(self._pending_reports())
+        return waiting
+
+    def _pending_reports(self) -> list[dict[str, Any]]:
+        return list((self._store.get(TAPS) or {}).get("reports", []))
+
+    async def _flush_reports(self) -> int:
+        """Send the queued reports in ATC order; stop at the first failure (the network is likely
+        down). A report our API can never accept (410 deleted, 422 malformed) is dropped."""
+        for report in self.pending_tap_reports():
+            if not self._connected or not self.device.online:
+                break
+            path = f"/app/v1/nfc/tokens/{report['tokenReferenceId']}/taps"
+            body = {"atc": report["atc"], "customData": report.get("customData"), "tappedAt": report["tappedAt"]}
+            try:
+                await self._request("POST", path, body)
+            except NfcSdkError as exc:
+                if exc.http_status not in (410, 422):
+                    break
+                logger.warning("tap report for ATC %s dropped: %s", report["atc"], exc)
+            remaining = [r for r in self._pending_reports() if r["atc"] != report["atc"]]
+            self._store.put(TAPS, {"reports": remaining})
+        return len(self._pending_reports())
+
+    async def _top_up(self, *, force: bool) -> None:
+        """Below the threshold (or when forced): collect the credentials our server holds for the phone,
+        or have it replenish when none wait, store them, and confirm them (``/credentials``)."""
+        if self._store.get(TOKEN) is None or (not force and self._unused_credentials() >= self._replenish_below):
+            return
+        path = self._token_path()
+        state = await self._request("GET", path)
+        self._follow_server(state)
+        if state.get("lifecycle") == "LOCKED":  # no credentials until unlocked
+            raise NfcSdkError(NfcResultCode.TOKEN_UNAVAILABLE, "the token is locked", 409)
+        if state.get("lifecycle") == "DELETED":
+            raise NfcSdkError(NfcResultCode.TOKEN_DOES_NOT_EXIST, "the token was deleted", 410)
+        waiting = state.get("undelivered") or []
+        if not waiting:
+            waiting = (await self._request("POST", f"{path}/replenish")).get("undelivered") or []
+        if waiting:
+            self._store_credentials(waiting)
+            await self._request("POST", f"{path}/credentials", {"credentials": waiting})
+
+    def _store_credentials(self, fresh: list[dict[str, Any]]) -> None:
+        records = list((self._store.get(CREDENTIALS) or {}).get("credentials", []))
+        held = {int(record["atc"]) for record in records}
+        records += [dict(credential) for credential in fresh if int(credential["atc"]) not in held]
+        self._store.put(CREDENTIALS, {"credentials": records})
+
+
+class _AppPermit:
+    """The card asks the app's current permit (set any time); none set: proceed."""
+
+    def __init__(self, sdk: AlipayPlusNfcSdk) -> None:
+        self._sdk = sdk
+
+    def is_allowed(self, auth_before: bool, info: TransactionInfo) -> PermitResult:
+        permit = self._sdk._permit
+        return PermitResult.PROCEED if permit is None else permit.is_allowed(auth_before, info)
+
+
+class _TapEvents(TransactionListener):
+    """The card's events: a finished tap is queued as a report first, then the app's listener hears."""
+
+    def __init__(self, sdk: AlipayPlusNfcSdk) -> None:
+        self._sdk = sdk
+
+    def on_transaction_started(self) -> None:
+        self._sdk._listener.on_transaction_started()
+
+    def on_transaction_auth(self) -> None:
+        self._sdk._listener.on_transaction_auth()
+
+    def on_transaction_finished(self, result: TapResult, atc: int, custom_data: bytes | None) -> None:
+        try:
+            self._sdk._tapped(atc, custom_data)
+        except Exception:  # the ARQC has left: the server still learns the ATC from the payment
+            logger.exception("the tap report for ATC %s could not be queued", atc)
+        self._sdk._listener.on_transaction_finished(result, atc, custom_data)
+
+    def on_transaction_failed(self, code: str) -> None:
+        self._sdk._listener.on_transaction_failed(code)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return ""
+    return str(detail) if detail else ""
 
 
 class _Bar:
@@ -487,5 +909,6 @@ __all__ = [
     "NfcSdkError",
     "ProgressCallback",
     "SettingsRequired",
+    "TokenResult",
     "TokenStatus",
 ]

@@ -4,12 +4,15 @@ Started (signal-with-start) by whichever comes first: Alipay+'s tokenActivationN
 or the phone's first report. It counts the token's single-use credentials: a credential is
 identified by its ATC, so a tap reported twice, late or out of order is counted once. When
 fewer than the threshold remain it replenishes through the NFC proxy (one replenish at a
-time) and keeps the new credentials for the phone to collect. It waits for events without
-end and continues as new, with its state, before its history grows large.
+time) and keeps the new credentials for the phone to collect. The user manages it: lock,
+unlock and delete go to the Ant server first (which tells Mastercard) and change the state only
+once it agreed. It waits for events until deleted and continues as new, with its state, before
+its history grows large.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -18,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.nfc_proxy import NfcActivities, SdkAnswer, SdkCall
@@ -27,11 +30,24 @@ with workflow.unsafe.imports_passed_through():
 REPLENISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=5)
 MAX_FAILED_REPLENISHES = 3  # then only the phone's replenish() tries again
 REPLENISH_TIMEOUT = timedelta(seconds=20)  # above Alipay+'s 10 s for sdkProxy
+# lock/unlock/delete: the user waits for the answer, so a short retry; then the call fails
+MANAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+ANT_SUCCESS = "SUCCESS"
 
 
 class TokenLifecycle(StrEnum):
     PENDING = "PENDING"  # started before Alipay+'s notification arrived
     ACTIVE = "ACTIVE"
+    LOCKED = "LOCKED"  # lock(): Mastercard suspended the token; unlock() makes it ACTIVE again
+    DELETED = "DELETED"  # delete(): the token never pays again and its workflow ends
+
+
+class TokenRefusal(StrEnum):
+    """Why an update failed: the ``type`` of its ``ApplicationError``."""
+
+    ANT_FAILED = "AntFailed"  # the Ant server refused or could not be reached: nothing changed
+    DELETED = "TokenDeleted"
+    LOCKED = "TokenLocked"
 
 
 class TokenActivated(BaseModel):
@@ -89,6 +105,7 @@ class TokenStart(BaseModel):
     replenish_below: int = 10  # seed 001: auto-replenish when fewer than 10 remain
     replenish_count: int = 10
     carried: TokenState | None = None  # continue-as-new hands the state over
+    history_limit: int | None = None  # continue as new at this many events too (else when Temporal suggests)
 
 
 @workflow.defn
@@ -100,16 +117,19 @@ class TokenWorkflow:
         if self._state.customer_id is None:
             self._state.customer_id = start.customer_id
         self._replenishing = False
+        self._managing = asyncio.Lock()  # one lock/unlock/delete at a time, in arrival order
 
     @workflow.run
     async def run(self, start: TokenStart) -> None:
-        while not workflow.info().is_continue_as_new_suggested():
+        while not self._deleted() and not self._history_is_long():
             await workflow.wait_condition(
-                lambda: self._needs_replenishing() or workflow.info().is_continue_as_new_suggested()
+                lambda: self._needs_replenishing() or self._history_is_long() or self._deleted()
             )
             if self._needs_replenishing():
                 await self._replenish()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._deleted():
+            return  # nothing can happen to a deleted token any more
         workflow.continue_as_new(start.model_copy(update={"carried": self._state}))
 
     # --- Alipay+ and the phone talk to the token ------------------------------------------------
@@ -119,10 +139,11 @@ class TokenWorkflow:
         """tokenActivationNotification (seed 002): the token is active; a repeat changes nothing."""
         state = self._state
         state.activation_notices += 1
-        if state.lifecycle is TokenLifecycle.PENDING:
-            state.lifecycle = TokenLifecycle.ACTIVE
+        if state.activated_at is None:  # also when the user locked the token before the notice came
             state.customer_id = state.customer_id or notice.customer_id
             state.activated_at = notice.token_activated_time
+        if state.lifecycle is TokenLifecycle.PENDING:
+            state.lifecycle = TokenLifecycle.ACTIVE
 
     @workflow.signal
     def credentials_stored(self, credentials: list[Credential]) -> None:
@@ -133,7 +154,8 @@ class TokenWorkflow:
 
     @workflow.signal
     def tap_reported(self, tap: TapReport) -> None:
-        """A tap used the credential with this ATC; reports retried, duplicated or reordered count once."""
+        """A tap used the credential with this ATC; reports retried, duplicated or reordered count once.
+        A locked token's taps count too: the tap may predate the lock (the phone reports later)."""
         if tap.atc in self._state.used_atcs:
             return
         self._state.used_atcs = sorted({*self._state.used_atcs, tap.atc})
@@ -142,16 +164,83 @@ class TokenWorkflow:
 
     @workflow.update
     async def replenish(self) -> TokenState:
-        """Manual replenish(): fetch credentials now, whatever is left."""
-        if not self._replenishing:
+        """Manual replenish(): fetch credentials now, whatever is left. Credentials already waiting for
+        the phone, or the automatic replenish under way, are the answer: asking Ant again would only
+        strand more."""
+        self._refuse_unless_usable()
+        if self._replenishing:
+            await workflow.wait_condition(lambda: not self._replenishing)
+        elif not self._state.undelivered:
             await self._replenish()
         return self._state
+
+    @replenish.validator
+    def _validate_replenish(self) -> None:
+        self._refuse_unless_usable()
+
+    @workflow.update
+    async def lock(self) -> TokenState:
+        """lock(): the Ant server suspends the token at Mastercard, then it is LOCKED. Not replenished
+        while locked: Ant issues no credentials for a suspended token, and a locked one cannot pay."""
+        async with self._managing:
+            self._refuse_if_deleted()
+            if self._state.lifecycle is not TokenLifecycle.LOCKED:
+                await self._ask_ant("lockToken")
+                self._state.lifecycle = TokenLifecycle.LOCKED
+        return self._state
+
+    @workflow.update
+    async def unlock(self) -> TokenState:
+        """unlock(): the Ant server reactivates the token; replenishing resumes if it is low."""
+        async with self._managing:
+            self._refuse_if_deleted()
+            if self._state.lifecycle is TokenLifecycle.LOCKED:
+                await self._ask_ant("unlockToken")
+                activated = self._state.activated_at is not None
+                self._state.lifecycle = TokenLifecycle.ACTIVE if activated else TokenLifecycle.PENDING
+        return self._state
+
+    @workflow.update
+    async def delete(self) -> TokenState:
+        """delete: the Ant server deletes the token at Mastercard; the workflow then ends. A repeat
+        answers the same."""
+        async with self._managing:
+            if self._state.lifecycle is not TokenLifecycle.DELETED:
+                await self._ask_ant("deleteToken")
+                self._state.lifecycle = TokenLifecycle.DELETED
+                self._state.undelivered = []  # never to be collected
+        return self._state
+
+    @lock.validator
+    def _validate_lock(self) -> None:
+        self._refuse_if_deleted()
+
+    @unlock.validator
+    def _validate_unlock(self) -> None:
+        self._refuse_if_deleted()
 
     @workflow.query
     def state(self) -> TokenState:
         return self._state
 
     # --- steps ----------------------------------------------------------------------------
+
+    def _deleted(self) -> bool:
+        return self._state.lifecycle is TokenLifecycle.DELETED
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        limit = self._start.history_limit
+        return info.is_continue_as_new_suggested() or (limit is not None and info.get_current_history_length() >= limit)
+
+    def _refuse_if_deleted(self) -> None:
+        if self._deleted():
+            raise ApplicationError("The token was deleted.", type=TokenRefusal.DELETED, non_retryable=True)
+
+    def _refuse_unless_usable(self) -> None:
+        self._refuse_if_deleted()
+        if self._state.lifecycle is TokenLifecycle.LOCKED:
+            raise ApplicationError("The token is locked.", type=TokenRefusal.LOCKED, non_retryable=True)
 
     def _needs_replenishing(self) -> bool:
         state = self._state
@@ -173,12 +262,30 @@ class TokenWorkflow:
             return
         finally:
             self._replenishing = False
+        if self._deleted():
+            return  # deleted meanwhile: nobody will collect them
+        if answer.code != ANT_SUCCESS:  # e.g. TOKEN_NOT_ACTIVE: nothing came, try again later
+            self._state.replenish_failures += 1
+            return
         fresh = [Credential.model_validate(item) for item in answer.payload().get("credentials", [])]
         self._state.undelivered += [c for c in fresh if c.atc not in self._state.issued_atcs]
         self._state.replenishments += 1
         self._state.replenish_failures = 0
 
-    async def _sdk(self, api: str, payload: dict[str, Any]) -> SdkAnswer:
+    async def _ask_ant(self, api: str) -> None:
+        """A token-management SDK request; any answer but SUCCESS fails the update, state unchanged."""
+        try:
+            answer = await self._sdk(api, {}, retry_policy=MANAGE_RETRY)
+        except ActivityError as exc:
+            raise ApplicationError(
+                f"{api}: the Ant server could not be reached", type=TokenRefusal.ANT_FAILED, non_retryable=True
+            ) from exc
+        if answer.code != ANT_SUCCESS:
+            raise ApplicationError(
+                f"{api}: the Ant server answered {answer.code}", type=TokenRefusal.ANT_FAILED, non_retryable=True
+            )
+
+    async def _sdk(self, api: str, payload: dict[str, Any], retry_policy: RetryPolicy = REPLENISH_RETRY) -> SdkAnswer:
         call = SdkCall.of(
             self._state.customer_id or "",
             api,
@@ -189,6 +296,6 @@ class TokenWorkflow:
             NfcActivities.sdk_request,
             call,
             start_to_close_timeout=REPLENISH_TIMEOUT,
-            retry_policy=REPLENISH_RETRY,
+            retry_policy=retry_policy,
             summary=f"{api} for {self._state.token_reference_id}",
         )

@@ -21,12 +21,21 @@ from temporalio.common import (
 )
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.workflow import UpdateMethodMultiParam
 
 from activities.nfc_proxy import ProxyRefused, SdkCall
 from alipayplus import TransportError
 from workflows import search_attributes
 from workflows.nfc_activation import ActivationRequest, DeviceStep, NfcActivationWorkflow, Progress
-from workflows.token import Credential, TapReport, TokenStart, TokenState, TokenWorkflow
+from workflows.token import (
+    Credential,
+    TapReport,
+    TokenLifecycle,
+    TokenRefusal,
+    TokenStart,
+    TokenState,
+    TokenWorkflow,
+)
 
 from ..inbound import describe
 from ..services import Services, ServicesDep
@@ -157,6 +166,8 @@ async def proxy(request: Request, customer_id: Customer, services: ServicesDep) 
         sdk_request_data=proxied.sdk_request_data,
     )
     try:
+        if call.api in MANAGED_BY_THE_TOKEN:
+            raise ProxyRefused(f"sdkRequestHeader.api: {call.api} goes through /app/v1/nfc/tokens/{{ref}}")
         answer = await services.nfc_proxy.forward(call)
     except ProxyRefused as exc:
         raise HTTPException(400, str(exc)) from None
@@ -165,40 +176,77 @@ async def proxy(request: Request, customer_id: Customer, services: ServicesDep) 
     return ProxiedAnswer(sdk_response_header=answer.sdk_response_header, sdk_response_data=answer.sdk_response_data)
 
 
-# --- the activated token: taps, credentials, replenish (token/{tokenReferenceId}) ------------------
+# --- the activated token: taps, credentials, replenish, lock/unlock/delete (token/{tokenReferenceId}) ------
 
 TokenPath = Annotated[str, Path(min_length=1, max_length=64)]
+TokenHandle = WorkflowHandle[TokenWorkflow, None]
+# The token's own endpoints do these, so its workflow stays the one record of its state.
+MANAGED_BY_THE_TOKEN = frozenset({"lockToken", "unlockToken", "deleteToken"})
+REFUSAL_STATUS: dict[str, int] = {TokenRefusal.ANT_FAILED: 502, TokenRefusal.DELETED: 410, TokenRefusal.LOCKED: 409}
+TokenUpdate = UpdateMethodMultiParam[[TokenWorkflow], TokenState]
 
 
 class StoredCredentials(CamelModel):
     credentials: list[Credential] = Field(min_length=1, max_length=100)
 
 
-async def _token(services: Services, customer_id: str, token_reference_id: str) -> WorkflowHandle[TokenWorkflow, None]:
-    """The token's workflow, started if new; another customer's token is not found."""
+async def _token_and_state(
+    services: Services, customer_id: str, token_reference_id: str, *, start_if_new: bool
+) -> tuple[TokenHandle, TokenState | None]:
+    """The token's workflow and its state (None when just started); another customer's token, or an
+    unknown one that is not to be started, is not found."""
     handle = services.temporal.get_workflow_handle_for(TokenWorkflow.run, f"token/{token_reference_id}")
     try:
         state = await handle.query(TokenWorkflow.state)
     except RPCError as exc:
         if exc.status is not RPCStatusCode.NOT_FOUND:
             raise
-        return await services.temporal.start_workflow(
+        if not start_if_new:
+            raise HTTPException(404, "No such token.") from None
+        started = await services.temporal.start_workflow(
             TokenWorkflow.run,
             TokenStart(token_reference_id=token_reference_id, customer_id=customer_id),
             id=f"token/{token_reference_id}",
             task_queue=services.settings.temporal_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
+        return started, None
     if state.customer_id not in (None, customer_id):
         raise HTTPException(404, "No such token.")
+    return handle, state
+
+
+async def _token(
+    services: Services, customer_id: str, token_reference_id: str, *, start_if_new: bool = True
+) -> TokenHandle:
+    """The token's workflow, started if new (unless told not to); a deleted token is gone (410)."""
+    handle, state = await _token_and_state(services, customer_id, token_reference_id, start_if_new=start_if_new)
+    if state is not None and state.lifecycle is TokenLifecycle.DELETED:
+        raise HTTPException(410, "The token was deleted.")
     return handle
+
+
+async def _update(handle: TokenHandle, update: TokenUpdate) -> TokenState:
+    """Run one of the token's updates; its refusal becomes the HTTP answer (Ant failing: 502)."""
+    try:
+        return await handle.execute_update(update)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        if not isinstance(cause, ApplicationError):
+            raise HTTPException(502, str(exc)) from None
+        raise HTTPException(REFUSAL_STATUS.get(cause.type or "", 502), cause.message) from None
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:  # the workflow ended meanwhile: deleted
+            raise HTTPException(410, "The token was deleted.") from None
+        raise
 
 
 @router.post("/tokens/{token_reference_id}/taps", status_code=202)
 async def report_tap(
     token_reference_id: TokenPath, tap: TapReport, customer_id: Customer, services: ServicesDep
 ) -> dict[str, bool]:
-    """The phone reports a tap (the ATC it used); repeats and reordering are harmless."""
+    """The phone reports a tap (the ATC it used); repeats and reordering are harmless, and a locked
+    token's taps count (the tap may predate the lock). A deleted token's cannot (410)."""
     handle = await _token(services, customer_id, token_reference_id)
     await handle.signal(TokenWorkflow.tap_reported, tap)
     return {"accepted": True}
@@ -216,12 +264,36 @@ async def credentials_stored(
 @router.get("/tokens/{token_reference_id}", response_model=TokenState)
 async def token_state(token_reference_id: TokenPath, customer_id: Customer, services: ServicesDep) -> TokenState:
     """The token as the server sees it, with replenished credentials waiting for the phone."""
-    handle = await _token(services, customer_id, token_reference_id)
-    return await handle.query(TokenWorkflow.state)
+    handle, state = await _token_and_state(services, customer_id, token_reference_id, start_if_new=True)
+    return state if state is not None else await handle.query(TokenWorkflow.state)
 
 
 @router.post("/tokens/{token_reference_id}/replenish", response_model=TokenState)
 async def replenish(token_reference_id: TokenPath, customer_id: Customer, services: ServicesDep) -> TokenState:
-    """Manual replenish(): fetch credentials now."""
+    """Manual replenish(): fetch credentials now (409 while locked)."""
     handle = await _token(services, customer_id, token_reference_id)
-    return await handle.execute_update(TokenWorkflow.replenish)
+    return await _update(handle, TokenWorkflow.replenish)
+
+
+@router.post("/tokens/{token_reference_id}/lock", response_model=TokenState)
+async def lock_token(token_reference_id: TokenPath, customer_id: Customer, services: ServicesDep) -> TokenState:
+    """lock(): suspended at Mastercard through the Ant server, then LOCKED here; 502 if Ant fails."""
+    handle = await _token(services, customer_id, token_reference_id, start_if_new=False)
+    return await _update(handle, TokenWorkflow.lock)
+
+
+@router.post("/tokens/{token_reference_id}/unlock", response_model=TokenState)
+async def unlock_token(token_reference_id: TokenPath, customer_id: Customer, services: ServicesDep) -> TokenState:
+    """unlock(): active again at Mastercard, then here; 502 if Ant fails."""
+    handle = await _token(services, customer_id, token_reference_id, start_if_new=False)
+    return await _update(handle, TokenWorkflow.unlock)
+
+
+@router.delete("/tokens/{token_reference_id}", response_model=TokenState)
+async def delete_token(token_reference_id: TokenPath, customer_id: Customer, services: ServicesDep) -> TokenState:
+    """deleteToken: deleted at Mastercard through the Ant server, then its workflow ends; a repeat
+    answers the deleted state; 502 if Ant fails (the token stays as it was)."""
+    handle, state = await _token_and_state(services, customer_id, token_reference_id, start_if_new=False)
+    if state is not None and state.lifecycle is TokenLifecycle.DELETED:
+        return state
+    return await _update(handle, TokenWorkflow.delete)

@@ -31,7 +31,17 @@ from .mastercard import Fault, SandboxMastercard, Script, Sleep, TokenState
 
 logger = logging.getLogger(__name__)
 
-AntApi = Literal["applyNfcToken", "queryToken", "provision", "notifyProvisionResult", "queryNTUResult", "replenish"]
+AntApi = Literal[
+    "applyNfcToken",
+    "queryToken",
+    "provision",
+    "notifyProvisionResult",
+    "queryNTUResult",
+    "replenish",
+    "lockToken",
+    "unlockToken",
+    "deleteToken",
+]
 ANT_APIS: tuple[str, ...] = get_args(AntApi)
 TokenActiveHook = Callable[[str, str, str], Awaitable[None]]  # (tokenReferenceId, customerId, deviceFingerprint)
 
@@ -202,6 +212,9 @@ class SandboxAntNfc:
             "notifyProvisionResult": self._notify_provision_result,
             "queryNTUResult": self._query_ntu_result,
             "replenish": self._replenish,
+            "lockToken": self._lock_token,
+            "unlockToken": self._unlock_token,
+            "deleteToken": self._delete_token,
         }
 
     # --- scripting ---------------------------------------------------------------------
@@ -370,6 +383,30 @@ class SandboxAntNfc:
             for atc in range(first, token.next_atc)
         ]
         return {"credentials": credentials}
+
+    # --- token management (lock, unlock, delete): the token's state at Mastercard ---------
+
+    async def _lock_token(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+        """ACTIVE → SUSPENDED; a repeat answers the same."""
+        token = self._own_token(customer_id, _parse(TokenReferenceData, data).token_reference_id, reject)
+        if token.state not in (TokenState.ACTIVE, TokenState.SUSPENDED):
+            raise AntError(TOKEN_NOT_ACTIVE, "Only an active token can be locked")
+        self._set_state(token, TokenState.SUSPENDED)
+        return {"state": TokenState.SUSPENDED.value}
+
+    async def _unlock_token(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+        """SUSPENDED → ACTIVE; a repeat answers the same."""
+        token = self._own_token(customer_id, _parse(TokenReferenceData, data).token_reference_id, reject)
+        if token.state not in (TokenState.SUSPENDED, TokenState.ACTIVE):
+            raise AntError(TOKEN_NOT_ACTIVE, "Only a locked token can be unlocked")
+        self._set_state(token, TokenState.ACTIVE)
+        return {"state": TokenState.ACTIVE.value}
+
+    async def _delete_token(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+        """Any state → DELETED, for good; a repeat answers the same (the MPP may retry)."""
+        token = self._own_token(customer_id, _parse(TokenReferenceData, data).token_reference_id, reject)
+        self._set_state(token, TokenState.DELETED)
+        return {"state": TokenState.DELETED.value}
 
     # --- lookups (a customer sees only their own) --------------------------------------
 

@@ -1,5 +1,6 @@
 """The token's entity workflow on the time-skipping server: activation notice, credentials counted by
-ATC (duplicated and reordered tap reports counted once), automatic and manual replenishment."""
+ATC (duplicated and reordered tap reports counted once), automatic and manual replenishment, and
+token management (lock, unlock, delete) through the Ant server, surviving continue-as-new."""
 
 from __future__ import annotations
 
@@ -12,14 +13,24 @@ from datetime import UTC, datetime
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.nfc_proxy import SdkAnswer, SdkCall
 from alipayplus.nfc import AccountSource
 from tests.conftest import save_history
-from workflows.token import Credential, TapReport, TokenActivated, TokenLifecycle, TokenStart, TokenState, TokenWorkflow
+from workflows.token import (
+    Credential,
+    TapReport,
+    TokenActivated,
+    TokenLifecycle,
+    TokenRefusal,
+    TokenStart,
+    TokenState,
+    TokenWorkflow,
+)
 
 CUSTOMER = "2160220037535021"
 NOTICE = TokenActivated(
@@ -39,9 +50,12 @@ def credentials(atcs: range) -> list[Credential]:
 
 @dataclass
 class AntReplenish:
-    """The Ant server's replenish, through the proxy: ``count`` new credentials after the last ATC."""
+    """The Ant server through the proxy: replenish gives ``count`` new credentials after the last ATC;
+    lockToken/unlockToken/deleteToken answer SUCCESS unless listed in ``refuse`` (then SYSTEM_ERROR)."""
 
-    fail: bool = False
+    fail: bool = False  # a non-retryable failure
+    unreachable: bool = False  # a retryable one (e.g. a timeout)
+    refuse: set[str] = field(default_factory=set)
     calls: list[dict[str, object]] = field(default_factory=list)
     next_atc: int = 11
 
@@ -51,11 +65,20 @@ class AntReplenish:
         self.calls.append({"api": call.api, "customer": call.customer_id, **payload})
         if self.fail:
             raise ApplicationError("Ant unreachable", non_retryable=True)
+        if self.unreachable:
+            raise ConnectionError("Ant did not answer")
+        header = json.loads(call.sdk_request_header) | {
+            "code": "SYSTEM_ERROR" if call.api in self.refuse else "SUCCESS"
+        }
+        if call.api != "replenish":
+            return SdkAnswer(sdk_response_header=json.dumps(header), sdk_response_data="{}")
         count = int(payload["count"])
         fresh = [{"atc": atc, "singleUseKey": "11" * 16} for atc in range(self.next_atc, self.next_atc + count)]
         self.next_atc += count
-        header = json.loads(call.sdk_request_header) | {"code": "SUCCESS"}
         return SdkAnswer(sdk_response_header=json.dumps(header), sdk_response_data=json.dumps({"credentials": fresh}))
+
+    def apis(self) -> list[object]:
+        return [call["api"] for call in self.calls]
 
 
 @pytest.fixture
@@ -66,11 +89,13 @@ async def ant(client: Client) -> AsyncIterator[tuple[AntReplenish, str]]:
         yield fake, task_queue
 
 
-async def activated(client: Client, task_queue: str, stored: range) -> WorkflowHandle[TokenWorkflow, None]:
+async def activated(
+    client: Client, task_queue: str, stored: range, history_limit: int | None = None
+) -> WorkflowHandle[TokenWorkflow, None]:
     reference = f"DAPLMC{uuid.uuid4().hex[:26]}"
     handle = await client.start_workflow(
         TokenWorkflow.run,
-        TokenStart(token_reference_id=reference),
+        TokenStart(token_reference_id=reference, history_limit=history_limit),
         id=f"token/{reference}",
         task_queue=task_queue,
         start_signal="activation_notified",
@@ -151,4 +176,112 @@ async def test_a_failed_replenish_stops_retrying_and_the_phone_can_ask_again(
 
     assert failed.replenishments == 0 and len(fake.calls) >= 3
     assert asked.replenishments == 1 and asked.replenish_failures == 0 and len(asked.undelivered) == 10
+    await handle.terminate("test over")
+
+
+# --- token management: lock, unlock, delete ------------------------------------------------------
+
+
+async def test_lock_and_unlock_go_to_the_ant_server_first_and_repeats_change_nothing(
+    client: Client, ant: tuple[AntReplenish, str]
+) -> None:
+    fake, task_queue = ant
+    handle = await activated(client, task_queue, range(1, 21))
+
+    locked = await handle.execute_update(TokenWorkflow.lock)
+    again = await handle.execute_update(TokenWorkflow.lock)
+    unlocked = await handle.execute_update(TokenWorkflow.unlock)
+    unlocked_again = await handle.execute_update(TokenWorkflow.unlock)
+
+    assert locked.lifecycle is TokenLifecycle.LOCKED and again.lifecycle is TokenLifecycle.LOCKED
+    assert unlocked.lifecycle is unlocked_again.lifecycle is TokenLifecycle.ACTIVE
+    assert fake.calls == [
+        {"api": "lockToken", "customer": CUSTOMER, "tokenReferenceId": locked.token_reference_id},
+        {"api": "unlockToken", "customer": CUSTOMER, "tokenReferenceId": locked.token_reference_id},
+    ]
+    await save_history(handle, "token_locked")
+    await handle.terminate("test over")
+
+
+@pytest.mark.parametrize("how", ["refused", "unreachable"])
+@pytest.mark.parametrize("api", ["lockToken", "deleteToken"])
+async def test_a_failed_ant_call_leaves_the_token_as_it_was(
+    client: Client, ant: tuple[AntReplenish, str], api: str, how: str
+) -> None:
+    fake, task_queue = ant
+    handle = await activated(client, task_queue, range(1, 21))
+    fake.refuse, fake.unreachable = ({api}, False) if how == "refused" else (set(), True)
+    update = TokenWorkflow.lock if api == "lockToken" else TokenWorkflow.delete
+
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await handle.execute_update(update)
+    state = await handle.query(TokenWorkflow.state)
+
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == TokenRefusal.ANT_FAILED
+    assert api in cause.message
+    assert state.lifecycle is TokenLifecycle.ACTIVE and state.credentials_left == 20
+    assert fake.apis() == [api] * (1 if how == "refused" else 3)  # unreachable: retried, then failed
+    fake.refuse, fake.unreachable = set(), False
+    assert (await handle.execute_update(update)).lifecycle is not TokenLifecycle.ACTIVE  # works once Ant does
+    if api == "lockToken":
+        await handle.terminate("test over")
+
+
+async def test_a_locked_token_counts_its_taps_but_is_not_replenished_until_unlocked(
+    client: Client, ant: tuple[AntReplenish, str]
+) -> None:
+    fake, task_queue = ant
+    handle = await activated(client, task_queue, range(1, 11))  # 10 left: at the threshold
+    await handle.execute_update(TokenWorkflow.lock)
+
+    for atc in (2, 1, 3, 2):  # taps from before the lock, reported late and twice
+        await handle.signal(TokenWorkflow.tap_reported, TapReport(atc=atc, tapped_at=TAPPED))
+    locked = await until(handle, lambda s: s.taps == 3)
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(TokenWorkflow.replenish)
+    await handle.execute_update(TokenWorkflow.unlock)
+    unlocked = await until(handle, lambda s: s.replenishments == 1)
+
+    assert locked.lifecycle is TokenLifecycle.LOCKED and locked.credentials_left == 7
+    assert isinstance(refused.value.cause, ApplicationError) and refused.value.cause.type == TokenRefusal.LOCKED
+    assert fake.apis() == ["lockToken", "unlockToken", "replenish"]  # nothing fetched while locked
+    assert unlocked.lifecycle is TokenLifecycle.ACTIVE and len(unlocked.undelivered) == 10
+    await handle.terminate("test over")
+
+
+async def test_a_deleted_token_ends_its_workflow(client: Client, ant: tuple[AntReplenish, str]) -> None:
+    fake, task_queue = ant
+    handle = await activated(client, task_queue, range(1, 6))  # 5 left: replenished at once
+    await until(handle, lambda s: s.replenishments == 1)
+    await handle.execute_update(TokenWorkflow.lock)  # a locked token can be deleted (status 3)
+
+    deleted = await handle.execute_update(TokenWorkflow.delete)
+    await handle.result()  # ended, not continued
+    final = await handle.query(TokenWorkflow.state)  # the closed workflow still answers
+
+    assert deleted.lifecycle is final.lifecycle is TokenLifecycle.DELETED
+    assert deleted.undelivered == []  # never to be collected
+    assert fake.apis() == ["replenish", "lockToken", "deleteToken"]
+    with pytest.raises(RPCError) as closed:
+        await handle.execute_update(TokenWorkflow.unlock)
+    assert closed.value.status is RPCStatusCode.NOT_FOUND  # what the API answers 410 for
+    await save_history(handle, "token_deleted")
+
+
+async def test_continue_as_new_keeps_the_lock_and_the_count(client: Client, ant: tuple[AntReplenish, str]) -> None:
+    fake, task_queue = ant
+    handle = await activated(client, task_queue, range(1, 31), history_limit=40)
+    await handle.execute_update(TokenWorkflow.lock)
+
+    for atc in range(1, 16):
+        await handle.signal(TokenWorkflow.tap_reported, TapReport(atc=atc, tapped_at=TAPPED))
+    state = await until(handle, lambda s: s.taps == 15)
+    run = await handle.describe()
+    unlocked = await handle.execute_update(TokenWorkflow.unlock)
+
+    assert run.run_id != handle.first_execution_run_id  # continued as new at least once
+    assert state.lifecycle is TokenLifecycle.LOCKED and state.credentials_left == 15
+    assert unlocked.lifecycle is TokenLifecycle.ACTIVE and unlocked.activated_at == NOTICE.token_activated_time
+    assert fake.apis() == ["lockToken", "unlockToken"]
     await handle.terminate("test over")
