@@ -6,6 +6,7 @@ and posts nothing; the ledger checks out after each test. Payers are fresh users
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.db import create_engine_for
 from activities.ledger import Ledger
@@ -145,6 +147,20 @@ def _drop(*path: str) -> Callable[[dict[str, Any]], None]:
 # --- pay --------------------------------------------------------------------------------------
 
 
+async def _notification_delivered(client: Client, payment_request_id: str) -> None:
+    """The pay answer can leave before the payment has started its notify workflow: wait for both."""
+    handle = client.get_workflow_handle(f"notify/{payment_request_id}")
+    for _ in range(100):
+        try:
+            await handle.result()
+            return
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"notify/{payment_request_id} never started")
+
+
 async def test_a_tap_is_paid_with_a_final_signed_answer_that_inquiry_and_notify_agree_with(
     pos: Terminal, alipayplus: SandboxAlipayPlus
 ) -> None:
@@ -161,7 +177,7 @@ async def test_a_tap_is_paid_with_a_final_signed_answer_that_inquiry_and_notify_
     assert result_of(inquiry) == ("S", "SUCCESS") and result_of(inquiry, "paymentResult") == ("S", "SUCCESS")
     assert (inquiry["paymentId"], inquiry["paymentTime"]) == (answer["paymentId"], answer["paymentTime"])
     assert inquiry["payToAmount"] == {"currency": "IDR", "value": "8000"}
-    await pos.client.get_workflow_handle(f"notify/{request.payment_request_id}").result()
+    await _notification_delivered(pos.client, request.payment_request_id)
     (notice,) = alipayplus.notifications(request.payment_request_id)
     assert result_of(notice.body, "paymentResult") == ("S", "SUCCESS")
     assert (notice.body["paymentId"], notice.body["paymentTime"]) == (answer["paymentId"], answer["paymentTime"])
