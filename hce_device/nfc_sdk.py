@@ -461,6 +461,16 @@ class AlipayPlusNfcSdk:
             self._store.delete(name)
         self._card = None
 
+    async def payment_for_tap(self, custom_data: bytes) -> dict[str, Any] | None:
+        """The MPP app's own query (spec §10.1, step 10): the payment our server recorded for the tap
+        that carried ``custom_data``; None while Alipay+'s pay for it has not arrived."""
+        try:
+            return await self._request("GET", f"/app/v1/nfc/payments?customData={custom_data.hex().upper()}")
+        except NfcSdkError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Our API's JSON answer; a 401 disconnects the SDK, a network failure stops the run."""
         return await self._request(method, path, body, stop=True)

@@ -7,10 +7,11 @@ taken from the request. The proxy forwards payloads unchanged and never logs the
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import Field, ValidationError
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import (
@@ -24,7 +25,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
 from activities.nfc_proxy import ProxyRefused, SdkCall
-from alipayplus import TransportError
+from activities.records import PaymentStatus, payment_by_custom_data
+from alipayplus import Amount, TransportError
 from workflows import search_attributes
 from workflows.nfc_activation import ActivationRequest, DeviceStep, NfcActivationWorkflow, Progress
 from workflows.token import (
@@ -297,3 +299,43 @@ async def delete_token(token_reference_id: TokenPath, customer_id: Customer, ser
     if state is not None and state.lifecycle is TokenLifecycle.DELETED:
         return state
     return await _update(handle, TokenWorkflow.delete)
+
+
+# --- the payment a tap became (spec §10.1, step 10) ----------------------------------------------
+
+CustomDataQuery = Annotated[str, Query(alias="customData", pattern=r"^([0-9A-Fa-f]{2}){1,14}$")]
+
+
+class TapPayment(CamelModel):
+    """What the app shows after a tap: the payment Alipay+'s pay made of it, as we recorded it."""
+
+    payment_request_id: str
+    payment_id: str | None
+    status: PaymentStatus
+    result_code: str | None
+    pay_to_amount: Amount | None
+    payment_time: datetime | None
+    token_reference_id: str | None
+
+
+@router.get("/payments", response_model=TapPayment)
+async def payment_for_tap(custom_data: CustomDataQuery, customer_id: Customer, services: ServicesDep) -> TapPayment:
+    """The app put ``customData`` on its tap (setCustomData); this is the payment it joined, the
+    signed-in customer's only. 404 until Alipay+'s pay for that tap has reached us."""
+    record = payment_by_custom_data(services.records, customer_id, custom_data)
+    if record is None:
+        raise HTTPException(404, "No payment for this tap yet.")
+    pay_to = (
+        Amount(currency=record.pay_to_amount_currency, value=record.pay_to_amount_value)
+        if record.pay_to_amount_currency and record.pay_to_amount_value is not None
+        else None
+    )
+    return TapPayment(
+        payment_request_id=record.payment_request_id,
+        payment_id=record.payment_id if record.status is PaymentStatus.SUCCESS else None,
+        status=record.status,
+        result_code=record.result_code,
+        pay_to_amount=pay_to,
+        payment_time=record.payment_time,
+        token_reference_id=record.nfc_token_reference_id,
+    )

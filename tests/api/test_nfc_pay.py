@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 from temporalio.client import Client
@@ -435,3 +436,45 @@ async def test_a_tampered_adjust_refund_is_refused(pos: Terminal) -> None:
     assert result_of(answer) == ("F", "INVALID_SIGNATURE")
     await assert_no_workflow(pos.client, f"adjust-refund/{request.refund_request_id}")
     assert pos.balance(user) == 0
+
+
+# --- the app finds the payment its tap became, by the tap's custom data (spec §10.1, step 10) --------
+
+
+async def _login(api: httpx.AsyncClient, login_id: str) -> dict[str, str]:
+    response = await api.post("/app/v1/login", json={"loginId": login_id, "pin": "246810"})
+    assert response.status_code == 200, response.text
+    api.cookies.clear()  # the web view's cookie: these calls sign in by the header only
+    return {"Authorization": f"Bearer {response.json()['sessionToken']}"}
+
+
+async def test_the_app_finds_its_taps_payment_by_custom_data_and_only_its_own(
+    pos: Terminal, api: httpx.AsyncClient
+) -> None:
+    payer = "2160220037535021"  # the demo PIN user, who can sign in to the app
+    custom_data = uuid.uuid4().bytes[:8]
+    request = nfc_pay_request(new_id("nfc"), payer, f"tok-{payer}", PRICE, custom_data=custom_data, atc=9)
+    path = f"/app/v1/nfc/payments?customData={custom_data.hex()}"
+    owner = await _login(api, "852-11112222")
+    assert (await api.get(path, headers=owner)).status_code == 404  # before Alipay+'s pay arrives
+
+    payment_id = await pos.paid(request)
+
+    found = await api.get(path, headers=owner)
+    assert found.status_code == 200, found.text
+    assert found.json() | {"paymentTime": None} == {
+        "paymentRequestId": request.payment_request_id,
+        "paymentId": payment_id,
+        "status": "SUCCESS",
+        "resultCode": "SUCCESS",
+        "payToAmount": {"currency": "IDR", "value": "8000"},
+        "paymentTime": None,
+        "tokenReferenceId": f"tok-{payer}",
+    }
+    assert found.json()["paymentTime"]
+    stranger = await _login(api, "852-33334444")
+    assert (await api.get(path, headers=stranger)).status_code == 404
+    assert (await api.get(path)).status_code == 401
+    assert (await api.get("/app/v1/nfc/payments?customData=XYZ", headers=owner)).status_code == 422
+    too_long = "00" * 15
+    assert (await api.get(f"/app/v1/nfc/payments?customData={too_long}", headers=owner)).status_code == 422
