@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     nfc_poll_limit: int = Field(default=10, ge=1)
     nfc_device_timeout: timedelta = timedelta(minutes=1)  # the phone must answer a device step by then
     nfc_max_proxy_bytes: int = 64 * 1024
+    nfc_replenish_below: int = Field(default=10, ge=1)  # seed 001: the server replenishes below this many credentials
+    nfc_replenish_count: int = Field(default=10, ge=1, le=100)  # credentials fetched per replenish
 
     # Encryption of workflow payloads (histories hold personal data); older keys stay readable
     payload_key_file: Path = VAR_DIR / "keys" / "payload.key"

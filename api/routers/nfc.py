@@ -34,13 +34,13 @@ from workflows.token import (
     TapReport,
     TokenLifecycle,
     TokenRefusal,
-    TokenStart,
     TokenState,
     TokenWorkflow,
 )
 
 from ..inbound import describe
 from ..services import Services, ServicesDep
+from .tokens import token_start
 from .wallet_app import CamelModel, Customer
 
 router = APIRouter(prefix="/app/v1/nfc", tags=["wallet app: NFC"])
@@ -207,7 +207,7 @@ async def _token_and_state(
             raise HTTPException(404, "No such token.") from None
         started = await services.temporal.start_workflow(
             TokenWorkflow.run,
-            TokenStart(token_reference_id=token_reference_id, customer_id=customer_id),
+            token_start(services, token_reference_id, customer_id),
             id=f"token/{token_reference_id}",
             task_queue=services.settings.temporal_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

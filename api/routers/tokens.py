@@ -34,13 +34,24 @@ async def token_activation_notification(
     return TokenActivationNotificationResponse(result=Result.of(code, message))
 
 
+def token_start(services: Services, token_reference_id: str, customer_id: str | None = None) -> TokenStart:
+    """How a token's workflow starts, whoever starts it: with the configured replenishment."""
+    settings = services.settings
+    return TokenStart(
+        token_reference_id=token_reference_id,
+        customer_id=customer_id,
+        replenish_below=settings.nfc_replenish_below,
+        replenish_count=settings.nfc_replenish_count,
+    )
+
+
 async def _tell_token_workflow(request: TokenActivationNotificationRequest, services: Services) -> None:
     attributes = [SearchAttributePair(search_attributes.PRODUCT, PRODUCT)]
     if request.customer_id:
         attributes.append(SearchAttributePair(search_attributes.CUSTOMER_ID, request.customer_id))
     await services.temporal.start_workflow(
         TokenWorkflow.run,
-        TokenStart(token_reference_id=request.token_reference_id),
+        token_start(services, request.token_reference_id),
         id=f"token/{request.token_reference_id}",
         task_queue=services.settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
