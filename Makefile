@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint dev bench bench-nfc clean
+.PHONY: demo test lint dev bench bench-nfc bench-nfc-pay clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench: $(STAMP)
 
 bench-nfc: $(STAMP)
 	$(BIN)/python -m bench.nfc_activation
+
+bench-nfc-pay: $(STAMP)
+	$(BIN)/python -m bench.nfc_payments
 
 clean:
 	rm -rf $(VENV) var

@@ -1,10 +1,14 @@
-"""``make demo``: every Easy Pay, refund, cancel and merchant-presented (MPM) scenario, through
-the real HTTP API, on the embedded stack.
+"""``make demo``: every Easy Pay, refund, cancel, merchant-presented (MPM), NFC activation and NFC
+payment scenario, through the real HTTP API, on the embedded stack.
 
 Alipay+ is the sandbox driver (signed pay, inquiryPayment, refund and cancelPayment calls); the
-user is an HTTP client on our verification page, reading OTPs from the sandbox SMS inbox.
-Scenarios run concurrently; each ends in a state that is checked, and the process exits
-non-zero if any state is wrong. Money given back is read from the ledger, per payment.
+user is an HTTP client on our verification page, reading OTPs from the sandbox SMS inbox. For
+NFC, each scenario activates its own phone (``hce_device.nfc_sdk``) and taps it on a sandbox POS
+terminal, whose authorization goes over HTTP to the sandbox Mastercard and becomes Alipay+'s NFC
+pay; reversals, clearings and merchant refunds become cancelPayment, refund and adjustRefund
+(``workers.demo_nfc_pay``). Scenarios run concurrently; each ends in a state that is checked, and
+the process exits non-zero if any state is wrong. Money given back is read from the ledger, per
+payment.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,12 +29,13 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from activities.db import create_engine_for
-from activities.ledger import RETURNS, Ledger, LedgerCheck
+from activities.ledger import RETURNS, Ledger, LedgerCheck, PostingKind
 from activities.records import Account, AccountKind, Entry, Posting
 from alipayplus import Amount, AuthorizationInfo, PayRequest, PayResponse, RefundResponse, Result
 
 from .demo_mpm import MPM_SCENARIOS
 from .demo_nfc import NFC_SCENARIOS
+from .demo_nfc_pay import NFC_PAY_SCENARIOS
 from .dev_stack import DEFAULT_PORTS, DevStack, Ports, dev_stack
 from .scenario import Outcome, Scenario
 
@@ -138,15 +144,16 @@ class Demo:
         answer = await self.stack.driver.inquire(request.payment_request_id, request.acquirer_id, request.psp_id)
         return _status(answer.payment_result) if answer.payment_result else _status(answer.result)
 
-    def returned(self, payment_request_id: str) -> Amount:
-        """What the payment's refunds and reversal gave back to its user, from the ledger."""
+    def returned(self, payment_request_id: str, kinds: Sequence[PostingKind] = RETURNS) -> Amount:
+        """What the payment's refunds and reversal gave back to its user, from the ledger (``kinds``
+        ``(ADJUST_REFUND,)`` with an adjustRefund's refundRequestId: what that adjustRefund credited)."""
         query = (
             select(func.coalesce(func.sum(col(Entry.amount)), 0))
             .join(Posting, col(Posting.id) == col(Entry.posting_id))
             .join(Account, col(Account.id) == col(Entry.account_id))
             .where(
                 col(Posting.reference) == payment_request_id,
-                col(Posting.kind).in_(RETURNS),
+                col(Posting.kind).in_(kinds),
                 col(Account.kind) == AccountKind.USER,
             )
         )
@@ -460,6 +467,7 @@ SCENARIOS = [
     ),
     *MPM_SCENARIOS,
     *NFC_SCENARIOS,
+    *NFC_PAY_SCENARIOS,
 ]
 
 
@@ -493,7 +501,7 @@ async def run_scenarios(stack: DevStack, console: Console) -> list[tuple[Scenari
 
 
 def summary(results: list[tuple[Scenario, Outcome, float]]) -> Table:
-    table = Table(title="Easy Pay, refund, cancel, MPM and NFC activation scenarios")
+    table = Table(title="Easy Pay, refund, cancel, MPM, NFC activation and NFC payment scenarios")
     for column in ("scenario", "workflow id", "final state", "seconds", ""):
         table.add_column(column)
     for scenario, outcome, seconds in results:

@@ -2,7 +2,8 @@
 
 The phone is ``hce_device.nfc_sdk.AlipayPlusNfcSdk`` (the Alipay+ NFC SDK's role) on our real
 API; behind our proxy, the sandbox Ant server and Mastercard. Each scenario reports
-isPaymentAvailable() along the way and the final status.
+isPaymentAvailable() along the way and the final status. ``activated_phone`` gives the NFC payment
+scenarios (``workers.demo_nfc_pay``) and ``bench.nfc_payments`` a phone ready to tap.
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ import hashlib
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, select
 
 from activities.records import TokenActivation
 from hce_device.nfc_sdk import (
+    CREDENTIALS,
+    TOKEN,
     ActivationProgress,
     AlipayPlusNfcSdk,
     ApplyCardActivity,
     NfcDevice,
+    TokenStatus,
 )
 from hce_device.secure_store import DeviceKeystore, SecureStore
 
@@ -57,25 +61,82 @@ class Listener:
         self.results.append(status)
 
 
-@asynccontextmanager
-async def _phone(demo: Demo, login_id: str) -> AsyncIterator[tuple[AlipayPlusNfcSdk, list[int]]]:
-    """A new phone: the SDK initialised; ``statuses`` collects isPaymentAvailable() as it goes."""
-    sdk = AlipayPlusNfcSdk(
+def _new_sdk(demo: Demo, store: SecureStore) -> AlipayPlusNfcSdk:
+    return AlipayPlusNfcSdk(
         demo.stack.api_url,
         device=NfcDevice(nfc_enabled=True, default_payment_app=True, online=True),
         fingerprint_service=Fingerprint(),
-        store=SecureStore(DeviceKeystore()),
+        store=store,
     )
+
+
+async def _login(demo: Demo, login_id: str) -> str:
+    """The wallet app's login: its session token (the shared client keeps no cookie of it)."""
+    login = await demo.user.post(f"{demo.stack.api_url}/app/v1/login", json={"loginId": login_id, "pin": PIN})
+    login.raise_for_status()
+    demo.user.cookies.clear()
+    return str(login.json()["sessionToken"])
+
+
+@asynccontextmanager
+async def _phone(demo: Demo, login_id: str) -> AsyncIterator[tuple[AlipayPlusNfcSdk, list[int]]]:
+    """A new phone: the SDK initialised; ``statuses`` collects isPaymentAvailable() as it goes."""
+    sdk = _new_sdk(demo, SecureStore(DeviceKeystore()))
     statuses: list[int] = []
     try:
         sdk.init()
         statuses.append(sdk.is_payment_available())  # -2: not connected yet
-        login = await demo.user.post(f"{demo.stack.api_url}/app/v1/login", json={"loginId": login_id, "pin": PIN})
-        login.raise_for_status()
-        demo.user.cookies.clear()
-        sdk.connect(login.json()["sessionToken"])
+        sdk.connect(await _login(demo, login_id))
         statuses.append(sdk.is_payment_available())
         yield sdk, statuses
+    finally:
+        await sdk.aclose()
+
+
+@dataclass
+class ActivatedPhone:
+    """A phone whose card is active (status 2): its SDK, its secure store and its token."""
+
+    sdk: AlipayPlusNfcSdk
+    store: SecureStore
+    session_token: str
+    token_reference_id: str
+
+    def unused_credentials(self) -> int:
+        """Credentials on the phone no tap has used (none of the demo's expire)."""
+        record = self.store.get(CREDENTIALS) or {}
+        return sum(1 for credential in record.get("credentials", []) if not credential.get("used"))
+
+    async def token_state(self, demo: Demo) -> dict[str, Any]:
+        """The token as our server counts it (``GET /app/v1/nfc/tokens/{ref}``)."""
+        response = await demo.user.get(
+            f"{demo.stack.api_url}/app/v1/nfc/tokens/{self.token_reference_id}",
+            headers={"Authorization": f"Bearer {self.session_token}"},
+        )
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
+
+
+def credentials_left(state: dict[str, Any]) -> int:
+    """The server's count: credentials the phone holds or held, less those a tap used."""
+    return len(set(state["issuedAtcs"]) - set(state["usedAtcs"]))
+
+
+@asynccontextmanager
+async def activated_phone(demo: Demo, login_id: str = PIN_USER) -> AsyncIterator[ActivatedPhone]:
+    """A new phone of ``login_id``, its card activated manually to status 2, ready to tap."""
+    store = SecureStore(DeviceKeystore())
+    sdk = _new_sdk(demo, store)
+    try:
+        sdk.init()
+        session_token = await _login(demo, login_id)
+        sdk.connect(session_token)
+        result = await sdk.apply_card(11, APDU_SERVICE, Listener())
+        token = store.get(TOKEN)
+        if result.status != TokenStatus.PAYMENT_ALLOWED or token is None:
+            raise AssertionError(f"activation ended at status {result.status}: {result.failure}")
+        yield ActivatedPhone(sdk, store, session_token, str(token["tokenReferenceId"]))
     finally:
         await sdk.aclose()
 

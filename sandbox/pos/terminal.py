@@ -145,6 +145,14 @@ class CardError(Exception):
     """The card's answer broke the protocol (status word, missing or malformed data)."""
 
 
+class CardRefused(CardError):
+    """The card answered 69 85, conditions of use not satisfied: it will not do this transaction
+    (a locked token, no credential left, an offline-only terminal). A decline, not a fault."""
+
+
+SW_CONDITIONS_NOT_SATISFIED = b"\x69\x85"
+
+
 @dataclass(frozen=True)
 class CardData:
     """What the terminal learnt from the card before GENERATE AC."""
@@ -203,6 +211,8 @@ class _Link:
         self.exchanges.append(ApduExchange(command, response))
         if len(response) < len(SW_OK):
             raise CardError(f"{step}: the answer is shorter than a status word")
+        if response[-2:] == SW_CONDITIONS_NOT_SATISFIED:
+            raise CardRefused(f"{step} answered 6985: the card refused the transaction")
         if response[-2:] != SW_OK:
             raise CardError(f"{step} answered {response[-2:].hex().upper()}")
         try:
@@ -263,6 +273,8 @@ class PosTerminal:
             card_data = self._read_card(link, over_cvm_limit)
             terminal_data, decline_reason = self._terminal_data(card_data, amount, now, over_cvm_limit)
             answer = self._generate_ac(link, card_data, terminal_data, REQUEST_AAC if decline_reason else REQUEST_ARQC)
+        except CardRefused as exc:
+            return TapOutcome(TapStatus.DECLINED, str(exc), exchanges=tuple(link.exchanges))
         except CardError as exc:
             logger.info("tap failed: %s", exc)
             return TapOutcome(TapStatus.CARD_ERROR, str(exc), exchanges=tuple(link.exchanges))

@@ -374,7 +374,6 @@ VISA_ONLY_PPSE = (
         pytest.param(
             0xAE, lambda r: r.replace(bytes.fromhex("9F270180"), bytes.fromhex("9F270140")), "type 40", id="tc"
         ),
-        pytest.param(0xAE, lambda r: bytes.fromhex("6985"), "GENERATE AC answered 6985", id="gen-ac-6985"),
     ],
 )
 async def test_malformed_card_answers_give_card_error(
@@ -386,17 +385,34 @@ async def test_malformed_card_answers_give_card_error(
     assert outcome.authorization is None and mastercard.authorizations == []
 
 
-async def test_a_card_without_credentials_gives_card_error(mastercard: SandboxMastercard) -> None:
+async def test_a_card_refusing_at_generate_ac_is_a_decline_not_an_error(mastercard: SandboxMastercard) -> None:
+    card = Mangled(make_card(mastercard), 0xAE, lambda r: bytes.fromhex("6985"))
+    outcome = await terminal(mastercard).tap(card, idr(1_000_00))
+    assert (outcome.status, outcome.reason) == (
+        TapStatus.DECLINED,
+        "GENERATE AC answered 6985: the card refused the transaction",
+    )
+    assert outcome.authorization is None and mastercard.authorizations == []
+
+
+async def test_a_card_without_credentials_declines(mastercard: SandboxMastercard) -> None:
     card = ContactlessCard(
         {"tokenPan": TOKEN_PAN, "panSequenceNumber": PSN, "expiryDate": "2912"}, ListCredentials([]), clock=lambda: NOW
     )
     outcome = await terminal(mastercard).tap(card, idr(1_000_00))
-    assert (outcome.status, outcome.reason) == (TapStatus.CARD_ERROR, "GENERATE AC answered 6985")
+    assert (outcome.status, outcome.reason) == (
+        TapStatus.DECLINED,
+        "GENERATE AC answered 6985: the card refused the transaction",
+    )
+    assert mastercard.authorizations == []
 
 
 async def test_an_offline_only_terminal_is_refused_by_the_card(mastercard: SandboxMastercard) -> None:
     outcome = await terminal(mastercard, terminal_type="23").tap(make_card(mastercard), idr(1_000_00))
-    assert (outcome.status, outcome.reason) == (TapStatus.CARD_ERROR, "GET PROCESSING OPTIONS answered 6985")
+    assert (outcome.status, outcome.reason) == (
+        TapStatus.DECLINED,
+        "GET PROCESSING OPTIONS answered 6985: the card refused the transaction",
+    )
 
 
 async def test_the_best_priority_supported_application_is_chosen(mastercard: SandboxMastercard) -> None:
