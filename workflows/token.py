@@ -140,7 +140,8 @@ class TokenWorkflow:
         state = self._state
         state.activation_notices += 1
         if state.activated_at is None:  # also when the user locked the token before the notice came
-            state.customer_id = state.customer_id or notice.customer_id
+            # Alipay+ names the owner: a phone's report that started this workflow first cannot claim it
+            state.customer_id = notice.customer_id or state.customer_id
             state.activated_at = notice.token_activated_time
         if state.lifecycle is TokenLifecycle.PENDING:
             state.lifecycle = TokenLifecycle.ACTIVE

@@ -130,6 +130,25 @@ async def test_the_activation_notice_starts_the_token_and_a_repeat_changes_nothi
     await handle.terminate("test over")  # an entity workflow runs until terminated
 
 
+async def test_the_notice_names_the_owner_even_when_a_phone_report_started_the_token(
+    client: Client, ant: tuple[AntReplenish, str]
+) -> None:
+    _, task_queue = ant
+    reference = f"DAPLMC{uuid.uuid4().hex[:26]}"
+    handle = await client.start_workflow(  # a report came first, from whoever claimed to hold the token
+        TokenWorkflow.run,
+        TokenStart(token_reference_id=reference, customer_id="2160220099999999"),
+        id=f"token/{reference}",
+        task_queue=task_queue,
+    )
+    await handle.signal(TokenWorkflow.activation_notified, NOTICE)
+
+    state = await until(handle, lambda s: s.activation_notices == 1)
+
+    assert state.customer_id == CUSTOMER  # Alipay+'s word, not the first caller's
+    await handle.terminate("test over")
+
+
 async def test_duplicated_and_reordered_tap_reports_count_each_credential_once(
     client: Client, ant: tuple[AntReplenish, str]
 ) -> None:
