@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Executable, func, insert, not_, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import Insert
 from sqlmodel import col
 
 from alipayplus import Amount
@@ -188,7 +189,9 @@ class Ledger:
                 if earlier is not None:
                     return _replay(connection, earlier, kind, reference, legs)
                 for statement, reason in conditions:
-                    if connection.execute(statement).rowcount != 1:
+                    changed = connection.execute(statement).rowcount
+                    # An INSERT adds its row or raises IntegrityError; psycopg 3.3 reports -1 for it.
+                    if changed != 1 and not (isinstance(statement, Insert) and changed == -1):
                         raise PostingRefused(reason)
                 currency = _common_currency(connection, net_changes)
                 created_at = utc_now()
