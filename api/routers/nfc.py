@@ -40,7 +40,7 @@ from workflows.token import (
 
 from ..inbound import describe
 from ..services import Services, ServicesDep
-from .tokens import token_start
+from .tokens import TokenHandle, start_token
 from .wallet_app import CamelModel, Customer
 
 router = APIRouter(prefix="/app/v1/nfc", tags=["wallet app: NFC"])
@@ -181,7 +181,7 @@ async def proxy(request: Request, customer_id: Customer, services: ServicesDep) 
 # --- the activated token: taps, credentials, replenish, lock/unlock/delete (token/{tokenReferenceId}) ------
 
 TokenPath = Annotated[str, Path(min_length=1, max_length=64)]
-TokenHandle = WorkflowHandle[TokenWorkflow, None]
+
 # The token's own endpoints do these, so its workflow stays the one record of its state.
 MANAGED_BY_THE_TOKEN = frozenset({"lockToken", "unlockToken", "deleteToken"})
 REFUSAL_STATUS: dict[str, int] = {TokenRefusal.ANT_FAILED: 502, TokenRefusal.DELETED: 410, TokenRefusal.LOCKED: 409}
@@ -205,14 +205,7 @@ async def _token_and_state(
             raise
         if not start_if_new:
             raise HTTPException(404, "No such token.") from None
-        started = await services.temporal.start_workflow(
-            TokenWorkflow.run,
-            token_start(services, token_reference_id, customer_id),
-            id=f"token/{token_reference_id}",
-            task_queue=services.settings.temporal_task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
-        return started, None
+        return await start_token(services, token_reference_id, customer_id), None
     if state.customer_id not in (None, customer_id):
         raise HTTPException(404, "No such token.")
     return handle, state

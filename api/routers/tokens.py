@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter
+from temporalio.client import WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
 from activities.token_activations import record_token_activation
@@ -34,37 +36,44 @@ async def token_activation_notification(
     return TokenActivationNotificationResponse(result=Result.of(code, message))
 
 
-def token_start(services: Services, token_reference_id: str, customer_id: str | None = None) -> TokenStart:
-    """How a token's workflow starts, whoever starts it: with the configured replenishment."""
+TokenHandle = WorkflowHandle[TokenWorkflow, None]
+
+
+async def start_token(
+    services: Services, token_reference_id: str, customer_id: str | None = None, notice: TokenActivated | None = None
+) -> TokenHandle:
+    """The token's workflow ``token/{tokenReferenceId}``, started unless it runs, whoever comes first
+    (Alipay+'s notice, signalled with the start, or the phone): the configured replenishment, and
+    the search attributes the Web UI filters by."""
     settings = services.settings
-    return TokenStart(
-        token_reference_id=token_reference_id,
-        customer_id=customer_id,
-        replenish_below=settings.nfc_replenish_below,
-        replenish_count=settings.nfc_replenish_count,
+    attributes = [SearchAttributePair(search_attributes.PRODUCT, PRODUCT)]
+    owner = (notice.customer_id if notice else None) or customer_id
+    if owner:
+        attributes.append(SearchAttributePair(search_attributes.CUSTOMER_ID, owner))
+    signal: dict[str, Any] = {"start_signal": "activation_notified", "start_signal_args": [notice]} if notice else {}
+    return await services.temporal.start_workflow(
+        TokenWorkflow.run,
+        TokenStart(
+            token_reference_id=token_reference_id,
+            customer_id=customer_id,
+            replenish_below=settings.nfc_replenish_below,
+            replenish_count=settings.nfc_replenish_count,
+        ),
+        id=f"token/{token_reference_id}",
+        task_queue=settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes(attributes),
+        **signal,
     )
 
 
 async def _tell_token_workflow(request: TokenActivationNotificationRequest, services: Services) -> None:
-    attributes = [SearchAttributePair(search_attributes.PRODUCT, PRODUCT)]
-    if request.customer_id:
-        attributes.append(SearchAttributePair(search_attributes.CUSTOMER_ID, request.customer_id))
-    await services.temporal.start_workflow(
-        TokenWorkflow.run,
-        token_start(services, request.token_reference_id),
-        id=f"token/{request.token_reference_id}",
-        task_queue=services.settings.temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        start_signal="activation_notified",
-        start_signal_args=[
-            TokenActivated(
-                customer_id=request.customer_id,
-                wallet_id=request.wallet_id,
-                token_requestor_id=request.token_requestor_id,
-                account_source=request.account_source,
-                service_request_time=request.service_request_time,
-                token_activated_time=request.token_activated_time,
-            )
-        ],
-        search_attributes=TypedSearchAttributes(attributes),
+    notice = TokenActivated(
+        customer_id=request.customer_id,
+        wallet_id=request.wallet_id,
+        token_requestor_id=request.token_requestor_id,
+        account_source=request.account_source,
+        service_request_time=request.service_request_time,
+        token_activated_time=request.token_activated_time,
     )
+    await start_token(services, request.token_reference_id, notice=notice)
