@@ -77,6 +77,9 @@ class SdkCall(BaseModel):
         return api
 
 
+SDK_SUCCESS = "SUCCESS"  # the code in sdkResponseHeader when the Ant server (or Mastercard) did it
+
+
 class SdkAnswer(BaseModel):
     sdk_response_header: str
     sdk_response_data: str
@@ -84,6 +87,10 @@ class SdkAnswer(BaseModel):
     @property
     def code(self) -> str:
         return str(json.loads(self.sdk_response_header).get("code", ""))
+
+    @property
+    def succeeded(self) -> bool:
+        return self.code == SDK_SUCCESS
 
     def payload(self) -> dict[str, Any]:
         data = json.loads(self.sdk_response_data or "{}")
@@ -131,7 +138,7 @@ class NfcProxy:
             path, content=call.sdk_request_data or "{}", headers={"Content-Type": "application/json"}
         )
         response.raise_for_status()
-        header = json.loads(call.sdk_request_header) | {"code": "SUCCESS"}
+        header = json.loads(call.sdk_request_header) | {"code": SDK_SUCCESS}
         return SdkAnswer(sdk_response_header=json.dumps(header), sdk_response_data=response.text)
 
 

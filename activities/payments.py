@@ -212,7 +212,7 @@ class PaymentActivities:
                     refunded_payment_value=0,
                     refunded_pay_to_value=0,
                     nfc_token_reference_id=tap.token_reference_id if tap else None,
-                    nfc_custom_data=tap.custom_data.upper() if tap and tap.custom_data else None,
+                    nfc_custom_data=tap.custom_data if tap else None,
                     created_at=change.now,
                     **mirrored,
                 )

@@ -14,6 +14,8 @@ from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from alipayplus import Amount
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """A timestamp stored in UTC that always comes back timezone-aware (UTC).
@@ -182,6 +184,11 @@ class PaymentRecord(SQLModel, table=True):
     nfc_custom_data: str | None = Field(default=None, index=True, max_length=28)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+def stored_amount(currency: str | None, value: int | None) -> Amount | None:
+    """An amount from the records; a tombstone (cancelled before the payment came) has none."""
+    return Amount(currency=currency, value=value) if currency and value is not None else None
 
 
 def read_payment(engine: Engine, payment_request_id: str) -> PaymentRecord | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict
@@ -20,6 +22,11 @@ class Message(BaseModel):
     def to_wire(self) -> bytes:
         """The JSON body: camelCase, every scalar a string, absent fields omitted."""
         return self.model_dump_json(exclude_none=True).encode()
+
+    def digest_of(self, fields: set[str]) -> str:
+        """SHA-256 of these fields as sent: what an idempotent repeat must keep (spec §1.9)."""
+        key = self.model_dump(include=fields, exclude_none=True, mode="json")
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
     @classmethod
     def from_wire(cls, body: bytes | str) -> Self:

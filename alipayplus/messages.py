@@ -6,8 +6,6 @@ Paths are the endpoint each request is posted to.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -18,12 +16,6 @@ from ._base import Message
 from ._result import Result
 from ._types import DateTime, Flag, Id64, OptionalId64, OptionalText, Text
 from .nfc import NfcPaymentInfo
-
-
-def _digest(message: Message, key_fields: set[str]) -> str:
-    key = message.model_dump(include=key_fields, exclude_none=True, mode="json")
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
 
 # --- shared pieces -----------------------------------------------------------------------
 
@@ -138,8 +130,8 @@ class PayRequest(Message):
 
     def key_fields_digest(self) -> str:
         """Digest of the fields Alipay+ compares for idempotency (spec §1.9)."""
-        return _digest(
-            self, {"payment_amount", "pay_to_amount", "surcharge_info", "payment_method", "payment_promo_info"}
+        return self.digest_of(
+            {"payment_amount", "pay_to_amount", "surcharge_info", "payment_method", "payment_promo_info"}
         )
 
 
@@ -197,7 +189,7 @@ class RefundRequest(Message):
 
     def key_fields_digest(self) -> str:
         """Digest of the fields Alipay+ compares for idempotency (spec §1.9)."""
-        return _digest(self, {"refund_amount", "refund_from_amount", "refund_promo_info", "surcharge_info"})
+        return self.digest_of({"refund_amount", "refund_from_amount", "refund_promo_info", "surcharge_info"})
 
 
 class RefundResponse(Message):

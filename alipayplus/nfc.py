@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
@@ -78,6 +76,7 @@ class SdkProxyResponse(Message):
 # --- NFC payments (Alipay+ -> MPP) --------------------------------------------------------
 
 CUSTOM_DATA_MAX_BYTES = 14  # MCBP wallet transaction data in the IAD from byte 19 (spec §10.1)
+CUSTOM_DATA_PATTERN = rf"^([0-9A-Fa-f]{{2}}){{1,{CUSTOM_DATA_MAX_BYTES}}}$"  # the bytes as hex
 
 
 class NfcPaymentInfo(Message):
@@ -87,9 +86,9 @@ class NfcPaymentInfo(Message):
     data (the phone's own reference, hex) joins the device's record to this payment (spec §10.1)."""
 
     token_reference_id: Id64
-    custom_data: Annotated[str | None, StringConstraints(pattern=r"^([0-9A-Fa-f]{2}){1,14}$")] = (
-        None  # at most CUSTOM_DATA_MAX_BYTES bytes, as hex
-    )
+    custom_data: Annotated[  # kept upper-case: the phone looks its payment up by it
+        str | None, StringConstraints(pattern=CUSTOM_DATA_PATTERN, to_upper=True)
+    ] = None
     atc: Annotated[str | None, StringConstraints(pattern=r"^[0-9]{1,5}$")] = None  # the tap's ATC, decimal
 
 
@@ -122,12 +121,7 @@ class AdjustRefundRequest(Message):
 
     def key_fields_digest(self) -> str:
         """Digest of the fields a repeat must keep (as refund's)."""
-        key = self.model_dump(
-            include={"sub_scenario_type", "refund_amount", "payment_request_id", "customer_id"},
-            exclude_none=True,
-            mode="json",
-        )
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+        return self.digest_of({"sub_scenario_type", "refund_amount", "payment_request_id", "customer_id"})
 
 
 class AdjustRefundResponse(Message):
@@ -138,6 +132,7 @@ class AdjustRefundResponse(Message):
 
 __all__ = [
     "CUSTOM_DATA_MAX_BYTES",
+    "CUSTOM_DATA_PATTERN",
     "AdjustRefundRequest",
     "AdjustRefundResponse",
     "AdjustRefundScenario",

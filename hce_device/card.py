@@ -46,6 +46,8 @@ from typing import Any, Protocol
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
+from alipayplus.nfc import CUSTOM_DATA_MAX_BYTES
+
 from . import tlv
 from .secure_store import SecureStore
 
@@ -53,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 PPSE_NAME = b"2PAY.SYS.DDF01"
 MASTERCARD_AID = "A0000000041010"
-CUSTOM_DATA_MAX = 14  # MCBP 2.3 wallet transaction data: IAD bytes 19-32
+CUSTOM_DATA_MAX = CUSTOM_DATA_MAX_BYTES  # MCBP 2.3 wallet transaction data: IAD bytes 19-32
 CDCVM_WINDOW = timedelta(seconds=30)  # authBefore: authenticated in the last 30 s (alipayplus-nfc §10.2)
 
 # status words (emv-hce.md §2)
@@ -205,13 +207,17 @@ def _utc_now() -> datetime:
 
 
 def _usable(record: Mapping[str, Any], now: datetime) -> bool:
-    """Unused and not expired (a record without ``expiresAt`` does not expire)."""
+    """Unused and not expired (a record without ``expiresAt`` does not expire; one whose expiry
+    cannot be read is not usable)."""
     if record.get("used"):
         return False
     expires_at = record.get("expiresAt")
     if expires_at is None:
         return True
-    expires = datetime.fromisoformat(str(expires_at))
+    try:
+        expires = datetime.fromisoformat(str(expires_at))
+    except ValueError:
+        return False
     if expires.tzinfo is None:
         expires = expires.replace(tzinfo=UTC)
     return expires > now
@@ -258,6 +264,11 @@ class StoredCredentials:
 
     def peek(self) -> Credential | None:
         return _next_credential(self._records(), self._clock())
+
+    def unused(self) -> int:
+        """How many credentials a tap could still use (what isPaymentAvailable and replenish count)."""
+        now = self._clock()
+        return sum(1 for record in self._records() if _usable(record, now))
 
     def consume(self, atc: int) -> None:
         records = self._records()

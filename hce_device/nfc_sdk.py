@@ -283,25 +283,7 @@ class AlipayPlusNfcSdk:
         return TokenStatus.PAYMENT_ALLOWED if self._unused_credentials() else TokenStatus.NO_CREDENTIALS
 
     def _unused_credentials(self) -> int:
-        """Unused and unexpired; one without ``expiresAt`` does not expire (as the card counts it)."""
-        record = self._store.get(CREDENTIALS) or {}
-        now = self._clock()
-        count = 0
-        for credential in record.get("credentials", []):
-            if credential.get("used"):
-                continue
-            if credential.get("expiresAt") is None:
-                count += 1
-                continue
-            try:
-                expires = datetime.fromisoformat(str(credential["expiresAt"]))
-            except (ValueError, TypeError):
-                continue
-            if expires.tzinfo is None:
-                expires = expires.replace(tzinfo=UTC)
-            if expires > now:
-                count += 1
-        return count
+        return StoredCredentials(self._store, self._clock, CREDENTIALS).unused()
 
     # --- activation (spec §7) ------------------------------------------------------------------
 
@@ -526,23 +508,19 @@ class AlipayPlusNfcSdk:
         """The app's own lock (status 4), without the network: for the app's security events, e.g. too
         many wrong app PINs, the device's screen lock removed, or the user's "pause payments" switch.
         Taps are declined (10008) until ``local_unlock()``; the server never hears of it."""
-        refused = self._refusal(_CARD_EXISTS)
-        if refused is not None:
-            return refused
-        try:
-            self._store.put(LOCK, {**(self._store.get(LOCK) or {}), "local": True})
-        except SecureStoreError as exc:
-            return self._token_result(NfcResultCode.INNER_EXCEPTION, str(exc))
-        return self._token_result(NfcResultCode.SUCCESS)
+        return self._set_local_lock(True)
 
     def local_unlock(self) -> TokenResult:
         """``localUnlock()``: clears the local lock only (4 → 2, or 1 without credentials); a server
         lock stays (3), which only ``unlock()`` clears."""
+        return self._set_local_lock(False)
+
+    def _set_local_lock(self, locked: bool) -> TokenResult:
         refused = self._refusal(_CARD_EXISTS)
         if refused is not None:
             return refused
         try:
-            self._store.put(LOCK, {**(self._store.get(LOCK) or {}), "local": False})
+            self._store.put(LOCK, {**(self._store.get(LOCK) or {}), "local": locked})
         except SecureStoreError as exc:
             return self._token_result(NfcResultCode.INNER_EXCEPTION, str(exc))
         return self._token_result(NfcResultCode.SUCCESS)

@@ -153,7 +153,7 @@ def sandbox(
     from temporalio.worker import Worker
 
     from sandbox.alipayplus.app import create_app
-    from sandbox.alipayplus.card_events import CardEventConverter, ant_customers
+    from sandbox.alipayplus.card_events import CardEventConverter
     from sandbox.alipayplus.driver import AlipayPlusDriver, TokenActivationNotifier
     from sandbox.alipayplus.inquiry import (
         SANDBOX_TASK_QUEUE,
@@ -186,10 +186,9 @@ def sandbox(
             mpm.on_pay_in_process = inquiries
             mastercard = SandboxMastercard()
             ant_nfc = SandboxAntNfc(mastercard, on_token_active=TokenActivationNotifier(driver))
-            card_events = CardEventConverter(
-                driver, ant_customers(ant_nfc), psp_id=settings.psp_id, on_pay_in_process=inquiries
+            card_events = CardEventConverter.behind(
+                mastercard, ant_nfc, driver, psp_id=settings.psp_id, on_pay_in_process=inquiries
             )
-            mastercard.issuer = card_events  # a verified authorization becomes our NFC pay
             sandbox_app = create_app(
                 peer,
                 mpm=mpm,

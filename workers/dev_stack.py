@@ -26,7 +26,7 @@ from activities.ledger import Ledger
 from activities.users import UserStore
 from api.main import create_app
 from sandbox.alipayplus.app import create_app as create_sandbox_app
-from sandbox.alipayplus.card_events import CardEventConverter, ant_customers
+from sandbox.alipayplus.card_events import CardEventConverter
 from sandbox.alipayplus.driver import AlipayPlusDriver, TokenActivationNotifier
 from sandbox.alipayplus.inquiry import SANDBOX_TASK_QUEUE, InquiryScheduleWorkflow, InquiryStarter, SandboxActivities
 from sandbox.alipayplus.mpm import SandboxMpm
@@ -185,10 +185,9 @@ async def dev_stack(
     code_service = CodeService()
     mastercard = SandboxMastercard()
     ant_nfc = SandboxAntNfc(mastercard, on_token_active=TokenActivationNotifier(driver))
-    card_events = CardEventConverter(
-        driver, ant_customers(ant_nfc), psp_id=settings.psp_id, on_pay_in_process=inquiries
+    card_events = CardEventConverter.behind(
+        mastercard, ant_nfc, driver, psp_id=settings.psp_id, on_pay_in_process=inquiries
     )
-    mastercard.issuer = card_events  # a verified authorization becomes our NFC pay
     try:
         sandbox_worker = Worker(
             env.client,

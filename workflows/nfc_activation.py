@@ -216,7 +216,7 @@ class NfcActivationWorkflow:
         except ActivityError as exc:
             cause = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause or exc)
             raise ActivationFailed(f"{api}: the proxy failed ({cause})") from None
-        if answer.code != "SUCCESS":
+        if not answer.succeeded:
             raise ActivationFailed(f"{api}: refused ({answer.code})")
         return answer.payload()
 

@@ -58,7 +58,7 @@ class NfcPaymentWorkflow(PaymentOrderWorkflow):
         return {
             "in_store_payment": True,
             "nfc_token_reference_id": tap.token_reference_id if tap else None,
-            "nfc_custom_data": tap.custom_data.upper() if tap and tap.custom_data else None,
+            "nfc_custom_data": tap.custom_data if tap else None,
         }
 
     def _redirect_url(self) -> str | None:

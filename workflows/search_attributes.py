@@ -10,12 +10,10 @@ PAYMENT_REQUEST_ID = SearchAttributeKey.for_keyword("PaymentRequestId")
 ALL = [CUSTOMER_ID, PRODUCT, PAYMENT_STATUS, PAYMENT_REQUEST_ID]
 
 
-def at_start(product: str, payment_request_id: str, status: str) -> TypedSearchAttributes:
-    """What a payment's process carries from its start; workflows upsert status and customer later."""
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(PRODUCT, product),
-            SearchAttributePair(PAYMENT_REQUEST_ID, payment_request_id),
-            SearchAttributePair(PAYMENT_STATUS, status),
-        ]
-    )
+def at_start(product: str, payment_request_id: str | None, status: str) -> TypedSearchAttributes:
+    """What a payment's process carries from its start (a process with no payment, e.g. an unlinked
+    refund, has no PaymentRequestId); workflows upsert status and customer later."""
+    pairs = [SearchAttributePair(PRODUCT, product), SearchAttributePair(PAYMENT_STATUS, status)]
+    if payment_request_id:
+        pairs.insert(1, SearchAttributePair(PAYMENT_REQUEST_ID, payment_request_id))
+    return TypedSearchAttributes(pairs)

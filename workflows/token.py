@@ -32,7 +32,6 @@ MAX_FAILED_REPLENISHES = 3  # then only the phone's replenish() tries again
 REPLENISH_TIMEOUT = timedelta(seconds=20)  # above Alipay+'s 10 s for sdkProxy
 # lock/unlock/delete: the user waits for the answer, so a short retry; then the call fails
 MANAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
-ANT_SUCCESS = "SUCCESS"
 
 
 class TokenLifecycle(StrEnum):
@@ -265,7 +264,7 @@ class TokenWorkflow:
             self._replenishing = False
         if self._deleted():
             return  # deleted meanwhile: nobody will collect them
-        if answer.code != ANT_SUCCESS:  # e.g. TOKEN_NOT_ACTIVE: nothing came, try again later
+        if not answer.succeeded:  # e.g. TOKEN_NOT_ACTIVE: nothing came, try again later
             self._state.replenish_failures += 1
             return
         fresh = [Credential.model_validate(item) for item in answer.payload().get("credentials", [])]
@@ -281,7 +280,7 @@ class TokenWorkflow:
             raise ApplicationError(
                 f"{api}: the Ant server could not be reached", type=TokenRefusal.ANT_FAILED, non_retryable=True
             ) from exc
-        if answer.code != ANT_SUCCESS:
+        if not answer.succeeded:
             raise ApplicationError(
                 f"{api}: the Ant server answered {answer.code}", type=TokenRefusal.ANT_FAILED, non_retryable=True
             )

@@ -25,8 +25,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
 from activities.nfc_proxy import ProxyRefused, SdkCall
-from activities.records import PaymentStatus, payment_by_custom_data
+from activities.records import PaymentStatus, payment_by_custom_data, stored_amount
 from alipayplus import Amount, TransportError
+from alipayplus.nfc import CUSTOM_DATA_PATTERN
 from workflows import search_attributes
 from workflows.nfc_activation import ActivationRequest, DeviceStep, NfcActivationWorkflow, Progress
 from workflows.token import (
@@ -296,7 +297,7 @@ async def delete_token(token_reference_id: TokenPath, customer_id: Customer, ser
 
 # --- the payment a tap became (spec §10.1, step 10) ----------------------------------------------
 
-CustomDataQuery = Annotated[str, Query(alias="customData", pattern=r"^([0-9A-Fa-f]{2}){1,14}$")]
+CustomDataQuery = Annotated[str, Query(alias="customData", pattern=CUSTOM_DATA_PATTERN)]
 
 
 class TapPayment(CamelModel):
@@ -318,17 +319,12 @@ async def payment_for_tap(custom_data: CustomDataQuery, customer_id: Customer, s
     record = payment_by_custom_data(services.records, customer_id, custom_data)
     if record is None:
         raise HTTPException(404, "No payment for this tap yet.")
-    pay_to = (
-        Amount(currency=record.pay_to_amount_currency, value=record.pay_to_amount_value)
-        if record.pay_to_amount_currency and record.pay_to_amount_value is not None
-        else None
-    )
     return TapPayment(
         payment_request_id=record.payment_request_id,
         payment_id=record.payment_id if record.status is PaymentStatus.SUCCESS else None,
         status=record.status,
         result_code=record.result_code,
-        pay_to_amount=pay_to,
+        pay_to_amount=stored_amount(record.pay_to_amount_currency, record.pay_to_amount_value),
         payment_time=record.payment_time,
         token_reference_id=record.nfc_token_reference_id,
     )

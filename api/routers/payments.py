@@ -17,9 +17,8 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.records import PaymentRecord, PaymentStatus
+from activities.records import PaymentRecord, PaymentStatus, stored_amount
 from alipayplus import (
-    Amount,
     InquiryPaymentRequest,
     InquiryPaymentResponse,
     PayRequest,
@@ -228,12 +227,7 @@ def _inquiry_from_record(record: PaymentRecord) -> InquiryPaymentResponse:
         payment_request_id=record.payment_request_id,
         payment_id=record.payment_id if succeeded else None,
         payment_time=record.payment_time,
-        payment_amount=_amount(record.payment_amount_currency, record.payment_amount_value),
-        pay_to_amount=_amount(record.pay_to_amount_currency, record.pay_to_amount_value),
+        payment_amount=stored_amount(record.payment_amount_currency, record.payment_amount_value),
+        pay_to_amount=stored_amount(record.pay_to_amount_currency, record.pay_to_amount_value),
         customer_id=record.customer_id,
     )
-
-
-def _amount(currency: str | None, value: int | None) -> Amount | None:
-    """An amount from the records; a tombstone (cancelled before the payment came) has none."""
-    return Amount(currency=currency, value=value) if currency and value is not None else None

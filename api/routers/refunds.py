@@ -8,7 +8,6 @@ from fastapi import APIRouter
 from sqlmodel import Session
 from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import (
-    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
@@ -114,7 +113,7 @@ async def adjust_refund(request: AdjustRefundRequest, services: Services) -> Adj
         task_queue=settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # one credit per refundRequestId, ever
-        search_attributes=_adjust_refund_search_attributes(request),
+        search_attributes=search_attributes.at_start(ADJUST_REFUND, request.payment_request_id, "PROCESSING"),
     )
     try:
         answer: AdjustRefundResponse = await update_with_start(
@@ -125,16 +124,6 @@ async def adjust_refund(request: AdjustRefundRequest, services: Services) -> Adj
     except Closed:
         return _adjust_refund_from_record(request, services)
     return answer
-
-
-def _adjust_refund_search_attributes(request: AdjustRefundRequest) -> TypedSearchAttributes:
-    """Product, status and, for an excess refund, its payment; an unlinked refund has none."""
-    attributes = search_attributes.at_start(ADJUST_REFUND, request.payment_request_id or "", "PROCESSING")
-    if request.payment_request_id:
-        return attributes
-    return TypedSearchAttributes(
-        [pair for pair in attributes.search_attributes if pair.key != search_attributes.PAYMENT_REQUEST_ID]
-    )
 
 
 def _adjust_refund_from_record(request: AdjustRefundRequest, services: Services) -> AdjustRefundResponse:

@@ -55,7 +55,7 @@ from alipayplus import (
 )
 from alipayplus.nfc import AdjustRefundRequest, AdjustRefundResponse, AdjustRefundScenario
 from sandbox._http import local_only
-from sandbox.nfc.mastercard import VerifiedAuthorization
+from sandbox.nfc.mastercard import SandboxMastercard, VerifiedAuthorization
 from sandbox.pos.authorization import AuthorizationDecision, DeclineReason
 
 from .driver import _UTC8, PSP_ID, adjust_refund_request, nfc_pay_request, refund_request
@@ -276,6 +276,21 @@ class CardEventConverter:
         self.authorizations: dict[str, CardAuthorization] = {}
         self.results: list[CardEventResult] = []
         self._locks: dict[str, asyncio.Lock] = {}
+
+    @classmethod
+    def behind(
+        cls,
+        mastercard: SandboxMastercard,
+        ant: SandboxAntNfc,
+        driver: MppDriver,
+        *,
+        psp_id: str,
+        on_pay_in_process: PayHook | None = None,
+    ) -> CardEventConverter:
+        """The sandbox's wiring: what ``mastercard`` verifies becomes our pay, for the user Ant's token names."""
+        converter = cls(driver, ant_customers(ant), psp_id=psp_id, on_pay_in_process=on_pay_in_process)
+        mastercard.issuer = converter
+        return converter
 
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())

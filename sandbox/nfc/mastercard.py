@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 from pyemv import ac, kd
 
 from sandbox._http import local_only
-from sandbox.pos.authorization import Authorization, AuthorizationDecision, DeclineReason
+from sandbox.pos.authorization import Authorization, AuthorizationDecision, DeclineReason, numeric
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +116,6 @@ class AuthorizationRecord:
     authorization: Authorization
     decision: AuthorizationDecision
     received_at: datetime
-
-
-def _bcd(value: int, length: int) -> bytes:
-    return bytes.fromhex(f"{value:0{2 * length}d}")
 
 
 class MastercardScript(BaseModel):
@@ -261,11 +257,11 @@ class SandboxMastercard:
         if other is not None and other.currency != authorization.amount.currency:
             return "The other amount is in another currency"
         data = (
-            _bcd(authorization.amount.value, 6)
-            + _bcd(other.value if other is not None else 0, 6)
+            numeric(authorization.amount.value, 6)
+            + numeric(other.value if other is not None else 0, 6)
             + bytes.fromhex(authorization.country_code)
             + bytes.fromhex(authorization.terminal_verification_results)
-            + _bcd(Currency(authorization.amount.currency).number, 2)
+            + numeric(Currency(authorization.amount.currency).number, 2)
             + bytes.fromhex(f"{authorization.transaction_date:%y%m%d}")
             + bytes.fromhex(authorization.transaction_type)
             + bytes.fromhex(authorization.unpredictable_number)

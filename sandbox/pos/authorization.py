@@ -21,6 +21,11 @@ IAD_CVR = slice(2, 8)  # Card Verification Results inside the Mastercard IAD (em
 IAD_CUSTOM_DATA_START = 18  # the wallet's custom data follows the 18-byte IAD (MCBP 2.3, from byte 19)
 
 
+def numeric(value: int, length: int) -> bytes:
+    """EMV format ``n``: decimal digits, two per byte, right-aligned (9F02's ``000000001500``)."""
+    return bytes.fromhex(f"{value:0{2 * length}d}")
+
+
 def _upper_hex(length: str) -> StringConstraints:
     return StringConstraints(to_upper=True, pattern=rf"^([0-9A-Fa-f]{{2}}){{{length}}}$")
 

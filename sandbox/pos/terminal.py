@@ -36,7 +36,7 @@ from iso4217 import Currency
 from alipayplus import Amount
 from hce_device import tlv
 
-from .authorization import Authorization, AuthorizationDecision, DeclineReason
+from .authorization import Authorization, AuthorizationDecision, DeclineReason, numeric
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class PosConfig:
     @property
     def currency_code(self) -> bytes:
         """5F2A: the ISO 4217 numeric code, two BCD bytes."""
-        return _bcd(Currency(self.currency).number, 2)
+        return numeric(Currency(self.currency).number, 2)
 
 
 @dataclass(frozen=True)
@@ -179,11 +179,6 @@ Clock = Callable[[], datetime]
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _bcd(value: int, length: int) -> bytes:
-    """``n`` format: decimal digits, two per byte, right-aligned (9F02's "000000001500")."""
-    return bytes.fromhex(f"{value:0{2 * length}d}")
 
 
 def _set(data: bytearray, bit: tuple[int, int]) -> None:
@@ -436,8 +431,8 @@ class PosTerminal:
                 _set(tvr, TVR_CVM_NOT_SUCCESSFUL)
                 decline_reason = decline_reason or "Above the CVM limit and the card cannot verify the user"
         values = self._pdol_values(over_cvm_limit) | {
-            "9F02": _bcd(amount.value, 6),
-            "9F03": _bcd(0, 6),
+            "9F02": numeric(amount.value, 6),
+            "9F03": numeric(0, 6),
             "95": bytes(tvr),
             "9A": bytes.fromhex(now.strftime("%y%m%d")),
             "9F21": bytes.fromhex(now.strftime("%H%M%S")),
