@@ -9,7 +9,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio import activity
@@ -106,8 +106,17 @@ async def activated(
 
 
 async def until(handle: WorkflowHandle[TokenWorkflow, None], done: Callable[[TokenState], bool]) -> TokenState:
-    for _ in range(100):
-        state = await handle.query(TokenWorkflow.state)
+    """Query until ``done`` (10 s at most). A query that meets a continue-as-new on the time-skipping
+    server can hang until its deadline, so each has a short one (timing out as CANCELLED) and is asked again."""
+    deadline = asyncio.get_running_loop().time() + 10
+    state: TokenState | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            state = await handle.query(TokenWorkflow.state, rpc_timeout=timedelta(seconds=1))
+        except RPCError as exc:
+            if exc.status not in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.NOT_FOUND):
+                raise
+            continue
         if done(state):
             return state
         await asyncio.sleep(0.02)
