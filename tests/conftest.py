@@ -71,7 +71,7 @@ def alipayplus(settings: Settings) -> SandboxAlipayPlus:
         client_id=settings.client_id,
         alipayplus_private_key_pem=(FIXTURES / "test_alipayplus_private.pem").read_bytes(),
         mpp_public_key_pem=(FIXTURES / "test_mpp_public.pem").read_bytes(),
-        silence_seconds=0.3,
+        silence_seconds=1.5,
     )
 
 
@@ -114,7 +114,7 @@ async def activities(
         "http://alipayplus.test",
         settings.signer,
         settings.verifier,
-        timeout=0.2,  # below the sandbox's scripted silence in tests
+        timeout=1.0,  # below the sandbox's scripted silence, far above a loaded machine's answer
         transport=TimeoutASGITransport(app=create_sandbox_app(alipayplus)),
     )
     yield activities_for(client, settings, alipayplus=mpp_to_alipayplus, sms=SandboxSms(alipayplus))

@@ -50,7 +50,7 @@ def keys() -> Keys:
 
 @pytest.fixture
 def peer(keys: Keys) -> SandboxAlipayPlus:
-    return SandboxAlipayPlus(CLIENT_ID, keys.alipayplus.private_pem, keys.mpp.public_pem, silence_seconds=0.2)
+    return SandboxAlipayPlus(CLIENT_ID, keys.alipayplus.private_pem, keys.mpp.public_pem, silence_seconds=1.0)
 
 
 @pytest.fixture

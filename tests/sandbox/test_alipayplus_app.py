@@ -163,8 +163,8 @@ async def test_behaviour_script_rejects_unknown_answers(http: httpx.AsyncClient)
 async def test_silent_answer_times_the_mpp_out(
     peer: SandboxAlipayPlus, mpp_client: Callable[..., SignedClient]
 ) -> None:
-    peer.script("notifyPayment", ["SILENT"])  # silence_seconds=0.2 in the fixture
-    client = mpp_client(timeout=0.1)
+    peer.script("notifyPayment", ["SILENT"])  # silence_seconds=1.0 in the fixture
+    client = mpp_client(timeout=0.5)  # ample for an answer, short of the silence
 
     with pytest.raises(TransportError, match="Timeout"):
         await client.call(NOTIFY, notice(), NotifyPaymentResponse)
@@ -177,7 +177,7 @@ async def test_silent_answer_is_u_for_a_patient_client(
     peer: SandboxAlipayPlus, mpp_client: Callable[..., SignedClient]
 ) -> None:
     peer.script("notifyPayment", ["SILENT"])
-    answer = await mpp_client(timeout=2.0).call(NOTIFY, notice(), NotifyPaymentResponse)
+    answer = await mpp_client(timeout=3.0).call(NOTIFY, notice(), NotifyPaymentResponse)
     assert answer.result.result_status is ResultStatus.UNKNOWN
 
 
