@@ -19,7 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from alipayplus import ResultStatus, SignedClient
-from alipayplus.nfc import SdkProxyRequest, SdkProxyResponse
+from alipayplus.nfc import SDK_SUCCESS, SdkProxyRequest, SdkProxyResponse
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,6 @@ class SdkCall(BaseModel):
         if not isinstance(api, str) or api not in DESTINATIONS:
             raise ProxyRefused(f"sdkRequestHeader.api: {api!r} is not an SDK request we forward")
         return api
-
-
-SDK_SUCCESS = "SUCCESS"  # the code in sdkResponseHeader when the Ant server (or Mastercard) did it
 
 
 class SdkAnswer(BaseModel):

@@ -73,10 +73,14 @@ class SdkProxyResponse(Message):
     sdk_response_data: OptionalText = None
 
 
+SDK_SUCCESS = "SUCCESS"  # the ``code`` in sdkResponseHeader when the Ant server (or Mastercard) did it
+
+
 # --- NFC payments (Alipay+ -> MPP) --------------------------------------------------------
 
 CUSTOM_DATA_MAX_BYTES = 14  # MCBP wallet transaction data in the IAD from byte 19 (spec §10.1)
 CUSTOM_DATA_PATTERN = rf"^([0-9A-Fa-f]{{2}}){{1,{CUSTOM_DATA_MAX_BYTES}}}$"  # the bytes as hex
+NFC_PAYMENT_METHOD_TYPE = "NFC"  # paymentMethod.paymentMethodType [inferred]: the pay-nfc page does not name it
 
 
 class NfcPaymentInfo(Message):
@@ -136,7 +140,9 @@ __all__ = [
     "AdjustRefundRequest",
     "AdjustRefundResponse",
     "AdjustRefundScenario",
+    "NFC_PAYMENT_METHOD_TYPE",
     "NfcPaymentInfo",
+    "SDK_SUCCESS",
     "AccountSource",
     "SdkProxyRequest",
     "SdkProxyResponse",

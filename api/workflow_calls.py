@@ -1,4 +1,5 @@
-"""Reaching a workflow: update-with-start under Alipay+'s deadline; a payment behind one of our pages."""
+"""Reaching a workflow: once per request id, by update-with-start under Alipay+'s deadline; a payment
+behind one of our pages."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
+from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -26,6 +28,23 @@ class Closed(Exception):
 
 class Late(Exception):
     """No answer inside the deadline: answer U, Alipay+ will ask again."""
+
+
+def start_once(
+    run: Any, argument: Any, *, workflow_id: str, task_queue: str, search_attributes: TypedSearchAttributes
+) -> WithStartWorkflowOperation[Any, Any]:
+    """Start ``run(argument)`` as ``workflow_id`` unless it is running (a concurrent repeat joins it),
+    and never again once it has finished: one workflow per request id, ever (``update_with_start``
+    then raises ``Closed``, and the answer comes from the records)."""
+    return WithStartWorkflowOperation(
+        run,
+        argument,
+        id=workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=search_attributes,
+    )
 
 
 async def update_with_start(

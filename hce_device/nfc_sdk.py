@@ -497,12 +497,12 @@ class AlipayPlusNfcSdk:
     async def lock(self) -> TokenResult:
         """``lock()``: network required. Our server locks the token (the Ant server suspends it at
         Mastercard); only then is the server lock stored (status 3)."""
-        return await self._manage("POST", "lock", _CARD_EXISTS)
+        return await self._token_call(_CARD_EXISTS, lambda: self._manage_at_server("lock"))
 
     async def unlock(self) -> TokenResult:
         """``unlock()``: network required; the stored server lock is cleared once our server unlocked
         (3 → 2). A local lock (4) stays: ``local_unlock`` clears that."""
-        return await self._manage("POST", "unlock", _CARD_EXISTS)
+        return await self._token_call(_CARD_EXISTS, lambda: self._manage_at_server("unlock"))
 
     def lock_locally(self) -> TokenResult:
         """The app's own lock (status 4), without the network: for the app's security events, e.g. too
@@ -529,50 +529,45 @@ class AlipayPlusNfcSdk:
         """``deleteToken`` (spec §9): only in status 1, 2 or 3. Queued tap reports go first (a deleted
         token's taps can no longer count, so none may be left behind), then our server deletes the
         token (and the Ant server at Mastercard); only then does the phone forget it (status 0)."""
-        refused = self._refusal((TokenStatus.NO_CREDENTIALS, TokenStatus.PAYMENT_ALLOWED, TokenStatus.LOCKED))
-        if refused is not None:
-            return refused
-        async with self._token_calls:
-            try:
-                if await self._flush_reports():
-                    return self._token_result(NfcResultCode.NETWORK_EXCEPTION, "tap reports are not delivered yet")
-                await self._request("DELETE", self._token_path())
-            except NfcSdkError as exc:
-                if exc.http_status != 410:  # 410: deleted already
-                    return self._failed(exc)
-            except SecureStoreError as exc:
-                return self._token_result(NfcResultCode.INNER_EXCEPTION, str(exc))
-            self._forget_token()
-        return self._token_result(NfcResultCode.SUCCESS)
+        deletable = (TokenStatus.NO_CREDENTIALS, TokenStatus.PAYMENT_ALLOWED, TokenStatus.LOCKED)
+        return await self._token_call(deletable, self._delete_at_server)
 
     async def replenish(self) -> TokenResult:
         """``replenish()``: fetch credentials now (status 1, or to top up), through our server."""
         allowed = (TokenStatus.NO_CREDENTIALS, TokenStatus.PAYMENT_ALLOWED, TokenStatus.LOCKED_LOCALLY)
+        return await self._token_call(allowed, self._replenish_now)
+
+    async def _token_call(self, allowed: tuple[TokenStatus, ...], call: Callable[[], Awaitable[None]]) -> TokenResult:
+        """One token call: refused outside ``allowed`` statuses, one at a time, and our API's refusal
+        or the secure store's failure as the SDK's result code."""
         refused = self._refusal(allowed)
         if refused is not None:
             return refused
         async with self._token_calls:
             try:
-                await self._flush_reports()
-                await self._top_up(force=True)
+                await call()
             except NfcSdkError as exc:
                 return self._failed(exc)
             except SecureStoreError as exc:
                 return self._token_result(NfcResultCode.INNER_EXCEPTION, str(exc))
         return self._token_result(NfcResultCode.SUCCESS)
 
-    async def _manage(self, method: str, action: str, allowed: tuple[TokenStatus, ...]) -> TokenResult:
-        refused = self._refusal(allowed)
-        if refused is not None:
-            return refused
-        async with self._token_calls:
-            try:
-                self._follow_server(await self._request(method, f"{self._token_path()}/{action}"))
-            except NfcSdkError as exc:
-                return self._failed(exc)
-            except SecureStoreError as exc:
-                return self._token_result(NfcResultCode.INNER_EXCEPTION, str(exc))
-        return self._token_result(NfcResultCode.SUCCESS)
+    async def _manage_at_server(self, action: str) -> None:
+        self._follow_server(await self._request("POST", f"{self._token_path()}/{action}"))
+
+    async def _delete_at_server(self) -> None:
+        if await self._flush_reports():
+            raise NfcSdkError(NfcResultCode.NETWORK_EXCEPTION, "tap reports are not delivered yet")
+        try:
+            await self._request("DELETE", self._token_path())
+        except NfcSdkError as exc:
+            if exc.http_status != 410:  # 410: deleted already
+                raise
+        self._forget_token()
+
+    async def _replenish_now(self) -> None:
+        await self._flush_reports()
+        await self._top_up(force=True)
 
     def _refusal(self, allowed: tuple[TokenStatus, ...]) -> TokenResult | None:
         status = self.is_payment_available()

@@ -166,8 +166,7 @@ class TokenWorkflow:
     async def replenish(self) -> TokenState:
         """Manual replenish(): fetch credentials now, whatever is left. Credentials already waiting for
         the phone, or the automatic replenish under way, are the answer: asking Ant again would only
-        strand more."""
-        self._refuse_unless_usable()
+        strand more. (Refused while locked or deleted by its validator.)"""
         if self._replenishing:
             await workflow.wait_condition(lambda: not self._replenishing)
         elif not self._state.undelivered:

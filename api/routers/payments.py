@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter
 from sqlmodel import Session
 from temporalio.client import (
-    WithStartWorkflowOperation,
     WorkflowQueryFailedError,
 )
 from temporalio.common import (
@@ -26,6 +25,7 @@ from alipayplus import (
     Result,
     ResultCode,
 )
+from alipayplus.nfc import NFC_PAYMENT_METHOD_TYPE
 from workflows import easy_pay, mpm_payment, nfc_payment, search_attributes
 from workflows.account_evaluation import AccountEvaluationWorkflow
 from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow
@@ -35,7 +35,7 @@ from workflows.payment_order import PaymentOrderWorkflow, PaymentState
 
 from ..inbound import Rejection, inbound
 from ..services import Services
-from ..workflow_calls import Closed, Late, update_with_start
+from ..workflow_calls import Closed, Late, start_once, update_with_start
 
 router = APIRouter(tags=["Alipay+ inbound"])
 
@@ -46,9 +46,6 @@ def _check_amounts(request: PayRequest) -> None:
             raise Rejection(ResultCode.PARAM_ILLEGAL, f"{name}.value: must be greater than zero")
 
 
-NFC_METHOD = "NFC"  # paymentMethodType [inferred]: the stored pay-nfc page does not name it
-
-
 def _check_nfc(request: PayRequest) -> None:
     """An NFC pay names our user and is an in-store payment (spec §10.4)."""
     factor, method = request.payment_factor, request.payment_method
@@ -56,8 +53,10 @@ def _check_nfc(request: PayRequest) -> None:
         raise Rejection(ResultCode.PARAM_ILLEGAL, 'paymentFactor.isInStorePayment: must be "true" for NFC')
     if factor.is_payment_evaluation:
         raise Rejection(ResultCode.PARAM_ILLEGAL, 'paymentFactor.isPaymentEvaluation: must not be "true" for NFC')
-    if method.payment_method_type != NFC_METHOD:
-        raise Rejection(ResultCode.PARAM_ILLEGAL, f'paymentMethod.paymentMethodType: must be "{NFC_METHOD}"')
+    if method.payment_method_type != NFC_PAYMENT_METHOD_TYPE:
+        raise Rejection(
+            ResultCode.PARAM_ILLEGAL, f'paymentMethod.paymentMethodType: must be "{NFC_PAYMENT_METHOD_TYPE}"'
+        )
     if not method.customer_id:
         raise Rejection(ResultCode.PARAM_ILLEGAL, "paymentMethod.customerId: is required for NFC")
 
@@ -133,13 +132,11 @@ async def _create_mpm_order(request: PayRequest, services: Services) -> PayRespo
 async def _create_order(request: PayRequest, services: Services, product: str, run: Any, order: Any) -> PayResponse:
     """Start the order's workflow ``run(order)`` unless it is running, and ask it for its answer:
     one workflow per paymentRequestId, never restarted, the same answer to every retry."""
-    start = WithStartWorkflowOperation(
+    start = start_once(
         run,
         order,
-        id=f"pay/{request.payment_request_id}",
+        workflow_id=f"pay/{request.payment_request_id}",
         task_queue=services.settings.temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # a closed payment never starts again
         search_attributes=search_attributes.at_start(product, request.payment_request_id, PaymentStatus.PROCESSING),
     )
     try:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TypeVar
 
 from fastapi import APIRouter
 from sqlmodel import Session
-from temporalio.client import WithStartWorkflowOperation
-from temporalio.common import (
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from activities.adjust_refunds import AdjustRefundOutcome, IllegalAdjustRefund, adjustment_credit
 from activities.records import AdjustRefundRecord, RefundRecord
@@ -34,7 +31,7 @@ from workflows.refund import RefundOrder, RefundWorkflow
 
 from ..inbound import Rejection, inbound
 from ..services import Services
-from ..workflow_calls import Closed, Late, update_with_start
+from ..workflow_calls import Closed, Late, start_once, update_with_start
 
 router = APIRouter(tags=["Alipay+ inbound"])
 
@@ -47,13 +44,11 @@ async def refund(request: RefundRequest, services: Services) -> RefundResponse:
     if request.refund_from_amount is not None and request.refund_from_amount.value <= 0:
         raise Rejection(ResultCode.PARAM_ILLEGAL, "refundFromAmount.value: must be greater than zero")
     settings = services.settings
-    start = WithStartWorkflowOperation(
+    start = start_once(
         RefundWorkflow.run,
         RefundOrder(request=request, window=settings.refund_window),
-        id=f"refund/{request.refund_request_id}",
+        workflow_id=f"refund/{request.refund_request_id}",
         task_queue=settings.temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # one refund per refundRequestId, ever
         search_attributes=search_attributes.at_start(REFUND, request.payment_request_id, "PROCESSING"),
     )
     try:
@@ -68,13 +63,10 @@ async def refund(request: RefundRequest, services: Services) -> RefundResponse:
 
 
 def _refund_from_record(request: RefundRequest, services: Services) -> RefundResponse:
-    with Session(services.records) as session:
-        record = session.get(RefundRecord, request.refund_request_id)
-    if record is None:
-        return RefundResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION))
-    if record.key_fields_digest != request.key_fields_digest():
-        return RefundResponse(result=Result.of(ResultCode.REPEAT_REQ_INCONSISTENT))
-    return RefundOutcome.of_record(record).to_response()
+    kept = _kept_answer(services, RefundRecord, request)
+    if isinstance(kept, RefundRecord):
+        return RefundOutcome.of_record(kept).to_response()
+    return RefundResponse(result=kept)
 
 
 @inbound(router, CancelPaymentRequest.PATH, CancelPaymentRequest)
@@ -106,13 +98,11 @@ async def adjust_refund(request: AdjustRefundRequest, services: Services) -> Adj
     except IllegalAdjustRefund as problem:
         raise Rejection(ResultCode.PARAM_ILLEGAL, str(problem)) from None
     settings = services.settings
-    start = WithStartWorkflowOperation(
+    start = start_once(
         AdjustRefundWorkflow.run,
         AdjustRefundOrder(request=request),
-        id=f"adjust-refund/{request.refund_request_id}",
+        workflow_id=f"adjust-refund/{request.refund_request_id}",
         task_queue=settings.temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # one credit per refundRequestId, ever
         search_attributes=search_attributes.at_start(ADJUST_REFUND, request.payment_request_id, "PROCESSING"),
     )
     try:
@@ -127,10 +117,24 @@ async def adjust_refund(request: AdjustRefundRequest, services: Services) -> Adj
 
 
 def _adjust_refund_from_record(request: AdjustRefundRequest, services: Services) -> AdjustRefundResponse:
+    kept = _kept_answer(services, AdjustRefundRecord, request)
+    if isinstance(kept, AdjustRefundRecord):
+        return AdjustRefundOutcome.of_record(kept).to_response()
+    return AdjustRefundResponse(result=kept)
+
+
+KeptRecord = TypeVar("KeptRecord", RefundRecord, AdjustRefundRecord)
+
+
+def _kept_answer(
+    services: Services, record_type: type[KeptRecord], request: RefundRequest | AdjustRefundRequest
+) -> KeptRecord | Result:
+    """A repeat after the workflow finished: the answer kept for its refundRequestId, unless the
+    key fields changed (REPEAT_REQ_INCONSISTENT) or none was kept (U: ask again)."""
     with Session(services.records) as session:
-        record = session.get(AdjustRefundRecord, request.refund_request_id)
+        record = session.get(record_type, request.refund_request_id)
     if record is None:
-        return AdjustRefundResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION))
+        return Result.of(ResultCode.UNKNOWN_EXCEPTION)
     if record.key_fields_digest != request.key_fields_digest():
-        return AdjustRefundResponse(result=Result.of(ResultCode.REPEAT_REQ_INCONSISTENT))
-    return AdjustRefundOutcome.of_record(record).to_response()
+        return Result.of(ResultCode.REPEAT_REQ_INCONSISTENT)
+    return record

@@ -68,12 +68,5 @@ async def start_token(
 
 
 async def _tell_token_workflow(request: TokenActivationNotificationRequest, services: Services) -> None:
-    notice = TokenActivated(
-        customer_id=request.customer_id,
-        wallet_id=request.wallet_id,
-        token_requestor_id=request.token_requestor_id,
-        account_source=request.account_source,
-        service_request_time=request.service_request_time,
-        token_activated_time=request.token_activated_time,
-    )
+    notice = TokenActivated.model_validate(request, from_attributes=True)  # the fields the workflow keeps
     await start_token(services, request.token_reference_id, notice=notice)

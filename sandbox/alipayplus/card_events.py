@@ -30,15 +30,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, time, timedelta, timezone
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, Field
 
 from alipayplus import (
     Amount,
@@ -58,7 +56,8 @@ from sandbox._http import local_only
 from sandbox.nfc.mastercard import SandboxMastercard, VerifiedAuthorization
 from sandbox.pos.authorization import AuthorizationDecision, DeclineReason
 
-from .driver import _UTC8, PSP_ID, adjust_refund_request, nfc_pay_request, refund_request
+from .driver import PSP_ID, adjust_refund_request, nfc_pay_request, refund_request, request_id
+from .peer import _CamelModel
 
 if TYPE_CHECKING:
     from sandbox.nfc.ant import SandboxAntNfc
@@ -82,10 +81,6 @@ PayHook = Callable[[PayRequest], Awaitable[None]]
 CustomerLookup = Callable[[str], str | None]  # tokenReferenceId → customerId
 MppApi = Literal["pay", "cancelPayment", "refund", "adjustRefund"]
 ResponseT = TypeVar("ResponseT", PayResponse, RefundResponse, CancelPaymentResponse, AdjustRefundResponse)
-
-
-class _CamelModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
 
 
 class CardEvent(StrEnum):
@@ -296,8 +291,7 @@ class CardEventConverter:
         return self._locks.setdefault(key, asyncio.Lock())
 
     def _request_id(self) -> str:
-        """Alipay+'s 31-digit ids: its UTC+8 time, then 17 random digits."""
-        return f"{self.clock().astimezone(_UTC8):%Y%m%d%H%M%S}{secrets.randbelow(10**17):017d}"
+        return request_id(self.clock())
 
     # --- authorization → pay -------------------------------------------------------------
 

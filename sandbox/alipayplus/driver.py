@@ -7,6 +7,7 @@ ids, the user, the amount and the times vary. The MPM builders follow seed 003 (
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -40,6 +41,7 @@ from alipayplus import (
 )
 from alipayplus.messages import Env, MerchantAddress, Quote
 from alipayplus.nfc import (
+    NFC_PAYMENT_METHOD_TYPE,
     AccountSource,
     AdjustRefundRequest,
     AdjustRefundResponse,
@@ -58,7 +60,6 @@ PSP_ID = "1022160000000000000"  # the MPP's pspId in seed 004 (and settings' def
 PAYMENT_METHOD_TYPE = "ALIPAY_HK"
 ALIPAYPLUS_ACQUIRER_ID = "2052666000000000"  # applyToken from the client SDK's session: Alipay+ itself (seed 003)
 NFC_ACQUIRER_ID = "1022188000000000002"  # the card acquirer behind the sandbox POS terminals
-NFC_PAYMENT_METHOD_TYPE = "NFC"  # [inferred] the stored pay-nfc page does not name it
 CONNECT_WALLET = "CONNECT_WALLET"  # the MPM payment method: the user's wallet, by the session's accessToken
 MPM_PAYMENT_EXPIRY = timedelta(seconds=120)  # seed 003: at most 3 minutes for merchant-presented mode
 PAY_TIMEOUT = 8.0  # Alipay+ waits 8 s for pay, refund and cancelPayment ...
@@ -72,6 +73,11 @@ _MERCHANT = Merchant(
     merchant_display_name="testAliasName",
     merchant_address=MerchantAddress(region="SG"),
 )
+
+
+def request_id(now: datetime) -> str:
+    """A request id as Alipay+ makes its own: 31 digits, its UTC+8 time then 17 random ones."""
+    return f"{now.astimezone(_UTC8):%Y%m%d%H%M%S}{secrets.randbelow(10**17):017d}"
 
 
 def sample_requests() -> tuple[bytes, bytes]:

@@ -55,7 +55,7 @@ from alipayplus.sdk import (
 from sandbox._http import answer_sdk_call, local_only
 from sandbox.code_service import ENTRY_CODE_PREFIX, ORDER_CODE_PREFIX
 
-from .driver import _UTC8, MPM_PAYMENT_EXPIRY, PSP_ID, AlipayPlusDriver, apply_token_request, mpm_order
+from .driver import _UTC8, MPM_PAYMENT_EXPIRY, PSP_ID, AlipayPlusDriver, apply_token_request, mpm_order, request_id
 from .peer import Received, SandboxAlipayPlus, _CamelModel
 
 if TYPE_CHECKING:
@@ -388,7 +388,7 @@ class SandboxMpm:
     def _payment_for(self, order_code: OrderCode, session: MpmSession, access_token: str) -> PayRequest:
         now = self.clock()
         return mpm_order(
-            f"{now.astimezone(_UTC8):%Y%m%d%H%M%S}{secrets.randbelow(10**17):017d}",  # Alipay+'s 31 digits
+            request_id(now),
             order_code.order,
             access_token=access_token,
             customer_id=session.customer_id,

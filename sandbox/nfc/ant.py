@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from alipayplus import Message, Result, ResultCode
-from alipayplus.nfc import SdkProxyRequest, SdkProxyResponse
+from alipayplus.nfc import SDK_SUCCESS, SdkProxyRequest, SdkProxyResponse
 from sandbox._http import answer_signed_call, first_error, local_only
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 
@@ -45,7 +45,6 @@ AntApi = Literal[
 ANT_APIS: tuple[str, ...] = get_args(AntApi)
 TokenActiveHook = Callable[[str, str, str], Awaitable[None]]  # (tokenReferenceId, customerId, deviceFingerprint)
 
-SUCCESS = "SUCCESS"
 SYSTEM_ERROR = "SYSTEM_ERROR"
 UNKNOWN_API = "UNKNOWN_API"
 PARAM_ILLEGAL = "PARAM_ILLEGAL"
@@ -276,7 +275,7 @@ class SandboxAntNfc:
         if scripted.fault is Fault.FAIL:
             return AntError(SYSTEM_ERROR, "The Ant server failed (scripted)").answer()
         try:
-            return AntAnswer(SUCCESS, await handler(customer_id, data, scripted.fault is Fault.REJECT))
+            return AntAnswer(SDK_SUCCESS, await handler(customer_id, data, scripted.fault is Fault.REJECT))
         except AntError as error:
             return error.answer()
 

@@ -7,7 +7,7 @@ sandbox Alipay+'s key and checks every answer's signature with the MPP's public 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,3 +92,31 @@ class AlipayPlusCaller:
 @pytest.fixture(scope="module")
 def alipay(api: httpx.AsyncClient, alipayplus: SandboxAlipayPlus, mpp_verifier: Verifier) -> AlipayPlusCaller:
     return AlipayPlusCaller(api, alipayplus, mpp_verifier)
+
+
+BodyEdit = Callable[[dict[str, Any]], None]
+
+
+def set_at(*path_and_value: Any) -> BodyEdit:
+    """An edit of a wire body: the field at ``path`` (keys, outermost first) set to the last argument."""
+    *path, value = path_and_value
+
+    def change(body: dict[str, Any]) -> None:
+        _parent(body, path)[path[-1]] = value
+
+    return change
+
+
+def drop_at(*path: str) -> BodyEdit:
+    """An edit of a wire body: the field at ``path`` removed."""
+
+    def change(body: dict[str, Any]) -> None:
+        _parent(body, path).pop(path[-1])
+
+    return change
+
+
+def _parent(body: dict[str, Any], path: Sequence[str]) -> dict[str, Any]:
+    for key in path[:-1]:
+        body = body[key]
+    return body

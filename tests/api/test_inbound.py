@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.ledger import Ledger
 from alipayplus import Amount, InquiryPaymentRequest, PayRequest, Signer, format_datetime
 from sandbox.alipayplus.driver import easy_pay_order, sample_requests
+from tests.api.conftest import set_at
 from workers.settings import Settings
 
 from .conftest import AlipayPlusCaller
@@ -219,18 +220,6 @@ def _edit(
     return make
 
 
-def _set(*path_and_value: Any) -> Callable[[dict[str, Any]], None]:
-    *path, value = path_and_value
-
-    def change(body: dict[str, Any]) -> None:
-        target = body
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-
-    return change
-
-
 def _tampered(request: PayRequest, alipay: AlipayPlusCaller) -> tuple[bytes, dict[str, str]]:
     body = request.to_wire()
     assert body.count(b'"5000"') == 3  # orderAmount, paymentAmount, payToAmount
@@ -272,14 +261,14 @@ REFUSALS: dict[str, tuple[Callable[[PayRequest, AlipayPlusCaller], tuple[bytes, 
     "wrong Client-Id": (_resigned(client_id="SANDBOX_SOMEONE_ELSE"), "INVALID_CLIENT", "SANDBOX_SOMEONE_ELSE"),
     "unknown keyVersion": (_resigned(key_version="9"), "KEY_NOT_FOUND", "'9'"),
     "signed over another path": (_other_path, "INVALID_SIGNATURE", ""),
-    "amount as a number": (_edit(_set("payToAmount", "value", 50)), "PARAM_ILLEGAL", "payToAmount.value"),
-    "amount 1e309": (_edit(_set("payToAmount", "value", "1e309")), "PARAM_ILLEGAL", "payToAmount.value"),
-    "amount -1": (_edit(_set("paymentAmount", "value", "-1")), "PARAM_ILLEGAL", "paymentAmount.value"),
-    "amount 1.5": (_edit(_set("payToAmount", "value", "1.5")), "PARAM_ILLEGAL", "payToAmount.value"),
-    "amount 0": (_edit(_set("payToAmount", "value", "0")), "PARAM_ILLEGAL", "payToAmount.value"),
-    "unknown currency": (_edit(_set("payToAmount", "currency", "ZZZ")), "PARAM_ILLEGAL", "payToAmount.currency"),
+    "amount as a number": (_edit(set_at("payToAmount", "value", 50)), "PARAM_ILLEGAL", "payToAmount.value"),
+    "amount 1e309": (_edit(set_at("payToAmount", "value", "1e309")), "PARAM_ILLEGAL", "payToAmount.value"),
+    "amount -1": (_edit(set_at("paymentAmount", "value", "-1")), "PARAM_ILLEGAL", "paymentAmount.value"),
+    "amount 1.5": (_edit(set_at("payToAmount", "value", "1.5")), "PARAM_ILLEGAL", "payToAmount.value"),
+    "amount 0": (_edit(set_at("payToAmount", "value", "0")), "PARAM_ILLEGAL", "payToAmount.value"),
+    "unknown currency": (_edit(set_at("payToAmount", "currency", "ZZZ")), "PARAM_ILLEGAL", "payToAmount.currency"),
     "no paymentRequestId": (_edit(lambda body: body.pop("paymentRequestId")), "PARAM_ILLEGAL", "paymentRequestId"),
-    "foreign pspId": (_edit(_set("pspId", "1022169999999999999")), "PARAM_ILLEGAL", "pspId"),
+    "foreign pspId": (_edit(set_at("pspId", "1022169999999999999")), "PARAM_ILLEGAL", "pspId"),
     "not JSON": (_not_json, "PARAM_ILLEGAL", "JSON"),
 }
 

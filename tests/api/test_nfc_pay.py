@@ -26,6 +26,7 @@ from alipayplus import Amount, CancelPaymentRequest, InquiryPaymentRequest, PayR
 from alipayplus.nfc import AdjustRefundRequest, AdjustRefundScenario
 from sandbox.alipayplus.driver import NFC_ACQUIRER_ID, adjust_refund_request, nfc_pay_request, refund_request
 from sandbox.alipayplus.peer import SandboxAlipayPlus
+from tests.api.conftest import drop_at, set_at
 from tests.workflows.test_nfc_payment import new_user
 from workers.settings import Settings
 
@@ -123,28 +124,6 @@ async def pos(
     assert check.ok, check
 
 
-def _set(*path_and_value: Any) -> Callable[[dict[str, Any]], None]:
-    *path, value = path_and_value
-
-    def change(body: dict[str, Any]) -> None:
-        target = body
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-
-    return change
-
-
-def _drop(*path: str) -> Callable[[dict[str, Any]], None]:
-    def change(body: dict[str, Any]) -> None:
-        target = body
-        for key in path[:-1]:
-            target = target[key]
-        target.pop(path[-1])
-
-    return change
-
-
 # --- pay --------------------------------------------------------------------------------------
 
 
@@ -235,18 +214,18 @@ async def test_the_same_tap_again_gets_the_same_answer_and_a_changed_one_is_inco
 
 
 PAY_REFUSALS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
-    "no customerId": (_drop("paymentMethod", "customerId"), "paymentMethod.customerId"),
-    "not in store": (_set("paymentFactor", "isInStorePayment", "false"), "paymentFactor.isInStorePayment"),
-    "no isInStorePayment": (_drop("paymentFactor", "isInStorePayment"), "paymentFactor.isInStorePayment"),
-    "an evaluation": (_set("paymentFactor", "isPaymentEvaluation", "true"), "paymentFactor.isPaymentEvaluation"),
-    "not an NFC method": (_set("paymentMethod", "paymentMethodType", "ALIPAY_HK"), "paymentMethod.paymentMethodType"),
-    "customData of 15 bytes": (_set("nfcPaymentInfo", "customData", "AB" * 15), "nfcPaymentInfo.customData"),
-    "customData not hex": (_set("nfcPaymentInfo", "customData", "XYZ1"), "nfcPaymentInfo.customData"),
-    "no tokenReferenceId": (_drop("nfcPaymentInfo", "tokenReferenceId"), "nfcPaymentInfo.tokenReferenceId"),
-    "atc not decimal": (_set("nfcPaymentInfo", "atc", "7F"), "nfcPaymentInfo.atc"),
-    "payToAmount 0": (_set("payToAmount", "value", "0"), "payToAmount.value"),
-    "paymentAmount -1": (_set("paymentAmount", "value", "-1"), "paymentAmount.value"),
-    "foreign pspId": (_set("pspId", "1022169999999999999"), "pspId"),
+    "no customerId": (drop_at("paymentMethod", "customerId"), "paymentMethod.customerId"),
+    "not in store": (set_at("paymentFactor", "isInStorePayment", "false"), "paymentFactor.isInStorePayment"),
+    "no isInStorePayment": (drop_at("paymentFactor", "isInStorePayment"), "paymentFactor.isInStorePayment"),
+    "an evaluation": (set_at("paymentFactor", "isPaymentEvaluation", "true"), "paymentFactor.isPaymentEvaluation"),
+    "not an NFC method": (set_at("paymentMethod", "paymentMethodType", "ALIPAY_HK"), "paymentMethod.paymentMethodType"),
+    "customData of 15 bytes": (set_at("nfcPaymentInfo", "customData", "AB" * 15), "nfcPaymentInfo.customData"),
+    "customData not hex": (set_at("nfcPaymentInfo", "customData", "XYZ1"), "nfcPaymentInfo.customData"),
+    "no tokenReferenceId": (drop_at("nfcPaymentInfo", "tokenReferenceId"), "nfcPaymentInfo.tokenReferenceId"),
+    "atc not decimal": (set_at("nfcPaymentInfo", "atc", "7F"), "nfcPaymentInfo.atc"),
+    "payToAmount 0": (set_at("payToAmount", "value", "0"), "payToAmount.value"),
+    "paymentAmount -1": (set_at("paymentAmount", "value", "-1"), "paymentAmount.value"),
+    "foreign pspId": (set_at("pspId", "1022169999999999999"), "pspId"),
 }
 
 
@@ -358,8 +337,8 @@ async def test_a_frozen_user_is_credited_all_the_same(pos: Terminal) -> None:
 
 
 ADJUST_REFUSALS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
-    "exceed without paymentRequestId": (_drop("paymentRequestId"), "paymentRequestId"),
-    "exceed of an unknown payment": (_set("paymentRequestId", "no-such-payment"), "paymentRequestId"),
+    "exceed without paymentRequestId": (drop_at("paymentRequestId"), "paymentRequestId"),
+    "exceed of an unknown payment": (set_at("paymentRequestId", "no-such-payment"), "paymentRequestId"),
     "unlinked without customerId": (
         lambda body: (body.update(subScenarioType="UNLINKED_REFUND"), body.pop("customerId", None)),
         "customerId",
@@ -374,13 +353,13 @@ ADJUST_REFUSALS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
         ),
         "refundAmount.currency",
     ),
-    "exceed in a currency we cannot convert": (_set("refundAmount", "currency", "USD"), "refundAmount.currency"),
-    "amount 0": (_set("refundAmount", "value", "0"), "refundAmount.value"),
-    "amount -1": (_set("refundAmount", "value", "-1"), "refundAmount.value"),
-    "amount as a number": (_set("refundAmount", "value", 50), "refundAmount.value"),
-    "unknown subScenarioType": (_set("subScenarioType", "PARTIAL_REFUND"), "subScenarioType"),
-    "no refundRequestId": (_drop("refundRequestId"), "refundRequestId"),
-    "foreign pspId": (_set("pspId", "1022169999999999999"), "pspId"),
+    "exceed in a currency we cannot convert": (set_at("refundAmount", "currency", "USD"), "refundAmount.currency"),
+    "amount 0": (set_at("refundAmount", "value", "0"), "refundAmount.value"),
+    "amount -1": (set_at("refundAmount", "value", "-1"), "refundAmount.value"),
+    "amount as a number": (set_at("refundAmount", "value", 50), "refundAmount.value"),
+    "unknown subScenarioType": (set_at("subScenarioType", "PARTIAL_REFUND"), "subScenarioType"),
+    "no refundRequestId": (drop_at("refundRequestId"), "refundRequestId"),
+    "foreign pspId": (set_at("pspId", "1022169999999999999"), "pspId"),
 }
 
 

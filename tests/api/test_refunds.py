@@ -31,6 +31,7 @@ from alipayplus import (
     RefundRequest,
 )
 from sandbox.alipayplus.driver import ACQUIRER_ID, easy_pay_order, refund_request
+from tests.api.conftest import set_at
 from workers.settings import Settings
 
 from .conftest import AlipayPlusCaller
@@ -233,27 +234,15 @@ async def test_refund_in_another_currency(wallet: Wallet) -> None:
     assert wallet.balance() == before
 
 
-def _set(*path_and_value: Any) -> Callable[[dict[str, Any]], None]:
-    *path, value = path_and_value
-
-    def change(body: dict[str, Any]) -> None:
-        target = body
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-
-    return change
-
-
 REFUSALS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
-    "foreign pspId": (_set("pspId", "1022169999999999999"), "pspId"),
+    "foreign pspId": (set_at("pspId", "1022169999999999999"), "pspId"),
     "no refundRequestId": (lambda body: body.pop("refundRequestId"), "refundRequestId"),
-    "amount as a number": (_set("refundAmount", "value", 50), "refundAmount.value"),
-    "amount 1e309": (_set("refundAmount", "value", "1e309"), "refundAmount.value"),
-    "amount -1": (_set("refundAmount", "value", "-1"), "refundAmount.value"),
-    "amount 1.5": (_set("refundAmount", "value", "1.5"), "refundAmount.value"),
-    "amount 0": (_set("refundAmount", "value", "0"), "refundAmount.value"),
-    "refundFromAmount 0": (_set("refundFromAmount", {"currency": "IDR", "value": "0"}), "refundFromAmount.value"),
+    "amount as a number": (set_at("refundAmount", "value", 50), "refundAmount.value"),
+    "amount 1e309": (set_at("refundAmount", "value", "1e309"), "refundAmount.value"),
+    "amount -1": (set_at("refundAmount", "value", "-1"), "refundAmount.value"),
+    "amount 1.5": (set_at("refundAmount", "value", "1.5"), "refundAmount.value"),
+    "amount 0": (set_at("refundAmount", "value", "0"), "refundAmount.value"),
+    "refundFromAmount 0": (set_at("refundFromAmount", {"currency": "IDR", "value": "0"}), "refundFromAmount.value"),
 }
 
 
