@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
@@ -18,8 +20,9 @@ from temporalio.worker import Worker
 
 from activities.db import create_engine_for, migrate
 from activities.ledger import Ledger
+from activities.records import UserStatus, VerificationMethod, WalletUser
 from activities.users import UserStore
-from alipayplus import SignedClient
+from alipayplus import Amount, SignedClient
 from sandbox.alipayplus.app import create_app as create_sandbox_app
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from sandbox.alipayplus.transport import TimeoutASGITransport
@@ -63,6 +66,48 @@ def database(settings: Settings) -> Iterator[Ledger]:
     UserStore(engine).seed_demo_users(ledger, settings.secret_key)
     yield ledger
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings, database: Ledger) -> Iterator[Engine]:
+    """The migrated database's records (``database`` seeds the demo users first)."""
+    records = create_engine_for(settings.database_url)
+    yield records
+    records.dispose()
+
+
+def new_user(
+    engine: Engine,
+    ledger: Ledger,
+    balance: int,
+    *,
+    currency: str = "IDR",
+    status: UserStatus = UserStatus.ACTIVE,
+    single_payment_limit: int = 5_000_000,
+    daily_limit: int = 20_000_000,
+) -> str:
+    """A user of our own with ``balance`` minor units, so a test owns its balance and limits."""
+    customer_id = f"2161{uuid.uuid4().int % 10**12:012d}"
+    account_id = ledger.open_user(customer_id, currency)
+    with Session(engine) as session:
+        session.add(
+            WalletUser(
+                customer_id=customer_id,
+                login_id=f"852-{customer_id[-8:]}",
+                login_id_type="MOBILE",
+                status=status,
+                phone=f"+852{customer_id[-8:]}",
+                verification_method=VerificationMethod.PIN,
+                currency=currency,
+                single_payment_limit=single_payment_limit,
+                daily_limit=daily_limit,
+                account_id=account_id,
+            )
+        )
+        session.commit()
+    if balance:
+        ledger.fund_user(f"seed/{customer_id}", account_id, Amount(currency=currency, value=balance))
+    return customer_id
 
 
 @pytest.fixture(scope="session")

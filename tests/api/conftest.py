@@ -7,6 +7,7 @@ sandbox Alipay+'s key and checks every answer's signature with the MPP's public 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,16 @@ class AlipayPlusCaller:
 @pytest.fixture(scope="module")
 def alipay(api: httpx.AsyncClient, alipayplus: SandboxAlipayPlus, mpp_verifier: Verifier) -> AlipayPlusCaller:
     return AlipayPlusCaller(api, alipayplus, mpp_verifier)
+
+
+def result_of(answer: dict[str, Any], key: str = "result") -> tuple[str, str]:
+    """``(resultStatus, resultCode)`` of an answer's ``result`` (or of another result object in it)."""
+    return answer[key]["resultStatus"], answer[key]["resultCode"]
+
+
+def new_id(tag: str) -> str:
+    """A fresh request id that says which test made it."""
+    return f"api-{tag}-{uuid.uuid4().hex}"
 
 
 BodyEdit = Callable[[dict[str, Any]], None]

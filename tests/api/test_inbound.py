@@ -27,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.ledger import Ledger
 from alipayplus import Amount, InquiryPaymentRequest, PayRequest, Signer, format_datetime
 from sandbox.alipayplus.driver import easy_pay_order, sample_requests
-from tests.api.conftest import set_at
+from tests.api.conftest import result_of, set_at
 from workers.settings import Settings
 
 from .conftest import AlipayPlusCaller
@@ -41,10 +41,6 @@ REDIRECT = "https://acquirer.example/result?order=42"
 SAMPLE_EXPIRY = b'"paymentExpiryTime": "2023-09-18T09:47:51+08:00"'
 SAMPLE_ORDER_ID = b'"paymentRequestId": "2023091819074101000380025683717"'
 _UTC8 = timezone(timedelta(hours=8))
-
-
-def result_of(answer: dict[str, Any]) -> tuple[str, str]:
-    return answer["result"]["resultStatus"], answer["result"]["resultCode"]
 
 
 def inquiry_body(payment_request_id: str, settings: Settings) -> bytes:

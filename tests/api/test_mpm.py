@@ -46,6 +46,7 @@ from api.routers.mpm import WALLET_HOME, next_location
 from api.services import Services
 from sandbox.alipayplus.driver import ACQUIRER_ID, apply_token_request, easy_pay_order
 from sandbox.code_service import ENTRY_CODE_PREFIX, ORDER_CODE_PREFIX, CodeService
+from tests.api.conftest import result_of
 from workers.settings import CodeSolution, Settings
 from workflows.mpm_payment import USER_CANCELLED
 from workflows.payment_order import PaymentState
@@ -130,10 +131,6 @@ SEED_PAY_REQUEST_ID = "201811291907410100070000007****"
 
 
 # --- helpers: what Alipay+ sends -------------------------------------------------------------
-
-
-def result_of(answer: dict[str, Any], key: str = "result") -> tuple[str, str]:
-    return answer[key]["resultStatus"], answer[key]["resultCode"]
 
 
 def replace_once(body: bytes, old: str, new: str) -> bytes:

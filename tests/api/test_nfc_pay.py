@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,15 +19,14 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.db import create_engine_for
 from activities.ledger import Ledger
 from activities.records import UserStatus, payment_by_custom_data
 from alipayplus import Amount, CancelPaymentRequest, InquiryPaymentRequest, PayRequest, RefundRequest
 from alipayplus.nfc import AdjustRefundRequest, AdjustRefundScenario
 from sandbox.alipayplus.driver import NFC_ACQUIRER_ID, adjust_refund_request, nfc_pay_request, refund_request
 from sandbox.alipayplus.peer import SandboxAlipayPlus
-from tests.api.conftest import drop_at, set_at
-from tests.workflows.test_nfc_payment import new_user
+from tests.api.conftest import drop_at, new_id, result_of, set_at
+from tests.conftest import new_user
 from workers.settings import Settings
 
 from .conftest import AlipayPlusCaller
@@ -46,23 +45,8 @@ PRICE = Amount(currency="IDR", value=8_000)
 TAP_DATA = bytes.fromhex("0102030405060708090A0B0C0D0E")  # 14 bytes: the most a tap carries
 
 
-def result_of(answer: dict[str, Any], key: str = "result") -> tuple[str, str]:
-    return answer[key]["resultStatus"], answer[key]["resultCode"]
-
-
 def idr(value: int) -> Amount:
     return Amount(currency="IDR", value=value)
-
-
-def new_id(tag: str) -> str:
-    return f"api-{tag}-{uuid.uuid4().hex}"
-
-
-@pytest.fixture(scope="module")
-def engine(settings: Settings, database: Ledger) -> Iterator[Engine]:
-    records = create_engine_for(settings.database_url)
-    yield records
-    records.dispose()
 
 
 @dataclass

@@ -31,7 +31,7 @@ from alipayplus import (
     RefundRequest,
 )
 from sandbox.alipayplus.driver import ACQUIRER_ID, easy_pay_order, refund_request
-from tests.api.conftest import set_at
+from tests.api.conftest import new_id, result_of, set_at
 from workers.settings import Settings
 
 from .conftest import AlipayPlusCaller
@@ -50,16 +50,8 @@ ACCOUNT = Ledger.user_account_id(PIN_USER[1])
 _UTC8 = timezone(timedelta(hours=8))
 
 
-def result_of(answer: dict[str, Any], key: str = "result") -> tuple[str, str]:
-    return answer[key]["resultStatus"], answer[key]["resultCode"]
-
-
 def idr(value: int) -> Amount:
     return Amount(currency="IDR", value=value)
-
-
-def new_id(tag: str) -> str:
-    return f"api-{tag}-{uuid.uuid4().hex}"
 
 
 @dataclass

@@ -14,6 +14,7 @@ from temporalio.client import Client
 from activities.db import create_engine_for
 from activities.records import TokenActivation
 from alipayplus.nfc import TokenActivationNotificationRequest
+from tests.api.conftest import result_of
 from workers.settings import Settings
 from workflows.token import TokenLifecycle, TokenWorkflow
 
@@ -45,10 +46,6 @@ def notification(**changes: Any) -> dict[str, Any]:
 
 def wire(body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode()
-
-
-def result_of(answer: dict[str, Any]) -> tuple[str, str]:
-    return answer["result"]["resultStatus"], answer["result"]["resultCode"]
 
 
 async def test_an_activation_is_recorded_and_a_repeat_gets_the_same_answer(

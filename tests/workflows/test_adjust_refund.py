@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -24,30 +23,22 @@ from activities.adjust_refunds import (
     AdjustRefundOutcome,
     adjust_refund_key,
 )
-from activities.db import create_engine_for
 from activities.ledger import Ledger
 from activities.records import AdjustRefundRecord, Posting, UserStatus, read_payment
 from alipayplus import Amount, PayRequest, ResultCode, ResultStatus
 from alipayplus.nfc import AdjustRefundRequest, AdjustRefundResponse, AdjustRefundScenario
 from sandbox.alipayplus.driver import adjust_refund_request, nfc_pay_request, refund_request
-from tests.conftest import save_history
+from tests.conftest import new_user, save_history
 from workers.settings import Settings
 from workflows import search_attributes
 from workflows.adjust_refund import PRODUCT, AdjustRefundOrder, AdjustRefundWorkflow
 
-from .test_nfc_payment import new_user, pay
+from .test_nfc_payment import pay
 from .test_refunds import cancel, finished, refund
 
 EXCEED, UNLINKED = AdjustRefundScenario.EXCEED_REFUND, AdjustRefundScenario.UNLINKED_REFUND
 PRICE = Amount(currency="SGD", value=250)  # SGD 2.50 ...
 PAY_TO = Amount(currency="IDR", value=30_000)  # ... paid as IDR 300.00: 120 IDR minor units per SGD cent
-
-
-@pytest.fixture(scope="module")
-def engine(settings: Settings, database: Ledger) -> Iterator[Engine]:
-    records = create_engine_for(settings.database_url)
-    yield records
-    records.dispose()
 
 
 def sgd(value: int) -> Amount:

@@ -9,27 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import Engine, update
-from sqlmodel import Session, col
+from sqlmodel import col
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.db import create_engine_for
 from activities.ledger import Ledger
 from activities.notifications import Delivery
 from activities.oauth import Authorizations, TokenLifetimes
-from activities.records import OAuthToken, PaymentStatus, UserStatus, VerificationMethod, WalletUser, read_payment
+from activities.records import OAuthToken, PaymentStatus, read_payment
 from activities.secrets import token_digest
 from alipayplus import Amount, ApplyTokenRequest, GrantType, Order, PayRequest, ResultCode, ResultStatus
 from sandbox.alipayplus.driver import ALIPAYPLUS_ACQUIRER_ID, mpm_order
 from sandbox.alipayplus.peer import SandboxAlipayPlus
-from tests.conftest import save_history
+from tests.conftest import new_user, save_history
 from workers.settings import Settings
 from workflows.mpm_payment import USER_CANCELLED, Decision, MpmOrder, MpmPaymentWorkflow
 from workflows.notify_payment import NotifyPaymentWorkflow
@@ -47,14 +45,6 @@ MpmHandle = WorkflowHandle[MpmPaymentWorkflow, PaymentState]
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def engine(settings: Settings, database: Ledger) -> Iterator[Engine]:
-    """The migrated database's records (``database`` seeds the demo users first)."""
-    records = create_engine_for(settings.database_url)
-    yield records
-    records.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -78,30 +68,6 @@ def access_token(authorizations: Authorizations, settings: Settings, customer_id
     )
     assert answer.result.result_code == ResultCode.SUCCESS and answer.access_token
     return answer.access_token
-
-
-def new_user(engine: Engine, database: Ledger, balance: int) -> str:
-    """An active IDR user of our own with ``balance`` minor units, so a test can empty it."""
-    customer_id = f"2160{uuid.uuid4().int % 10**12:012d}"
-    account_id = database.open_user(customer_id, "IDR")
-    with Session(engine) as session:
-        session.add(
-            WalletUser(
-                customer_id=customer_id,
-                login_id=f"852-{customer_id[-8:]}",
-                login_id_type="MOBILE",
-                status=UserStatus.ACTIVE,
-                phone=f"+852{customer_id[-8:]}",
-                verification_method=VerificationMethod.PIN,
-                currency="IDR",
-                single_payment_limit=5_000_000,
-                daily_limit=20_000_000,
-                account_id=account_id,
-            )
-        )
-        session.commit()
-    database.fund_user(f"seed/{customer_id}", account_id, Amount(currency="IDR", value=balance))
-    return customer_id
 
 
 async def mpm_request(

@@ -9,32 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.db import create_engine_for
 from activities.ledger import Ledger
 from activities.notifications import Delivery
 from activities.records import (
     PaymentStatus,
     UserStatus,
-    VerificationMethod,
-    WalletUser,
     payment_by_custom_data,
     read_payment,
 )
 from alipayplus import Amount, PayRequest, PayResponse, ResultCode, ResultStatus
 from sandbox.alipayplus.driver import nfc_pay_request, refund_request
 from sandbox.alipayplus.peer import SandboxAlipayPlus
-from tests.conftest import save_history
+from tests.conftest import new_user, save_history
 from workers.settings import Settings
 from workflows import search_attributes
 from workflows.nfc_payment import PRODUCT, NfcOrder, NfcPaymentWorkflow
@@ -49,47 +45,6 @@ NfcHandle = WorkflowHandle[NfcPaymentWorkflow, PaymentState]
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def engine(settings: Settings, database: Ledger) -> Iterator[Engine]:
-    records = create_engine_for(settings.database_url)
-    yield records
-    records.dispose()
-
-
-def new_user(
-    engine: Engine,
-    ledger: Ledger,
-    balance: int,
-    *,
-    currency: str = "IDR",
-    status: UserStatus = UserStatus.ACTIVE,
-    single_payment_limit: int = 5_000_000,
-    daily_limit: int = 20_000_000,
-) -> str:
-    """A user of our own with ``balance`` minor units, so a test owns its balance and limits."""
-    customer_id = f"2161{uuid.uuid4().int % 10**12:012d}"
-    account_id = ledger.open_user(customer_id, currency)
-    with Session(engine) as session:
-        session.add(
-            WalletUser(
-                customer_id=customer_id,
-                login_id=f"852-{customer_id[-8:]}",
-                login_id_type="MOBILE",
-                status=status,
-                phone=f"+852{customer_id[-8:]}",
-                verification_method=VerificationMethod.PIN,
-                currency=currency,
-                single_payment_limit=single_payment_limit,
-                daily_limit=daily_limit,
-                account_id=account_id,
-            )
-        )
-        session.commit()
-    if balance:
-        ledger.fund_user(f"seed/{customer_id}", account_id, Amount(currency=currency, value=balance))
-    return customer_id
 
 
 def tap(customer_id: str, amount: Amount = PRICE) -> PayRequest:
