@@ -14,26 +14,38 @@ from pydantic import AliasChoices, Field, model_validator
 from ._amount import Amount
 from ._base import Message
 from ._result import Result
-from ._types import DateTime, Flag, Id64, OptionalId64, OptionalText, Text
+from ._types import (
+    DateTime,
+    Flag,
+    Id64,
+    Identifier,
+    OptionalId32,
+    OptionalId64,
+    OptionalId128,
+    OptionalIdentifier,
+    OptionalText,
+    OptionalUrl,
+    Text,
+)
 from .nfc import NfcPaymentInfo
 
 # --- shared pieces -----------------------------------------------------------------------
 
 
 class MerchantAddress(Message):
-    region: OptionalText = None
+    region: OptionalIdentifier = None
     city: OptionalText = None
 
 
 class Store(Message):
-    reference_store_id: OptionalText = None
+    reference_store_id: OptionalIdentifier = None
     store_name: OptionalText = None
-    store_mcc: OptionalText = Field(default=None, alias="storeMCC")
+    store_mcc: OptionalIdentifier = Field(default=None, alias="storeMCC")
 
 
 class Merchant(Message):
-    reference_merchant_id: OptionalText = None
-    merchant_mcc: OptionalText = Field(default=None, alias="merchantMCC")
+    reference_merchant_id: OptionalIdentifier = None
+    merchant_mcc: OptionalIdentifier = Field(default=None, alias="merchantMCC")
     merchant_name: OptionalText = None
     merchant_display_name: OptionalText = None
     merchant_address: MerchantAddress | None = None
@@ -41,10 +53,10 @@ class Merchant(Message):
 
 
 class Env(Message):
-    terminal_type: OptionalText = None
-    os_type: OptionalText = None
+    terminal_type: OptionalIdentifier = None
+    os_type: OptionalIdentifier = None
     user_agent: OptionalText = None
-    client_ip: OptionalText = None
+    client_ip: OptionalIdentifier = None
 
 
 class Order(Message):
@@ -56,13 +68,13 @@ class Order(Message):
 
 
 class PaymentMethodMetadata(Message):
-    user_login_id: OptionalText = None
-    user_login_id_type: OptionalText = None
+    user_login_id: OptionalIdentifier = None  # looked up among our users, never stored
+    user_login_id_type: OptionalIdentifier = None
 
 
 class PaymentMethod(Message):
-    payment_method_type: Text
-    payment_method_id: OptionalText = None
+    payment_method_type: Identifier
+    payment_method_id: OptionalIdentifier = None  # MPM: our access token, looked up by its digest
     customer_id: OptionalId64 = None  # MPM (seed 003): the customerId our applyToken gave Alipay+
     # Seed 004's samples spell it "paymentMethodMetaData", its prose "paymentMethodMetadata".
     payment_method_meta_data: PaymentMethodMetadata | None = Field(
@@ -88,9 +100,9 @@ class AuthorizationInfo(Message):
 
 
 class Quote(Message):
-    quote_id: OptionalText = None
-    quote_currency_pair: OptionalText = None
-    quote_price: OptionalText = None
+    quote_id: OptionalIdentifier = None
+    quote_currency_pair: OptionalIdentifier = None
+    quote_price: OptionalIdentifier = None
 
 
 # --- pay (Alipay+ -> MPP) ---------------------------------------------------------------
@@ -109,8 +121,8 @@ class PayRequest(Message):
     payment_factor: PaymentFactor
     payment_quote: Quote | None = None
     payment_expiry_time: DateTime | None = None
-    payment_notify_url: OptionalText = None
-    payment_redirect_url: OptionalText = None
+    payment_notify_url: OptionalUrl = None
+    payment_redirect_url: OptionalUrl = None  # stored: payment_record.redirect_url, 2048 characters
     authorization_info: AuthorizationInfo | None = None
     surcharge_info: dict[str, Any] | None = None
     payment_promo_info: dict[str, Any] | None = None
@@ -141,7 +153,7 @@ class PayResponse(Message):
     payment_id: OptionalId64 = None
     payment_time: DateTime | None = None
     customer_id: OptionalId64 = None
-    payment_url: OptionalText = None
+    payment_url: OptionalUrl = None
     payment_amount: Amount | None = None
     pay_to_amount: Amount | None = None
 
@@ -254,14 +266,14 @@ class AuthNotifyRequest(Message):
     reference_agreement_id: OptionalId64 = None
     auth_client_id: OptionalId64 = None
     reference_merchant_id: OptionalId64 = None
-    auth_code: OptionalText = None
+    auth_code: OptionalIdentifier = None
     auth_state: OptionalText = None
-    access_token: OptionalText = Field(default=None, max_length=128)
+    access_token: OptionalId128 = None
     access_token_expiry_time: DateTime | None = None
-    refresh_token: OptionalText = Field(default=None, max_length=128)
+    refresh_token: OptionalId128 = None
     refresh_token_expiry_time: DateTime | None = None
     customer_id: OptionalId64 = None
-    user_login_id: OptionalText = None
+    user_login_id: OptionalIdentifier = None
     acquirer_id: OptionalId64 = None
     psp_id: OptionalId64 = None
 
@@ -288,10 +300,10 @@ class ApplyTokenRequest(Message):
     psp_id: Id64
     acquirer_id: Id64
     grant_type: GrantType
-    auth_code: OptionalText = Field(default=None, max_length=32)
-    refresh_token: OptionalText = Field(default=None, max_length=128)
+    auth_code: OptionalId32 = None  # looked up by its digest, never stored
+    refresh_token: OptionalId128 = None  # looked up by its digest, never stored
     auth_client_id: OptionalId64 = None
-    customer_belongs_to: OptionalText = None
+    customer_belongs_to: OptionalIdentifier = None
     pass_through_info: OptionalText = Field(default=None, max_length=20000)
     extend_info: OptionalText = None
 
@@ -306,9 +318,9 @@ class ApplyTokenRequest(Message):
 
 class ApplyTokenResponse(Message):
     result: Result
-    access_token: OptionalText = Field(default=None, max_length=128)
+    access_token: OptionalId128 = None
     access_token_expiry_time: DateTime | None = None
-    refresh_token: OptionalText = Field(default=None, max_length=128)
+    refresh_token: OptionalId128 = None
     refresh_token_expiry_time: DateTime | None = None
     customer_id: OptionalId64 = None
     pass_through_info: OptionalText = None

@@ -5,12 +5,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import ConfigDict, Strict, StringConstraints
+from pydantic import ConfigDict, Strict, StringConstraints, model_validator
 
 from ._amount import Amount
 from ._base import Message
 from ._result import Result
-from ._types import DateTime, Id64, OptionalId16, OptionalId64, OptionalId128, OptionalText
+from ._types import DateTime, Id64, OptionalId16, OptionalId64, OptionalId128, OptionalText, contains_nul
 
 
 class AccountSource(StrEnum):
@@ -26,9 +26,17 @@ class AccountSource(StrEnum):
 
 class TokenData(Message):
     """The token data generated during provisioning. Seed 002 hides its child fields, so every
-    field Alipay+ sends is kept as received (and stored), none is assumed."""
+    field Alipay+ sends is kept as received (and stored), none is assumed, but like every free text
+    none may hold a NUL."""
 
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> TokenData:
+        for name, value in (self.model_extra or {}).items():
+            if contains_nul(name) or contains_nul(value):
+                raise ValueError(f"must not contain NUL (U+0000), found in {name!r}")
+        return self
 
 
 class TokenActivationNotificationRequest(Message):

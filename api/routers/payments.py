@@ -71,6 +71,8 @@ async def pay(request: PayRequest, services: Services) -> PayResponse:
         return await _create_order(
             request, services, nfc_payment.PRODUCT, NfcPaymentWorkflow.run, NfcOrder(request=request)
         )
+    if request.payment_method.payment_method_type == NFC_PAYMENT_METHOD_TYPE:
+        raise Rejection(ResultCode.PARAM_ILLEGAL, "nfcPaymentInfo: is required for an NFC payment")
     if factor.is_easy_pay_scenario:
         if not factor.is_agreement_payment:
             raise Rejection(ResultCode.PARAM_ILLEGAL, 'paymentFactor.isAgreementPayment: must be "true" for Easy Pay')
