@@ -6,6 +6,7 @@ session; the payer confirms or cancels, then goes where the seed's redirect rule
 
 from __future__ import annotations
 
+import contextlib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,20 +15,21 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from activities.records import PaymentStatus
 from workflows.mpm_payment import PRODUCT, USER_CANCELLED, Decision, MpmPaymentWorkflow
 from workflows.payment_order import PaymentState
 
-from ..services import ServicesDep
-from ..workflow_calls import payment_behind_page
+from ..services import Services, ServicesDep
+from ..workflow_calls import Late, payment_behind_page, payment_state, send_update
 from .wallet_app import signed_in_customer
 
 router = APIRouter(prefix="/mpm/pay", tags=["MPM confirmation page"])
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 WALLET_HOME = "mppwallet://home"
+TRY_AGAIN = "We are busy and could not take that just now. Please try again."
 SignedIn = Annotated[str | None, Depends(signed_in_customer)]
 
 
@@ -90,13 +92,30 @@ async def show(
 ) -> Response:
     if customer_id is None:
         return _message_page(401, "Sign in", "Open this payment from the wallet app, signed in.")
-    found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
-    if found is None or found[1].customer_id != customer_id:
-        return _message_page(404, "Not found", "This payment link is not valid.")
+    found = await _payment(services, payment_request_id, payment_id, customer_id)
+    if isinstance(found, Response):
+        return found
     state = found[1]
     if state.status is not PaymentStatus.PROCESSING:
         return _leave(request, state)
-    return templates.TemplateResponse(request, "mpm_confirm.html", {"state": state})
+    return _confirmation(request, state)
+
+
+async def _payment(
+    services: Services, payment_request_id: str, payment_id: str, customer_id: str
+) -> tuple[WorkflowHandle, PaymentState] | Response:
+    """The signed-in customer's payment the URL names, or the page to show instead."""
+    try:
+        found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
+    except Late:
+        return _message_page(200, "Busy", TRY_AGAIN)
+    if found is None or found[1].customer_id != customer_id:
+        return _message_page(404, "Not found", "This payment link is not valid.")
+    return found
+
+
+def _confirmation(request: Request, state: PaymentState, message: str | None = None) -> Response:
+    return templates.TemplateResponse(request, "mpm_confirm.html", {"state": state, "message": message})
 
 
 @router.post("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
@@ -110,15 +129,21 @@ async def decide(
 ) -> Response:
     if customer_id is None:
         return _message_page(401, "Sign in", "Open this payment from the wallet app, signed in.")
-    found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
-    if found is None or found[1].customer_id != customer_id:
-        return _message_page(404, "Not found", "This payment link is not valid.")
+    found = await _payment(services, payment_request_id, payment_id, customer_id)
+    if isinstance(found, Response):
+        return found
     handle, state = found
     if state.status is not PaymentStatus.PROCESSING:
         return _leave(request, state)  # a resubmitted form: a closed workflow takes no updates
     decision = Decision.CONFIRM if action == "confirm" else Decision.CANCEL
     try:
-        outcome = await handle.execute_update(MpmPaymentWorkflow.decide, args=[customer_id, decision])
+        outcome = await send_update(handle, MpmPaymentWorkflow.decide, customer_id, decision)
+    except Late:  # the server too busy to answer in time: the page as it was, to try again
+        return _confirmation(request, state, TRY_AGAIN)
     except (WorkflowUpdateFailedError, RPCError):  # closed meanwhile (expired): show where it ended
-        return _leave(request, await handle.query(MpmPaymentWorkflow.state))
+        with contextlib.suppress(Late, RPCError):  # else the page as it was
+            state = await payment_state(handle)
+        if state.status is PaymentStatus.PROCESSING:  # not closed after all: try again
+            return _confirmation(request, state, TRY_AGAIN)
+        return _leave(request, state)
     return _leave(request, outcome.state)

@@ -6,6 +6,7 @@ as a keyed digest, so no PIN or OTP is ever written to workflow history.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,12 +22,13 @@ from activities.secrets import keyed_digest
 from workflows.easy_pay import PRODUCT, EasyPayWorkflow
 from workflows.payment_order import PageOutcome, PaymentState
 
-from ..services import ServicesDep
-from ..workflow_calls import payment_behind_page
+from ..services import Services, ServicesDep
+from ..workflow_calls import Late, payment_behind_page, payment_state, send_update
 
 router = APIRouter(prefix="/easypay/verify", tags=["verification page"])
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 _CODE = re.compile(r"[0-9]{4,8}")
+TRY_AGAIN = "We are busy and could not take that just now. Please try again."
 
 
 def _page(request: Request, state: PaymentState, message: str | None = None, error: bool = False) -> Response:
@@ -48,23 +50,36 @@ def _leave(state: PaymentState) -> Response:
     )
 
 
-async def _update(request: Request, handle: WorkflowHandle, update: Any, *args: str) -> Response:
+async def _update(request: Request, handle: WorkflowHandle, state: PaymentState, update: Any, *args: str) -> Response:
     """Run a page action on the payment; if it closed meanwhile, show where it ended."""
     try:
-        outcome: PageOutcome = await handle.execute_update(update, *args)
-    except (WorkflowUpdateFailedError, RPCError):
-        return _leave(await handle.query(EasyPayWorkflow.state))
+        outcome: PageOutcome = await send_update(handle, update, *args)
+    except Late:  # the server too busy to answer in time: the page as it was, to try again
+        return _page(request, state, TRY_AGAIN, error=True)
+    except (WorkflowUpdateFailedError, RPCError):  # closed meanwhile (the page leaves), or try again
+        with contextlib.suppress(Late, RPCError):  # else the page as it was
+            state = await payment_state(handle)
+        return _page(request, state, TRY_AGAIN, error=True)
     return _page(request, outcome.state, outcome.message, error=not outcome.accepted)
 
 
-def _not_found() -> Response:
-    return HTMLResponse("<!doctype html><title>Not found</title><h1>This payment link is not valid.</h1>", 404)
+async def _payment(
+    services: Services, payment_request_id: str, payment_id: str
+) -> tuple[WorkflowHandle, PaymentState] | Response:
+    """The payment the URL names, or the page to show instead."""
+    try:
+        found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
+    except Late:
+        return HTMLResponse(f"<!doctype html><title>Payment</title><h1>Busy</h1><p>{TRY_AGAIN}</p>")
+    if found is None:
+        return HTMLResponse("<!doctype html><title>Not found</title><h1>This payment link is not valid.</h1>", 404)
+    return found
 
 
 @router.get("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
 async def show(request: Request, payment_request_id: str, payment_id: str, services: ServicesDep) -> Response:
-    found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
-    return _page(request, found[1]) if found else _not_found()
+    found = await _payment(services, payment_request_id, payment_id)
+    return found if isinstance(found, Response) else _page(request, found[1])
 
 
 @router.post("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
@@ -75,9 +90,9 @@ async def submit(
     code: Annotated[str, Form(max_length=16)],
     services: ServicesDep,
 ) -> Response:
-    found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
-    if not found:
-        return _not_found()
+    found = await _payment(services, payment_request_id, payment_id)
+    if isinstance(found, Response):
+        return found
     handle, state = found
     if state.status is not PaymentStatus.PROCESSING:
         return _leave(state)  # already final (a resubmitted form): a closed workflow takes no updates
@@ -88,15 +103,15 @@ async def submit(
         digest = keyed_digest(services.settings.secret_key, "otp", state.otp_challenge_id or "", code)
     else:
         digest = keyed_digest(services.settings.secret_key, "pin", state.customer_id or "", code)
-    return await _update(request, handle, EasyPayWorkflow.submit_code, digest)
+    return await _update(request, handle, state, EasyPayWorkflow.submit_code, digest)
 
 
 @router.post("/{payment_request_id}/{payment_id}/resend", response_class=HTMLResponse)
 async def resend(request: Request, payment_request_id: str, payment_id: str, services: ServicesDep) -> Response:
-    found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
-    if not found:
-        return _not_found()
+    found = await _payment(services, payment_request_id, payment_id)
+    if isinstance(found, Response):
+        return found
     handle, state = found
     if state.status is not PaymentStatus.PROCESSING:
         return _leave(state)
-    return await _update(request, handle, EasyPayWorkflow.resend_otp)
+    return await _update(request, handle, state, EasyPayWorkflow.resend_otp)
