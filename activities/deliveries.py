@@ -1,48 +1,126 @@
-"""Start the delivery workflows (notifyPayment, authNotify) of a payment that reached a final state.
+"""Start the delivery workflows (notifyPayment, authNotify) of a payment that reached a final state,
+and start one again when an operator asks.
 
 They are started from an activity rather than as child workflows: deliveries outlive the
 payment (which closes at once), and a child that outlives its parent stalls the clock of
 Temporal's time-skipping test server. The start is idempotent by workflow id, so a retried
-activity or a replayed payment never starts a second delivery.
+activity or a replayed payment never starts a second delivery. The deployment's schedule
+(``MPP_DELIVERY_*``) is set here, so a workflow's own input says how it retries.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.client import WorkflowExecutionStatus as Status
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from workflows import search_attributes
 from workflows.auth_notify import AuthNotifyInput, AuthNotifyWorkflow
+from workflows.delivery import DELIVERING, DeliveryInput, DeliverySchedule
 from workflows.notify_payment import NotifyPaymentInput, NotifyPaymentWorkflow
 
-_ONCE = dict(
-    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-)
+from .notifications import Delivery, DeliveryReport
+
+
+def payment_notification_id(payment_request_id: str) -> str:
+    return f"notify/{payment_request_id}"
+
+
+def auth_notification_id(reference_agreement_id: str) -> str:
+    return f"auth/{reference_agreement_id}"
 
 
 @dataclass
 class DeliveryActivities:
     temporal: Client
     task_queue: str
+    schedule: DeliverySchedule = field(default_factory=DeliverySchedule)
 
     @activity.defn
     async def start_payment_notification(self, notice: NotifyPaymentInput) -> str:
-        workflow_id = f"notify/{notice.request.payment_request_id}"
-        await self._start(NotifyPaymentWorkflow.run, notice, workflow_id)
+        workflow_id = payment_notification_id(notice.request.payment_request_id)
+        await _start(self.temporal, self.task_queue, NotifyPaymentWorkflow.run, self._scheduled(notice), workflow_id)
         return workflow_id
 
     @activity.defn
     async def start_auth_notification(self, notice: AuthNotifyInput) -> str:
-        workflow_id = f"auth/{notice.grant.reference_agreement_id}"
-        await self._start(AuthNotifyWorkflow.run, notice, workflow_id)
+        workflow_id = auth_notification_id(notice.grant.reference_agreement_id)
+        await _start(self.temporal, self.task_queue, AuthNotifyWorkflow.run, self._scheduled(notice), workflow_id)
         return workflow_id
 
-    async def _start(self, run: object, argument: object, workflow_id: str) -> None:
-        try:
-            await self.temporal.start_workflow(run, argument, id=workflow_id, task_queue=self.task_queue, **_ONCE)  # type: ignore[call-overload]
-        except WorkflowAlreadyStartedError:
-            activity.logger.info("%s already ran; not starting it twice", workflow_id)
+    def _scheduled(self, notice: Any) -> Any:
+        return notice.model_copy(update={"schedule": self.schedule})
+
+
+class NotRedeliverable(Exception):
+    """The delivery is still running, never existed, or Alipay+ already acknowledged it."""
+
+
+async def redeliver(client: Client, workflow_id: str, task_queue: str, schedule: DeliverySchedule) -> str:
+    """Deliver again what the delivery ``workflow_id`` (``notify/…`` or ``auth/…``) stopped sending
+    (Alipay+ answered F, or it gave up): a new run of the same id, with the same message, a fresh
+    attempt count and horizon. Returns the new run's id."""
+    kinds: dict[str, tuple[Any, type[DeliveryInput]]] = {
+        "notify": (NotifyPaymentWorkflow.run, NotifyPaymentInput),
+        "auth": (AuthNotifyWorkflow.run, AuthNotifyInput),
+    }
+    kind = workflow_id.split("/", 1)[0]
+    if kind not in kinds:
+        raise NotRedeliverable(f"{workflow_id}: not a delivery (notify/… or auth/…)")
+    run, input_type = kinds[kind]
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        description = await handle.describe()
+    except Exception as exc:  # NOT_FOUND and friends, reported in words
+        raise NotRedeliverable(f"{workflow_id}: {exc}") from None
+    if description.status is not Status.COMPLETED:
+        raise NotRedeliverable(f"{workflow_id} is {description.status.name if description.status else '?'}")
+    ended = await client.get_workflow_handle(workflow_id, result_type=DeliveryReport).result()
+    if ended.delivery is Delivery.ACKNOWLEDGED:
+        raise NotRedeliverable(f"{workflow_id}: Alipay+ already acknowledged it")
+    history = await handle.fetch_history()  # this run's first event holds its input
+    started = history.events[0].workflow_execution_started_event_attributes
+    [notice] = await client.data_converter.decode(started.input.payloads, [input_type])
+    again = notice.model_copy(update={"schedule": schedule, "attempts_so_far": 0, "first_attempt_at": None})
+    new = await client.start_workflow(
+        run,
+        again,
+        id=workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        search_attributes=_delivering(again),
+    )
+    return new.result_run_id or ""
+
+
+async def _start(client: Client, task_queue: str, run: Any, notice: DeliveryInput, workflow_id: str) -> None:
+    try:
+        await client.start_workflow(
+            run,
+            notice,
+            id=workflow_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # once ever; ``redeliver`` is the way back
+            search_attributes=_delivering(notice),
+        )
+    except WorkflowAlreadyStartedError:
+        activity.logger.info("%s already ran; not starting it twice", workflow_id)
+
+
+def _delivering(notice: DeliveryInput) -> TypedSearchAttributes:
+    pairs = [SearchAttributePair(search_attributes.DELIVERY_STATUS, DELIVERING)]
+    if isinstance(notice, NotifyPaymentInput):
+        pairs.append(SearchAttributePair(search_attributes.PAYMENT_REQUEST_ID, notice.request.payment_request_id))
+    return TypedSearchAttributes(pairs)

@@ -1,7 +1,9 @@
 """Activities that tell Alipay+ something: notifyPayment and authNotify.
 
 Each makes one signed call and reports how Alipay+ answered; the calling workflow owns
-the retry schedule, so retries survive worker restarts as durable timers.
+the retry schedule, so retries survive worker restarts as durable timers. Every attempt is
+the same message: the payment's notice is fixed when the payment ends, and authNotify's tokens
+are derived from the agreement id and stored once, so a repeat after a lost answer is harmless.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Delivery(StrEnum):
     ACKNOWLEDGED = "ACKNOWLEDGED"  # S: stop
     REJECTED = "REJECTED"  # F: do not blind-retry; an operator must look
     UNKNOWN = "UNKNOWN"  # U, timeout or no answer: retry the same body
+    GAVE_UP = "GAVE_UP"  # how a delivery ends when no attempt got S or F before its horizon
 
 
 class DeliveryReport(BaseModel):

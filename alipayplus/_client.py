@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypeVar
 
 import httpx
@@ -14,7 +15,7 @@ ResponseT = TypeVar("ResponseT", bound=Message)
 
 
 class TransportError(Exception):
-    """No usable answer: network failure, timeout, non-200, or an unparsable body.
+    """No usable answer: network failure, timeout, a slow answer, non-200, or an unparsable body.
 
     Alipay+ treats all of these as "no result received": retry with the same body.
     """
@@ -34,21 +35,26 @@ class SignedClient:
     ) -> None:
         self._signer = signer
         self._verifier = verifier
+        self._timeout = timeout
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
 
     async def call(
         self, path: str, request: Message, response_type: type[ResponseT], *, timeout: float | None = None
     ) -> ResponseT:
+        """One signed call, answered in full within ``timeout`` seconds (the client's by default)."""
         body = request.to_wire()
+        deadline = timeout if timeout is not None else self._timeout
         try:
-            response = await self._http.post(
-                path,
-                content=body,
-                headers=self._signer.headers(path, body),
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
+            # httpx's timeout bounds each read, not the whole answer: a peer trickling bytes would
+            # hold the call (and the activity around it) open forever without this deadline
+            async with asyncio.timeout(deadline):
+                response = await self._http.post(
+                    path, content=body, headers=self._signer.headers(path, body), timeout=deadline
+                )
         except httpx.HTTPError as exc:
             raise TransportError(f"POST {path}: {type(exc).__name__}: {exc}") from exc
+        except TimeoutError:
+            raise TransportError(f"POST {path}: no complete answer within {deadline} s") from None
         if response.status_code != 200:
             raise TransportError(f"POST {path}: HTTP {response.status_code}")
         try:

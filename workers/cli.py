@@ -6,6 +6,7 @@ mpp worker   the payments worker, against the configured Temporal cluster and da
 mpp api      the HTTP API, against the configured Temporal cluster and database
 mpp migrate  bring the database schema up to date (optionally with the demo users)
 mpp sandbox  the sandbox Alipay+ alone, to try a deployment without the real network
+mpp redeliver  send a notifyPayment or authNotify again that Alipay+ refused (F) or that gave up
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,6 +53,23 @@ async def _until_interrupted() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+async def _serve(app: Any, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM, then finish the requests in flight and return, so the process
+    ends with exit code 0 and whatever runs after ``serve`` (a worker's shutdown) runs too."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # uvicorn would re-raise the signal after shutdown, killing the process with it
+
+    server = Server(uvicorn.Config(app, host=host, port=port))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    await server.serve()
 
 
 VarDir = Annotated[Path, typer.Option(help="Where keys and databases live")]
@@ -108,15 +126,37 @@ def worker() -> None:
 @app.command()
 def api() -> None:
     """Serve the HTTP API against the configured Temporal cluster."""
-    import uvicorn
-
     from api.main import create_app
 
     async def run() -> int:
         settings = Settings()
-        await uvicorn.Server(
-            uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port)
-        ).serve()
+        await _serve(create_app(settings), settings.api_host, settings.api_port)
+        return 0
+
+    _exit(run)
+
+
+@app.command()
+def redeliver(
+    workflow_id: Annotated[str, typer.Argument(help="notify/{paymentRequestId} or auth/{referenceAgreementId}")],
+) -> None:
+    """Deliver again a notifyPayment or authNotify that ended REJECTED or GAVE_UP: a new run of the
+    same workflow, with the same message and a fresh schedule."""
+    from activities.deliveries import NotRedeliverable
+    from activities.deliveries import redeliver as start_again
+
+    from .temporal import connect
+    from .worker import delivery_schedule
+
+    async def run() -> int:
+        settings = Settings()
+        client = await connect(settings)
+        try:
+            run_id = await start_again(client, workflow_id, settings.temporal_task_queue, delivery_schedule(settings))
+        except NotRedeliverable as exc:
+            console.print(f"not redelivered: {exc}")
+            return 1
+        console.print(f"{workflow_id} delivering again (run {run_id})")
         return 0
 
     _exit(run)
@@ -149,7 +189,6 @@ def sandbox(
     """Serve the sandbox Alipay+ (notify receiver, SMS gateway, MPM with its merchants, the server
     SDK's code identification, the Ant NFC server, Mastercard's authorizations and their conversion
     into NFC pay, cancel, refund and adjustRefund) and run its inquiry worker."""
-    import uvicorn
     from temporalio.worker import Worker
 
     from sandbox.alipayplus.app import create_app
@@ -197,7 +236,7 @@ def sandbox(
                 mastercard=mastercard,
                 card_events=card_events,
             )
-            await uvicorn.Server(uvicorn.Config(sandbox_app, host="127.0.0.1", port=port)).serve()
+            await _serve(sandbox_app, "127.0.0.1", port)
         return 0
 
     _exit(run)

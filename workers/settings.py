@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     refund_window: timedelta = Field(default=timedelta(days=366), ge=timedelta(days=366))
     cancel_cutoff: time = time(0, 30)  # cancels are accepted until this time (UTC+8) on T+1
 
+    # notifyPayment and authNotify: the waits after an unanswered attempt (the last repeats), and
+    # how long after the first attempt a delivery gives up (visibly: DeliveryStatus = GAVE_UP);
+    # unset, workflows.delivery.DeliverySchedule's: 5 s, 30 s, 1 min … 1 h, for 3 days
+    delivery_retry_delays: list[timedelta] | None = Field(default=None, min_length=1)
+    delivery_horizon: timedelta | None = Field(default=None, gt=timedelta(0))
+
     # Deadlines under Alipay+'s own timeouts (pay 8 s, inquiry 5 s)
     pay_answer_deadline: timedelta = timedelta(seconds=6)
     inquiry_answer_deadline: timedelta = timedelta(seconds=3)

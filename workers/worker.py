@@ -26,6 +26,7 @@ from workflows.account_evaluation import AccountEvaluationWorkflow
 from workflows.adjust_refund import AdjustRefundWorkflow
 from workflows.auth_notify import AuthNotifyWorkflow
 from workflows.cancel_payment import CancelPaymentWorkflow
+from workflows.delivery import DeliverySchedule
 from workflows.easy_pay import EasyPayWorkflow
 from workflows.mpm_payment import MpmPaymentWorkflow
 from workflows.nfc_activation import NfcActivationWorkflow
@@ -34,6 +35,7 @@ from workflows.notify_payment import NotifyPaymentWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.token import TokenWorkflow
 
+from .interceptors import PermanentFailures
 from .settings import Settings
 
 WORKFLOWS: Sequence[type] = (
@@ -49,6 +51,12 @@ WORKFLOWS: Sequence[type] = (
     NfcActivationWorkflow,
     TokenWorkflow,
 )
+
+
+def delivery_schedule(settings: Settings) -> DeliverySchedule:
+    """The deployment's notifyPayment / authNotify schedule: the workflow's default where unset."""
+    configured = {"delays": settings.delivery_retry_delays, "horizon": settings.delivery_horizon}
+    return DeliverySchedule(**{name: value for name, value in configured.items() if value is not None})
 
 
 def alipayplus_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> SignedClient:
@@ -90,7 +98,9 @@ def activities_for(
         access_token_ttl=settings.access_token_ttl,
         refresh_token_ttl=settings.refresh_token_ttl,
     )
-    deliveries = DeliveryActivities(temporal=client, task_queue=settings.temporal_task_queue)
+    deliveries = DeliveryActivities(
+        temporal=client, task_queue=settings.temporal_task_queue, schedule=delivery_schedule(settings)
+    )
     refunds = RefundActivities(engine=engine, ledger=ledger)
     cancellations = CancelActivities(engine=engine, ledger=ledger)
     adjustments = AdjustRefundActivities(engine=engine, ledger=ledger)
@@ -114,15 +124,16 @@ def activities_for(
 
 
 def build_worker(client: Client, settings: Settings, activities: list[Any] | None = None, **options: Any) -> Worker:
+    options.setdefault("graceful_shutdown_timeout", timedelta(seconds=10))
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
         activities=activities if activities is not None else activities_for(client, settings),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=32),
-        graceful_shutdown_timeout=timedelta(seconds=10),
+        interceptors=[PermanentFailures()],
         **options,
     )
 
 
-__all__ = ["WORKFLOWS", "activities_for", "alipayplus_client", "build_worker", "mastercard_client"]
+__all__ = ["WORKFLOWS", "activities_for", "alipayplus_client", "build_worker", "delivery_schedule", "mastercard_client"]

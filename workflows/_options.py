@@ -1,9 +1,45 @@
-"""Activity options shared by the payment processes."""
+"""Activity options shared by the payment processes, and how their failures are told apart."""
 
+from collections.abc import Awaitable
 from datetime import timedelta
+from typing import TypeVar
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 # Database steps: short, idempotent by key, retried until the database answers.
 DB_TIMEOUT = timedelta(seconds=10)
 DB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=5))
+
+T = TypeVar("T")
+
+
+# How an activity's failure reaches the workflow: wrapped in an ActivityError for a regular
+# activity, the activity's own ApplicationError for a local one.
+ACTIVITY_FAILURES = (ActivityError, ApplicationError)
+
+
+def is_permanent(error: ActivityError | ApplicationError) -> bool:
+    """The activity failed in a way no retry can fix (its input can never be processed, e.g. data
+    the database refuses): the process must end with a final answer instead of retrying forever."""
+    cause = error.cause if isinstance(error, ActivityError) else error
+    return isinstance(cause, ApplicationError) and cause.non_retryable
+
+
+def reason(error: ActivityError | ApplicationError) -> str:
+    """What went wrong, in words fit for a result message and the Web UI."""
+    cause = error.cause if isinstance(error, ActivityError) else error
+    return cause.message if isinstance(cause, ApplicationError) else str(cause or error)
+
+
+async def processed(step: Awaitable[T], what: str) -> T | None:
+    """``step``'s result, or None when it failed in a way no retry can fix (logged): the caller then
+    answers a final F/PROCESS_FAIL, where Alipay+ would otherwise be answered U and retry forever."""
+    try:
+        return await step
+    except ACTIVITY_FAILURES as error:
+        if not is_permanent(error):
+            raise
+        workflow.logger.error("%s cannot be processed: %s", what, reason(error))
+        return None

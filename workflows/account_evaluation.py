@@ -8,7 +8,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 from . import search_attributes
-from ._options import DB_RETRY, DB_TIMEOUT
+from ._options import DB_RETRY, DB_TIMEOUT, processed
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
@@ -19,12 +19,14 @@ with workflow.unsafe.imports_passed_through():
 class AccountEvaluationWorkflow:
     @workflow.run
     async def run(self, request: PayRequest) -> PayResponse:
-        check = await workflow.execute_local_activity_method(
-            PaymentActivities.check_account,
-            request,
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
+        check = await processed(
+            workflow.execute_local_activity_method(
+                PaymentActivities.check_account, request, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY
+            ),
+            "evaluation",
         )
+        if check is None:  # a final F, not an evaluation Alipay+ retries forever
+            return PayResponse(result=Result.of(ResultCode.PROCESS_FAIL), payment_request_id=request.payment_request_id)
         supported = check.result_code is ResultCode.SUCCESS
         workflow.upsert_search_attributes(
             [

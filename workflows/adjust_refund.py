@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 from . import search_attributes
-from ._options import DB_RETRY, DB_TIMEOUT
+from ._options import DB_RETRY, DB_TIMEOUT, processed
 
 with workflow.unsafe.imports_passed_through():
     from activities.adjust_refunds import AdjustRefundActivities, AdjustRefundApplication
@@ -37,16 +37,21 @@ class AdjustRefundWorkflow:
 
     @workflow.run
     async def run(self, order: AdjustRefundOrder) -> AdjustRefundResponse:
-        outcome = await workflow.execute_activity_method(
-            AdjustRefundActivities.apply_adjust_refund,
-            AdjustRefundApplication(request=order.request, refund_id=workflow.uuid4().hex, now=workflow.now()),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
+        outcome = await processed(
+            workflow.execute_activity_method(
+                AdjustRefundActivities.apply_adjust_refund,
+                AdjustRefundApplication(request=order.request, refund_id=workflow.uuid4().hex, now=workflow.now()),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+            ),
+            "adjustRefund",
+        )  # None: a technical F, the only kind adjustRefund may answer
+        self._answer = (
+            outcome.to_response() if outcome else AdjustRefundResponse(result=Result.of(ResultCode.PROCESS_FAIL))
         )
-        self._answer = outcome.to_response()
-        status = "SUCCESS" if outcome.result_code is ResultCode.SUCCESS else "FAIL"
+        status = "SUCCESS" if self._answer.result.is_success else "FAIL"
         updates = [search_attributes.PAYMENT_STATUS.value_set(status)]
-        if outcome.customer_id:
+        if outcome and outcome.customer_id:
             updates.append(search_attributes.CUSTOMER_ID.value_set(outcome.customer_id))
         workflow.upsert_search_attributes(updates)
         await workflow.wait_condition(workflow.all_handlers_finished)

@@ -17,12 +17,12 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from . import search_attributes
-from ._options import DB_RETRY, DB_TIMEOUT
+from ._options import DB_RETRY, DB_TIMEOUT, processed
 from .payment_order import PaymentOrderWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.cancellation import CancelActivities, CancelApplication, Cancellation
-    from alipayplus import CancelPaymentRequest, CancelPaymentResponse, Result
+    from alipayplus import CancelPaymentRequest, CancelPaymentResponse, Result, ResultCode
 
 PRODUCT = "CANCEL"
 
@@ -37,12 +37,17 @@ class CancelPaymentWorkflow:
     @workflow.run
     async def run(self, order: CancelOrder) -> CancelPaymentResponse:
         payment_request_id = order.request.payment_request_id
-        outcome = await workflow.execute_activity_method(
-            CancelActivities.cancel_payment,
-            CancelApplication(payment_request_id=payment_request_id, now=workflow.now(), cutoff=order.cutoff),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
+        outcome = await processed(
+            workflow.execute_activity_method(
+                CancelActivities.cancel_payment,
+                CancelApplication(payment_request_id=payment_request_id, now=workflow.now(), cutoff=order.cutoff),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+            ),
+            "cancelPayment",
         )
+        if outcome is None:  # nothing changed: a final F rather than a cancel Alipay+ retries forever
+            return CancelPaymentResponse(result=Result.of(ResultCode.PROCESS_FAIL))
         if outcome.cancellation in (Cancellation.CLOSED_UNPAID, Cancellation.REVERSED):
             payment = workflow.get_external_workflow_handle(f"pay/{payment_request_id}")  # any product's order
             with contextlib.suppress(ApplicationError):  # it has finished already; its record says closed

@@ -18,8 +18,9 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
-from ._options import DB_RETRY, DB_TIMEOUT
+from ._options import DB_RETRY, DB_TIMEOUT, is_permanent, reason
 from .payment_order import PageOutcome, PaymentOrderWorkflow, PaymentState, with_status
 
 with workflow.unsafe.imports_passed_through():
@@ -29,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
 
 PRODUCT = "EASY_PAY"
 MAX_OTP_RESENDS = 5
+MIN_OTP_WINDOW = timedelta(seconds=1)  # an SMS asked for at the last moment still gets one try
 # Short reads and record upserts run as local activities: same retries and idempotency, no
 # round trip through the server's task queue (most of pay #2's latency). The debit and the
 # SMS stay ordinary activities, each visible on its own in the Web UI.
@@ -57,9 +59,7 @@ class EasyPayWorkflow(PaymentOrderWorkflow):
 
     @workflow.run
     async def run(self, order: EasyPayOrder) -> PaymentState:
-        await self._pay(order)
-        await workflow.wait_condition(workflow.all_handlers_finished)  # every caller gets its answer
-        return self.state()
+        return await self._settle(self._pay(order))
 
     async def _pay(self, order: EasyPayOrder) -> None:
         # Step 2: create the payment order.
@@ -115,7 +115,8 @@ class EasyPayWorkflow(PaymentOrderWorkflow):
         if self._otp_resends >= MAX_OTP_RESENDS:
             return self._outcome(False, "Too many codes requested.")
         self._otp_resends += 1
-        await self._send_otp()
+        if not await self._send_otp():
+            return self._outcome(False, "The code could not be sent. Try again in a moment.")
         return self._outcome(True, f"A new code was sent to {self._otp.sent_to if self._otp else 'your phone'}.")
 
     # --- what Easy Pay adds to the shared state -------------------------------------------
@@ -144,18 +145,28 @@ class EasyPayWorkflow(PaymentOrderWorkflow):
             and workflow.now() < self._expires_at
         )
 
-    async def _send_otp(self) -> None:
+    async def _send_otp(self) -> bool:
+        """Text a new code, retrying until the order expires; False if none could be sent by then
+        (the user can ask again, and the order still closes at its expiry)."""
         request = self._request
         merchant = request.order.merchant
-        self._otp = await workflow.execute_activity_method(
-            PaymentActivities.send_otp,
-            OtpRequest(
-                challenge_id=workflow.uuid4().hex,
-                payment_request_id=request.payment_request_id,
-                customer_id=self._customer_id or "",
-                amount=request.pay_to_amount,
-                merchant_name=(merchant.merchant_display_name or merchant.merchant_name) if merchant else None,
-            ),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
-        )
+        try:
+            self._otp = await workflow.execute_activity_method(
+                PaymentActivities.send_otp,
+                OtpRequest(
+                    challenge_id=workflow.uuid4().hex,
+                    payment_request_id=request.payment_request_id,
+                    customer_id=self._customer_id or "",
+                    amount=request.pay_to_amount,
+                    merchant_name=(merchant.merchant_display_name or merchant.merchant_name) if merchant else None,
+                ),
+                start_to_close_timeout=DB_TIMEOUT,
+                schedule_to_close_timeout=max(self._expires_at - workflow.now(), MIN_OTP_WINDOW),
+                retry_policy=DB_RETRY,
+            )
+        except ActivityError as error:
+            if is_permanent(error):
+                raise
+            workflow.logger.warning("no code sent before the order expires: %s", reason(error))
+            return False
+        return True

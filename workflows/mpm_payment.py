@@ -53,9 +53,7 @@ class MpmPaymentWorkflow(PaymentOrderWorkflow):
 
     @workflow.run
     async def run(self, order: MpmOrder) -> PaymentState:
-        await self._pay(order)
-        await workflow.wait_condition(workflow.all_handlers_finished)  # every caller gets its answer
-        return self.state()
+        return await self._settle(self._pay(order))
 
     async def _pay(self, order: MpmOrder) -> None:
         # Step 5: process the payment: check the payer, answer with our confirmation page.

@@ -11,8 +11,12 @@ secure store, activate the local token) is asked of the phone, which reports bac
   2.4  the phone activates its local token
   2.5  replenish the credentials, stored on the phone; status 2
 The ``progress`` query gives the status code and step i of n for the phone's progress bar.
-Every failure (rejected application, poll limit, phone gone, proxy errors) ends the workflow
-as failed with a clear reason and status 0; starting it again is the retry path.
+A proxied step that meets a technical fault (a timeout, a lost worker, no answer, a U) is tried
+again for up to ``step_deadline`` (2 minutes; the user is watching the progress bar); every
+failure after that, and every refusal (rejected application, poll limit, phone gone, an F from
+the proxy), ends the workflow as failed with a clear reason and status 0; starting it again is
+the retry path. Each step's request id is fixed before its first try, so the Ant server treats a
+retry as the same request.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.nfc_proxy import NfcActivities, SdkAnswer, SdkCall
 
-PROXY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)  # then a clear failure
-PROXY_TIMEOUT = timedelta(seconds=20)  # above Alipay+'s 10 s for sdkProxy
+# within the step's deadline, as often as it takes; then a clear failure
+PROXY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))
 CREDENTIALS_PER_REPLENISH = 10
 
 STEPS = (
@@ -100,6 +104,8 @@ class ActivationRequest(BaseModel):
     poll_limit: int = 10
     device_timeout: timedelta = timedelta(minutes=1)  # the phone must answer a device step by then
     confirmation_timeout: timedelta = timedelta(days=7)  # silent: the user's confirmation
+    step_timeout: timedelta = timedelta(seconds=20)  # one proxied call, above Alipay+'s 10 s for sdkProxy
+    step_deadline: timedelta = timedelta(minutes=2)  # a step's retries; then the activation fails (status 0)
 
 
 class ActivationFailed(Exception):
@@ -209,7 +215,8 @@ class NfcActivationWorkflow:
             answer: SdkAnswer = await workflow.execute_activity_method(
                 NfcActivities.sdk_request,
                 call,
-                start_to_close_timeout=PROXY_TIMEOUT,
+                start_to_close_timeout=self._request.step_timeout,
+                schedule_to_close_timeout=self._request.step_deadline,
                 retry_policy=PROXY_RETRY,
                 summary=f"step {self._step}/{len(STEPS)}: {api}",  # what the Web UI shows for the activity
             )

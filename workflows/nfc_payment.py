@@ -42,9 +42,7 @@ class NfcPaymentWorkflow(PaymentOrderWorkflow):
 
     @workflow.run
     async def run(self, order: NfcOrder) -> PaymentState:
-        await self._pay()
-        await workflow.wait_condition(workflow.all_handlers_finished)  # every caller gets its answer
-        return self.state()
+        return await self._settle(self._pay())
 
     async def _pay(self) -> None:
         # Step 15: the user the acquirer named can pay this; the order is recorded.

@@ -12,7 +12,7 @@ notify, authorise on one-click consent).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 from . import search_attributes
-from ._options import DB_RETRY, DB_TIMEOUT
+from ._options import ACTIVITY_FAILURES, DB_RETRY, DB_TIMEOUT, is_permanent, processed, reason
 from .auth_notify import AuthNotifyInput
 from .notify_payment import NotifyPaymentInput
 
@@ -154,6 +154,21 @@ class PaymentOrderWorkflow:
 
     # --- steps ----------------------------------------------------------------------------
 
+    async def _settle(self, steps: Awaitable[None]) -> PaymentState:
+        """Run the product's steps to a final state and answer every caller. A step that failed in a
+        way no retry can fix ends the order F/PROCESS_FAIL (answered, recorded where possible,
+        notified) rather than leaving Alipay+ to retry a payment that can never finish."""
+        try:
+            await steps
+        except ACTIVITY_FAILURES as error:
+            if not is_permanent(error):
+                raise
+            workflow.logger.error("payment cannot be processed: %s", reason(error))
+            if self._status is PaymentStatus.PROCESSING:
+                await self._finish(PaymentStatus.FAIL, ResultCode.PROCESS_FAIL, "The payment could not be processed.")
+        await workflow.wait_condition(workflow.all_handlers_finished)  # every caller gets its answer
+        return self.state()
+
     async def _open(self, check_account: AccountCheckActivity, page_url: str | None) -> AccountCheck | None:
         """Check the payer, record the order and prepare the in-process answer pointing the user
         at ``page_url``; without a page (NFC: the POS waits) pay gets only the final answer.
@@ -244,7 +259,7 @@ class PaymentOrderWorkflow:
         if self._answer is None:
             self._answer = self.current_answer()
         workflow.upsert_search_attributes([search_attributes.PAYMENT_STATUS.value_set(status.value)])
-        await self._record()
+        await processed(self._record(), "the final record")  # a refusal must not stop the answer or notice
         request = self._request
         await workflow.execute_activity_method(
             DeliveryActivities.start_payment_notification,

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 from . import search_attributes
-from ._options import DB_RETRY, DB_TIMEOUT
+from ._options import DB_RETRY, DB_TIMEOUT, processed
 
 with workflow.unsafe.imports_passed_through():
     from activities.refunds import RefundActivities, RefundApplication
@@ -38,16 +38,19 @@ class RefundWorkflow:
 
     @workflow.run
     async def run(self, order: RefundOrder) -> RefundResponse:
-        outcome = await workflow.execute_activity_method(
-            RefundActivities.apply_refund,
-            RefundApplication(
-                request=order.request, refund_id=workflow.uuid4().hex, now=workflow.now(), window=order.window
+        outcome = await processed(
+            workflow.execute_activity_method(
+                RefundActivities.apply_refund,
+                RefundApplication(
+                    request=order.request, refund_id=workflow.uuid4().hex, now=workflow.now(), window=order.window
+                ),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
             ),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
+            "refund",
         )
-        self._answer = outcome.to_response()
-        status = "SUCCESS" if outcome.result_code is ResultCode.SUCCESS else "FAIL"
+        self._answer = outcome.to_response() if outcome else RefundResponse(result=Result.of(ResultCode.PROCESS_FAIL))
+        status = "SUCCESS" if self._answer.result.is_success else "FAIL"
         workflow.upsert_search_attributes([search_attributes.PAYMENT_STATUS.value_set(status)])
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._answer

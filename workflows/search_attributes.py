@@ -6,8 +6,10 @@ CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
 PRODUCT = SearchAttributeKey.for_keyword("Product")
 PAYMENT_STATUS = SearchAttributeKey.for_keyword("PaymentStatus")
 PAYMENT_REQUEST_ID = SearchAttributeKey.for_keyword("PaymentRequestId")
+# notifyPayment / authNotify: DELIVERING, then how it ended (ACKNOWLEDGED, REJECTED, GAVE_UP)
+DELIVERY_STATUS = SearchAttributeKey.for_keyword("DeliveryStatus")
 
-ALL = [CUSTOMER_ID, PRODUCT, PAYMENT_STATUS, PAYMENT_REQUEST_ID]
+ALL = [CUSTOMER_ID, PRODUCT, PAYMENT_STATUS, PAYMENT_REQUEST_ID, DELIVERY_STATUS]
 
 
 def at_start(product: str, payment_request_id: str | None, status: str) -> TypedSearchAttributes:

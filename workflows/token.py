@@ -13,6 +13,7 @@ its history grows large.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -28,7 +29,11 @@ with workflow.unsafe.imports_passed_through():
     from alipayplus.nfc import AccountSource
 
 REPLENISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=5)
-MAX_FAILED_REPLENISHES = 3  # then only the phone's replenish() tries again
+MAX_FAILED_REPLENISHES = 3  # histories before REPLENISH_BACKOFF_PATCH: then only the phone's replenish() tried again
+# After a failed automatic replenish, wait this long before the next one (the last repeats), for as
+# long as the token is low and active: a technical fault never stops replenishment for good.
+REPLENISH_BACKOFF = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=1))
+REPLENISH_BACKOFF_PATCH = "replenish-backoff"
 REPLENISH_TIMEOUT = timedelta(seconds=20)  # above Alipay+'s 10 s for sdkProxy
 # lock/unlock/delete: the user waits for the answer, so a short retry; then the call fails
 MANAGE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -91,7 +96,8 @@ class TokenState(BaseModel):
     taps: int = 0
     replenishments: int = 0
     undelivered: list[Credential] = []  # replenished, not yet collected by the phone
-    replenish_failures: int = 0
+    replenish_failures: int = 0  # automatic replenishes failed in a row
+    replenish_again_at: datetime | None = None  # after a failure, the next automatic one waits until then
 
     @property
     def credentials_left(self) -> int:
@@ -121,9 +127,11 @@ class TokenWorkflow:
     @workflow.run
     async def run(self, start: TokenStart) -> None:
         while not self._deleted() and not self._history_is_long():
-            await workflow.wait_condition(
-                lambda: self._needs_replenishing() or self._history_is_long() or self._deleted()
-            )
+            with contextlib.suppress(TimeoutError):  # the back-off after a failed replenish has passed
+                await workflow.wait_condition(
+                    lambda: self._needs_replenishing() or self._history_is_long() or self._deleted(),
+                    timeout=self._until_replenish_again(),
+                )
             if self._needs_replenishing():
                 await self._replenish()
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -244,32 +252,43 @@ class TokenWorkflow:
     def _needs_replenishing(self) -> bool:
         state = self._state
         waiting = len(state.undelivered)  # already fetched, on their way to the phone
+        again_at = state.replenish_again_at
         return (
             not self._replenishing
             and state.lifecycle is TokenLifecycle.ACTIVE
             and bool(state.issued_atcs)
             and state.credentials_left + waiting < self._start.replenish_below
-            and state.replenish_failures < MAX_FAILED_REPLENISHES
+            and (workflow.now() >= again_at if again_at else state.replenish_failures < MAX_FAILED_REPLENISHES)
         )
+
+    def _until_replenish_again(self) -> timedelta | None:
+        again_at = self._state.replenish_again_at
+        return max(again_at - workflow.now(), timedelta(0)) if again_at else None
 
     async def _replenish(self) -> None:
         self._replenishing = True
         try:
             answer = await self._sdk("replenish", {"count": self._start.replenish_count})
         except ActivityError:
-            self._state.replenish_failures += 1  # the phone can still ask by replenish()
-            return
+            return self._replenish_failed()  # the phone can still ask at once by replenish()
         finally:
             self._replenishing = False
         if self._deleted():
             return  # deleted meanwhile: nobody will collect them
         if not answer.succeeded:  # e.g. TOKEN_NOT_ACTIVE: nothing came, try again later
-            self._state.replenish_failures += 1
-            return
+            return self._replenish_failed()
         fresh = [Credential.model_validate(item) for item in answer.payload().get("credentials", [])]
         self._state.undelivered += [c for c in fresh if c.atc not in self._state.issued_atcs]
         self._state.replenishments += 1
         self._state.replenish_failures = 0
+        self._state.replenish_again_at = None
+
+    def _replenish_failed(self) -> None:
+        state = self._state
+        state.replenish_failures += 1
+        if workflow.patched(REPLENISH_BACKOFF_PATCH):
+            backoff = REPLENISH_BACKOFF[min(state.replenish_failures, len(REPLENISH_BACKOFF)) - 1]
+            state.replenish_again_at = workflow.now() + backoff
 
     async def _ask_ant(self, api: str) -> None:
         """A token-management SDK request; any answer but SUCCESS fails the update, state unchanged."""

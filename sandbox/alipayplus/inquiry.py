@@ -38,6 +38,7 @@ class InquirySchedule(BaseModel):
     psp_id: str
     interval: timedelta = timedelta(seconds=10)
     max_inquiries: int = 12
+    cancel_retries_for: timedelta = timedelta(days=1)  # then the schedule ends, logged, the payment unknown
 
 
 class InquiryOutcome(BaseModel):
@@ -101,18 +102,22 @@ class InquiryScheduleWorkflow:
         return InquiryOutcome(final=False, payment_result=None, inquiries=self._inquiries, cancelled=cancelled)
 
     async def _cancel(self, schedule: InquirySchedule) -> bool:
-        """Still no final result: Alipay+ cancels the payment, so it can never succeed later."""
+        """Still no final result: Alipay+ cancels the payment, so it can never succeed later. It
+        resends the same cancel until it gets a final answer (the MPP may be down for a while)."""
         try:
             answer = await workflow.execute_activity_method(
                 SandboxActivities.cancel_payment,
                 schedule,
                 start_to_close_timeout=timedelta(seconds=9),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_attempts=5
-                ),
+                schedule_to_close_timeout=schedule.cancel_retries_for,
+                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)),
             )
         except ActivityError:
-            workflow.logger.warning("cancelPayment for %s got no final answer", schedule.payment_request_id)
+            workflow.logger.error(
+                "cancelPayment for %s got no final answer in %s",
+                schedule.payment_request_id,
+                schedule.cancel_retries_for,
+            )
             return False
         return answer.result.is_success
 

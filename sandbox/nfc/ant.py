@@ -204,6 +204,7 @@ class SandboxAntNfc:
         self._rejected_customers: dict[str, str] = {}
         self._applications: dict[str, Application] = {}
         self._tokens: dict[str, AntToken] = {}
+        self._answered: dict[tuple[str, str, str], AntAnswer] = {}  # by (customer, api, requestId)
         self._handlers: dict[str, Callable[[str, str, bool], Awaitable[dict[str, Any]]]] = {
             "applyNfcToken": self._apply_nfc_token,
             "queryToken": self._query_token,
@@ -244,6 +245,7 @@ class SandboxAntNfc:
         self._rejected_customers.clear()
         self._applications.clear()
         self._tokens.clear()
+        self._answered.clear()
         self.calls.clear()
 
     # --- inspection --------------------------------------------------------------------
@@ -259,9 +261,17 @@ class SandboxAntNfc:
 
     # --- the SDK's calls ---------------------------------------------------------------
 
-    async def call(self, api: str, customer_id: str, data: str) -> AntAnswer:
-        """One SDK request for ``api`` by ``customer_id`` with the raw ``sdkRequestData``."""
-        answer = await self._answer(api, customer_id, data)
+    async def call(self, api: str, customer_id: str, data: str, request_id: str | None = None) -> AntAnswer:
+        """One SDK request for ``api`` by ``customer_id`` with the raw ``sdkRequestData``. A repeat of
+        a request that succeeded (the same ``requestId`` from the SDK's header [inferred]: the MPP
+        retries after a lost answer) gets the same answer and changes nothing: no second application,
+        no second batch of credentials."""
+        key = (customer_id, api, request_id) if request_id else None
+        answer = self._answered.get(key) if key else None
+        if answer is None:
+            answer = await self._answer(api, customer_id, data)
+            if key and answer.code == SDK_SUCCESS:
+                self._answered[key] = answer
         self.calls.append(AntCall(api, customer_id, answer.code, self.clock()))
         return answer
 
@@ -486,7 +496,8 @@ def ant_nfc_router(peer: SandboxAlipayPlus, ant: SandboxAntNfc) -> APIRouter:
             header = _parse_header(message.sdk_request_header)
         except ValueError as exc:
             return SdkProxyResponse(result=Result.of(ResultCode.PARAM_ILLEGAL, str(exc)))
-        return _response(header, await ant.call(header.api, message.customer_id, message.sdk_request_data))
+        answer = await ant.call(header.api, message.customer_id, message.sdk_request_data, header.requestId)
+        return _response(header, answer)
 
     @router.post(SdkProxyRequest.PATH)
     async def sdk_proxy(request: Request) -> Response:

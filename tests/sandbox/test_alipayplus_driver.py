@@ -290,12 +290,17 @@ async def test_inquiry_schedule_counts_unanswered_inquiries_and_carries_on(
     impostor = FakeMpp(Signer.from_pem(peer.signer.client_id, keys.alipayplus.private_pem), alipayplus_verifier)
     request_id = f"PR-{uuid.uuid4().hex[:12]}"
     schedule = InquirySchedule(
-        payment_request_id=request_id, acquirer_id="1022188000000000001", psp_id=PSP_ID, max_inquiries=2
+        payment_request_id=request_id,
+        acquirer_id="1022188000000000001",
+        psp_id=PSP_ID,
+        max_inquiries=2,
+        cancel_retries_for=timedelta(minutes=2),
     )
     async with AlipayPlusDriver.for_peer(peer, MPP_URL, transport=TimeoutASGITransport(app=impostor.app)) as driver:
         outcome, _ = await _run_schedule(env, driver, schedule)
 
     assert outcome == InquiryOutcome(final=False, payment_result=None, inquiries=2, cancelled=False)
     kinds = [type(m).__name__ for m in impostor.received]
-    # each inquiry tried 3 times, the cancel 5 times (bad answer signature = no answer)
-    assert kinds == ["InquiryPaymentRequest"] * 6 + ["CancelPaymentRequest"] * 5
+    # each inquiry tried 3 times; the cancel resent until its 2-minute deadline, at 0, 1, 3, 7, 15, 31
+    # and 63 s (a bad answer signature is no answer)
+    assert kinds == ["InquiryPaymentRequest"] * 6 + ["CancelPaymentRequest"] * 7

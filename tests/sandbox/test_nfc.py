@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -108,8 +109,11 @@ class Sdk:
         self.verifier.check(PROXY, response.headers, response.content, response=True)  # raises unless signed
         return response
 
-    async def call(self, api: str, data: dict[str, Any] | str, customer_id: str = CUSTOMER) -> SdkAnswer:
-        header = json.dumps({"api": api, "requestId": f"req-{api}", "sdkVersion": "1.0.0"})
+    async def call(
+        self, api: str, data: dict[str, Any] | str, customer_id: str = CUSTOMER, request_id: str | None = None
+    ) -> SdkAnswer:
+        request_id = request_id or f"req-{api}-{uuid.uuid4().hex[:8]}"
+        header = json.dumps({"api": api, "requestId": request_id, "sdkVersion": "1.0.0"})
         request = SdkProxyRequest(
             customer_id=customer_id,
             sdk_request_header=header,
@@ -119,7 +123,7 @@ class Sdk:
         assert answer.result.result_status is ResultStatus.SUCCESS
         assert answer.sdk_response_header is not None and answer.sdk_response_data is not None
         response_header = json.loads(answer.sdk_response_header)
-        assert (response_header["api"], response_header["requestId"]) == (api, f"req-{api}")
+        assert (response_header["api"], response_header["requestId"]) == (api, request_id)
         return SdkAnswer(answer.result, response_header, json.loads(answer.sdk_response_data))
 
     async def approved_token(self, customer_id: str = CUSTOMER) -> str:
@@ -209,6 +213,22 @@ async def test_a_repeated_notify_activates_once_and_replenishment_continues_the_
     first = await sdk.call("replenish", {"tokenReferenceId": reference, "count": 3})
     second = await sdk.call("replenish", {"tokenReferenceId": reference, "count": 2})
     assert [c["atc"] for c in first.data["credentials"] + second.data["credentials"]] == [1, 2, 3, 4, 5]
+
+
+async def test_a_request_resent_with_its_request_id_is_answered_the_same_and_applied_once(
+    sdk: Sdk, ant: SandboxAntNfc
+) -> None:
+    """The MPP resends an SDK request after a lost answer: same requestId, same answer, one effect."""
+    applied = [await sdk.call("applyNfcToken", _apply_data(), request_id="apply-1") for _ in range(2)]
+    assert applied[0].data == applied[1].data
+    assert ant.application(applied[0].data["tokenRequestId"]) is not None
+    assert sum(call.api == "applyNfcToken" for call in ant.calls) == 2
+
+    reference = await sdk.active_token()
+    resent = [await sdk.call("replenish", {"tokenReferenceId": reference, "count": 3}, request_id="r-1") for _ in "ab"]
+    fresh = await sdk.call("replenish", {"tokenReferenceId": reference, "count": 2})
+    assert resent[0].data == resent[1].data
+    assert [c["atc"] for c in resent[0].data["credentials"] + fresh.data["credentials"]] == [1, 2, 3, 4, 5]
 
 
 async def test_a_retried_provision_returns_the_same_card_profile(sdk: Sdk) -> None:

@@ -16,12 +16,14 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.nfc_proxy import SdkAnswer, SdkCall
 from alipayplus.nfc import AccountSource
 from tests.conftest import save_history
 from workflows.token import (
+    REPLENISH_BACKOFF,
     Credential,
     TapReport,
     TokenActivated,
@@ -191,19 +193,44 @@ async def test_fewer_than_ten_left_replenishes_through_the_proxy(client: Client,
     await handle.terminate("test over")
 
 
-async def test_a_failed_replenish_stops_retrying_and_the_phone_can_ask_again(
-    client: Client, ant: tuple[AntReplenish, str]
+async def test_a_failed_replenish_is_tried_again_after_a_back_off_and_the_phone_can_ask_at_once(
+    env: WorkflowEnvironment, client: Client, ant: tuple[AntReplenish, str]
 ) -> None:
     fake, task_queue = ant
     fake.fail = True
     handle = await activated(client, task_queue, range(1, 6))  # 5 left: below the threshold at once
 
-    failed = await until(handle, lambda s: s.replenish_failures == 3)
+    first = await until(handle, lambda s: s.replenish_failures == 1)
+    assert first.replenish_again_at is not None and len(fake.calls) == 1  # waits, does not hammer Ant
+    await env.sleep(timedelta(minutes=2))  # past the first back-off (1 minute)
+    second = await until(handle, lambda s: s.replenish_failures == 2)
+    assert second.replenish_again_at is not None and second.replenish_again_at > first.replenish_again_at
     fake.fail = False
-    asked = await handle.execute_update(TokenWorkflow.replenish)
+    asked = await handle.execute_update(TokenWorkflow.replenish)  # the phone need not wait for the back-off
 
-    assert failed.replenishments == 0 and len(fake.calls) >= 3
     assert asked.replenishments == 1 and asked.replenish_failures == 0 and len(asked.undelivered) == 10
+    assert asked.replenish_again_at is None
+    await save_history(handle, "token_replenish_backoff")
+    await handle.terminate("test over")
+
+
+async def test_automatic_replenishment_recovers_after_the_ant_server_comes_back(
+    env: WorkflowEnvironment, client: Client, ant: tuple[AntReplenish, str]
+) -> None:
+    fake, task_queue = ant
+    fake.fail = True
+    handle = await activated(client, task_queue, range(1, 6))
+    waits = [*REPLENISH_BACKOFF, REPLENISH_BACKOFF[-1]]  # 1 min, 5 min, 30 min, then hourly: never for good
+    for failures, wait in enumerate(waits, start=1):
+        failed = await until(handle, lambda s, failures=failures: s.replenish_failures == failures)
+        if failures == len(waits):
+            fake.fail = False  # the Ant server is back before the next try
+        assert len(fake.calls) == failures
+        await env.sleep(wait + timedelta(seconds=1))
+
+    recovered = await until(handle, lambda s: s.replenishments == 1)
+    assert failed.replenish_again_at is not None and len(fake.calls) == len(waits) + 1
+    assert recovered.replenish_failures == 0 and len(recovered.undelivered) == 10
     await handle.terminate("test over")
 
 

@@ -1,0 +1,124 @@
+"""Failures no retry can fix end the process with a final answer, never a retry loop while Alipay+ is
+answered U forever: the worker's interceptor marks them non-retryable, the workflows answer F."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.notifications import Delivery
+from activities.payments import PaymentRecordUpdate
+from activities.records import PaymentRecord, PaymentStatus
+from activities.refunds import RefundApplication, RefundOutcome
+from alipayplus import PayRequest, ResultCode, ResultStatus
+from sandbox.alipayplus.driver import easy_pay_order
+from sandbox.alipayplus.peer import SandboxAlipayPlus
+from tests.workflows.test_easy_pay import PIN_USER, PRICE
+from tests.workflows.test_refunds import paid, refund_of
+from workers.interceptors import cannot_succeed
+from workers.settings import Settings
+from workers.worker import build_worker
+from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow, PaymentState
+from workflows.notify_payment import NotifyPaymentWorkflow
+from workflows.refund import RefundOrder, RefundWorkflow
+
+from .conftest import replacing
+
+pytestmark = pytest.mark.timeout(60)
+TOO_LONG = DataError("INSERT INTO payment_record …", {}, Exception("value too long for type character varying(2048)"))
+
+
+@activity.defn(name="record_payment")
+def refusing_record(change: PaymentRecordUpdate) -> PaymentStatus:
+    raise TOO_LONG  # as PostgreSQL refuses a value longer than its column, on every try
+
+
+@activity.defn(name="apply_refund")
+def refusing_refund(application: RefundApplication) -> RefundOutcome:
+    raise TOO_LONG
+
+
+@pytest.fixture
+def queue(settings: Settings) -> Settings:
+    return settings.model_copy(update={"temporal_task_queue": f"permanent-{uuid.uuid4().hex[:8]}"})
+
+
+async def test_a_payment_whose_record_is_refused_is_answered_f_and_notified(
+    env: WorkflowEnvironment,
+    client: Client,
+    queue: Settings,
+    activities: list[Any],
+    worker: Worker,  # runs the delivery it starts
+    alipayplus: SandboxAlipayPlus,
+) -> None:
+    request: PayRequest = easy_pay_order(f"wf-{uuid.uuid4().hex}", PIN_USER[0], PRICE, queue.psp_id)
+    request = request.model_copy(update={"payment_expiry_time": await env.get_current_time() + timedelta(minutes=3)})
+    async with build_worker(client, queue, replacing(activities, refusing_record)):
+        handle = await client.start_workflow(
+            EasyPayWorkflow.run,
+            EasyPayOrder(request=request, verification_page_url="http://testserver/easypay/verify"),
+            id=f"pay/{request.payment_request_id}",
+            task_queue=queue.temporal_task_queue,
+        )
+        answer = await handle.execute_update(EasyPayWorkflow.create_order, request)
+        state: PaymentState = await handle.result()
+        notify = client.get_workflow_handle_for(NotifyPaymentWorkflow.run, f"notify/{request.payment_request_id}")
+        report = await notify.result()
+
+    assert (answer.result.result_status, answer.result.result_code) == (ResultStatus.FAIL, ResultCode.PROCESS_FAIL)
+    assert state.status is PaymentStatus.FAIL
+    assert report.delivery is Delivery.ACKNOWLEDGED
+    [notice] = alipayplus.notifications(request.payment_request_id)
+    assert notice.body["paymentResult"]["resultCode"] == "PROCESS_FAIL"
+
+
+async def test_a_refund_the_database_refuses_is_answered_f(
+    env: WorkflowEnvironment,
+    client: Client,
+    settings: Settings,
+    queue: Settings,
+    activities: list[Any],
+    worker: Worker,  # runs the payment refunded
+) -> None:
+    payment, state = await paid(env, client, settings)
+    request = refund_of(payment, state, PRICE.value)
+    async with build_worker(client, queue, replacing(activities, refusing_refund)):
+        handle = await client.start_workflow(
+            RefundWorkflow.run,
+            RefundOrder(request=request),
+            id=f"refund/{request.refund_request_id}",
+            task_queue=queue.temporal_task_queue,
+        )
+        answer = await handle.execute_update(RefundWorkflow.request_refund, request)
+        await handle.result()
+
+    assert (answer.result.result_status, answer.result.result_code) == (ResultStatus.FAIL, ResultCode.PROCESS_FAIL)
+
+
+def test_what_no_retry_can_fix_is_told_from_what_a_retry_fixes(engine: Engine) -> None:
+    overflow: Exception | None = None
+    try:  # a real one: a time at the edge of the calendar cannot be converted to UTC for its column
+        with engine.begin() as connection:
+            edge = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+            connection.execute(
+                insert(PaymentRecord).values(
+                    payment_request_id=uuid.uuid4().hex, status=PaymentStatus.PROCESSING, payment_expiry_time=edge
+                )
+            )
+    except Exception as error:
+        overflow = error
+    assert overflow is not None and cannot_succeed(overflow)
+    assert cannot_succeed(TOO_LONG)
+    assert not cannot_succeed(OperationalError("SELECT 1", {}, Exception("database is locked")))
+    assert not cannot_succeed(IntegrityError("INSERT …", {}, Exception("UNIQUE constraint failed")))  # a lost race
+    assert not cannot_succeed(ConnectionError("reset by peer"))
+    assert datetime.now(UTC)  # the engine is still usable afterwards
