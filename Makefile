@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint dev bench bench-nfc bench-nfc-pay clean
+.PHONY: demo test lint dev bench bench-nfc bench-nfc-pay soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-nfc: $(STAMP)
 
 bench-nfc-pay: $(STAMP)
 	$(BIN)/python -m bench.nfc_payments
+
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) var
