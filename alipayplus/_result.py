@@ -78,6 +78,7 @@ _MESSAGES = {
     ResultCode.INVALID_CLIENT: "The Client-Id is invalid",
     ResultCode.KEY_NOT_FOUND: "No key is registered for this Client-Id and keyVersion",
     ResultCode.REPEAT_REQ_INCONSISTENT: "The request repeats an idempotency key with different key fields",
+    ResultCode.PROCESS_FAIL: "The request could not be processed; it will not succeed if sent again",
     ResultCode.ORDER_NOT_EXIST: "The order does not exist",
     ResultCode.ORDER_IS_CLOSED: "The order is closed",
     ResultCode.PAYMENT_AMOUNT_EXCEED_LIMIT: "The amount exceeds the single payment limit",

@@ -165,7 +165,7 @@ class PaymentOrderWorkflow:
                 raise
             workflow.logger.error("payment cannot be processed: %s", reason(error))
             if self._status is PaymentStatus.PROCESSING:
-                await self._finish(PaymentStatus.FAIL, ResultCode.PROCESS_FAIL, "The payment could not be processed.")
+                await self._finish(PaymentStatus.FAIL, ResultCode.PROCESS_FAIL)
         await workflow.wait_condition(workflow.all_handlers_finished)  # every caller gets its answer
         return self.state()
 
