@@ -21,7 +21,15 @@ from typing import TypeVar
 
 import httpx
 
-from alipayplus import Amount, AuthorizationInfo, PayRequest, ResultStatus, TransportError
+from alipayplus import (
+    Amount,
+    AuthorizationInfo,
+    CancelPaymentResponse,
+    PayRequest,
+    RefundResponse,
+    ResultStatus,
+    TransportError,
+)
 from sandbox.alipayplus.driver import AlipayPlusDriver
 
 from ._soak_stack import Service
@@ -252,28 +260,27 @@ class Load:
             flow.refund_request_id,
             Amount(currency=AMOUNT.currency, value=int(AMOUNT.value * REFUND_SHARE)),
         )
-        while True:
-            answer = await self._signed("refund", lambda: self.driver.refund(refund), deadline)
-            if answer.result.result_status is not ResultStatus.UNKNOWN:
-                return _result(answer.result.result_status, answer.result.result_code)
-            if time.monotonic() > deadline:
-                raise FlowError(f"refund: still {answer.result.result_code} at the flow's deadline")
-            self.stats.retried_u["refund"] += 1
-            await asyncio.sleep(1.0)
+        return await self._until_final("refund", lambda: self.driver.refund(refund), deadline)
 
     async def _cancel(self, flow: Flow, deadline: float) -> str:
         request = flow.request
+        return await self._until_final(
+            "cancelPayment",
+            lambda: self.driver.cancel(request.payment_request_id, request.acquirer_id, request.psp_id),
+            deadline,
+        )
+
+    async def _until_final(
+        self, api: str, call: Callable[[], Awaitable[RefundResponse | CancelPaymentResponse]], deadline: float
+    ) -> str:
+        """Alipay+ resends the same refund or cancel on U until the answer is final."""
         while True:
-            answer = await self._signed(
-                "cancelPayment",
-                lambda: self.driver.cancel(request.payment_request_id, request.acquirer_id, request.psp_id),
-                deadline,
-            )
+            answer = await self._signed(api, call, deadline)
             if answer.result.result_status is not ResultStatus.UNKNOWN:
                 return _result(answer.result.result_status, answer.result.result_code)
             if time.monotonic() > deadline:
-                raise FlowError(f"cancelPayment: still {answer.result.result_code} at the flow's deadline")
-            self.stats.retried_u["cancelPayment"] += 1
+                raise FlowError(f"{api}: still {answer.result.result_code} at the flow's deadline")
+            self.stats.retried_u[api] += 1
             await asyncio.sleep(1.0)
 
 

@@ -19,10 +19,9 @@ from activities.notifications import Delivery
 from activities.payments import PaymentRecordUpdate
 from activities.records import PaymentRecord, PaymentStatus
 from activities.refunds import RefundApplication, RefundOutcome
-from alipayplus import PayRequest, ResultCode, ResultStatus
-from sandbox.alipayplus.driver import easy_pay_order
+from alipayplus import ResultCode, ResultStatus
 from sandbox.alipayplus.peer import SandboxAlipayPlus
-from tests.workflows.test_easy_pay import PIN_USER, PRICE
+from tests.workflows.test_easy_pay import PIN_USER, PRICE, order
 from tests.workflows.test_refunds import paid, refund_of
 from workers.interceptors import cannot_succeed
 from workers.settings import Settings
@@ -60,8 +59,7 @@ async def test_a_payment_whose_record_is_refused_is_answered_f_and_notified(
     worker: Worker,  # runs the delivery it starts
     alipayplus: SandboxAlipayPlus,
 ) -> None:
-    request: PayRequest = easy_pay_order(f"wf-{uuid.uuid4().hex}", PIN_USER[0], PRICE, queue.psp_id)
-    request = request.model_copy(update={"payment_expiry_time": await env.get_current_time() + timedelta(minutes=3)})
+    request = await order(env, queue, PIN_USER[0])
     async with build_worker(client, queue, replacing(activities, refusing_record)):
         handle = await client.start_workflow(
             EasyPayWorkflow.run,
