@@ -36,11 +36,20 @@ T = TypeVar("T")
 PAGE_DEADLINE = timedelta(seconds=8)  # each step of a page's request: past it, "busy, try again"
 
 # The server did not take the call, so sending it again is safe: RESOURCE_EXHAUSTED (a per-workflow
-# limit), UNAVAILABLE (the server aborted the update, e.g. under the same storm), DEADLINE_EXCEEDED
-# (a query held past _QUERY_ATTEMPT; an update's own surfaces as WorkflowUpdateRPCTimeoutOrCancelledError).
+# limit), UNAVAILABLE (the server aborted the update, e.g. under the same storm), DEADLINE_EXCEEDED or
+# CANCELLED "Timeout expired" (a query held past _QUERY_ATTEMPT: the client's own RPC timeout reports
+# either; an update's surfaces as WorkflowUpdateRPCTimeoutOrCancelledError). Queries read, and a
+# resent update carries the same update id, so a call the server did take is not applied twice.
 # The SDK has already unpacked update-with-start's MultiOperationExecutionFailure into a plain
 # RPCError with the failed operation's own status.
-_BUSY = frozenset({RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
+_BUSY = frozenset(
+    {
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.CANCELLED,
+    }
+)
 # During an update storm the dev server sometimes holds a query for ~10 s; the next one is answered at once.
 _QUERY_ATTEMPT = timedelta(seconds=2)
 # Seconds: doubling, each pause drawn from the upper half of its range. Not shorter: on the dev
