@@ -262,8 +262,10 @@ class TokenWorkflow:
         )
 
     def _until_replenish_again(self) -> timedelta | None:
+        """How long the back-off after a failed replenish still runs; None once it has passed (then
+        only an event, a tap report or an unlock, can make the token need replenishing)."""
         again_at = self._state.replenish_again_at
-        return max(again_at - workflow.now(), timedelta(0)) if again_at else None
+        return again_at - workflow.now() if again_at and again_at > workflow.now() else None
 
     async def _replenish(self) -> None:
         self._replenishing = True

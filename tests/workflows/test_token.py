@@ -234,6 +234,26 @@ async def test_automatic_replenishment_recovers_after_the_ant_server_comes_back(
     await handle.terminate("test over")
 
 
+async def test_a_token_locked_during_the_back_off_waits_quietly_and_replenishes_once_unlocked(
+    env: WorkflowEnvironment, client: Client, ant: tuple[AntReplenish, str]
+) -> None:
+    fake, task_queue = ant
+    fake.fail = True
+    handle = await activated(client, task_queue, range(1, 6))
+    await until(handle, lambda s: s.replenish_failures == 1)
+    fake.fail = False
+    await handle.execute_update(TokenWorkflow.lock)
+    await env.sleep(timedelta(minutes=10))  # the back-off passes while the token is locked: no replenish
+
+    locked = await until(handle, lambda s: s.lifecycle is TokenLifecycle.LOCKED)
+    assert locked.replenishments == 0 and fake.apis() == ["replenish", "lockToken"]
+    await handle.execute_update(TokenWorkflow.unlock)
+    unlocked = await until(handle, lambda s: s.replenishments == 1)
+    assert fake.apis() == ["replenish", "lockToken", "unlockToken", "replenish"]
+    assert unlocked.replenish_failures == 0 and unlocked.replenish_again_at is None
+    await handle.terminate("test over")
+
+
 # --- token management: lock, unlock, delete ------------------------------------------------------
 
 
