@@ -4,14 +4,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+UV_VERSION := 0.13.9
 
-.PHONY: demo test lint dev bench bench-nfc bench-nfc-pay soak clean
+.PHONY: demo test lint dev bench bench-nfc bench-nfc-pay soak clean lock
 
-$(STAMP): pyproject.toml
+# Every dependency at the version and hashes in $(LOCK) (runtime + test extras, Python 3.11; pip and
+# setuptools too): pip refuses any file whose hash differs. Then the project itself, without deps.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Rewrite $(LOCK) after changing pyproject.toml's dependencies: pins that still fit are kept;
+# `make lock UPGRADE=1` moves every pin to the newest allowed release. uv runs from a throwaway
+# venv, never from .venv; commit the lock, and `make` installs from it.
+lock:
+	tools=$$(mktemp -d) && $(PYTHON) -m venv $$tools && $$tools/bin/pip install --quiet 'uv==$(UV_VERSION)' \
+	&& printf 'setuptools>=69\npip>=24\n' | $$tools/bin/uv pip compile pyproject.toml - --extra test \
+	   --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' \
+	   --output-file $(LOCK) $(if $(UPGRADE),--upgrade); status=$$?; rm -rf $$tools; exit $$status
 
 demo: $(STAMP)
 	$(BIN)/mpp demo

@@ -9,6 +9,8 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from ._types import FROM_WIRE
+
 
 class Message(BaseModel):
     model_config = ConfigDict(
@@ -30,5 +32,5 @@ class Message(BaseModel):
 
     @classmethod
     def from_wire(cls, body: bytes | str) -> Self:
-        """Parse a body; raises ``pydantic.ValidationError`` naming the bad field."""
-        return cls.model_validate_json(body)
+        """Parse a body a peer sent; raises ``pydantic.ValidationError`` naming the bad field."""
+        return cls.model_validate_json(body, context={FROM_WIRE: True})

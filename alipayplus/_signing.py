@@ -3,6 +3,11 @@
 Content to sign: ``POST <Request-URI>\\n<Client-Id>.<Request-Time or Response-Time>.<raw body>``;
 SHA256withRSA (PKCS#1 v1.5), Base64, then URL-encoded. Verification always runs over the
 raw bytes received and the path as received, never over re-serialised JSON.
+
+A request's ``Request-Time`` must also be an ISO 8601 date-time with its UTC offset (the RFC 3339
+form Alipay+ sends, ``2019-05-28T12:12:12+08:00``, or ``…Z``); anything else is answered F
+``PARAM_ILLEGAL`` naming the header. A freshness window is the caller's choice (``Verifier``'s
+``request_time_window``): the spec sets none, and Alipay+ resends a request later.
 """
 
 from __future__ import annotations
@@ -10,9 +15,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -25,10 +30,15 @@ from ._types import format_datetime
 
 ALGORITHM = "RSA256"
 _HEADER_PART = re.compile(r"\s*([A-Za-z]+)\s*=\s*([^,]*?)\s*(?:,|$)")
+# RFC 3339's profile of ISO 8601: date, "T", time, optional fraction, then "Z" or ±hh:mm. Python's
+# fromisoformat alone would also take a space, week dates and basic formats, which Alipay+ never sends.
+_REQUEST_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})", re.ASCII)
+_REQUEST_TIME_EXAMPLE = "2019-05-28T12:12:12+08:00"
 
 
 class SignatureError(Exception):
-    """A signature could not be checked or did not verify; ``code`` is the Alipay+ result code."""
+    """A signed message refused before it is read: its signature could not be checked or did not
+    verify, or its Request-Time is unusable; ``code`` is the Alipay+ result code to answer with."""
 
     def __init__(self, code: ResultCode, message: str) -> None:
         super().__init__(message)
@@ -42,6 +52,26 @@ def content_to_sign(method: str, path: str, client_id: str, time: str, body: byt
 
 def now_timestamp() -> str:
     return format_datetime(datetime.now(UTC))
+
+
+def parse_request_time(value: str) -> datetime:
+    """``Request-Time`` as an aware datetime; ``SignatureError`` (PARAM_ILLEGAL) unless it is an
+    ISO 8601 date-time with a UTC offset or ``Z``, e.g. ``2019-05-28T12:12:12+08:00``."""
+    problem = f"Request-Time: must be an ISO 8601 date-time with a UTC offset, e.g. {_REQUEST_TIME_EXAMPLE}"
+    if not _REQUEST_TIME.fullmatch(value):
+        raise SignatureError(ResultCode.PARAM_ILLEGAL, problem)
+    try:  # the shape is right; the values may not be (month 13, 25:00, an offset of 24 h)
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise SignatureError(ResultCode.PARAM_ILLEGAL, problem) from None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _seconds(window: timedelta) -> str:
+    return f"{window.total_seconds():g} s"
 
 
 @dataclass(frozen=True)
@@ -142,13 +172,29 @@ class Signer:
 
 @dataclass(frozen=True)
 class Verifier:
-    """Checks what one party receives: the expected Client-Id and the peer's key registry."""
+    """Checks what one party receives: the expected Client-Id and the peer's key registry.
+
+    ``request_time_window``, when given, also refuses a request whose ``Request-Time`` lies further
+    than that from ``clock()`` in either direction (F PARAM_ILLEGAL naming the header); ``None``
+    (the default) sets no window, as the spec sets none.
+    """
 
     client_id: str
     keys: KeyRegistry
+    request_time_window: timedelta | None = None
+    clock: Callable[[], datetime] = field(default=_utc_now, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.request_time_window is not None and self.request_time_window <= timedelta(0):
+            raise ValueError(f"request_time_window must be positive, not {self.request_time_window}")
 
     def check(self, path: str, headers: Mapping[str, str], body: bytes, *, response: bool = False) -> None:
-        """Raise ``SignatureError`` (INVALID_CLIENT, KEY_NOT_FOUND, INVALID_SIGNATURE) unless it verifies."""
+        """Raise ``SignatureError`` unless it verifies: INVALID_CLIENT, KEY_NOT_FOUND, INVALID_SIGNATURE;
+        for a request, PARAM_ILLEGAL when ``Request-Time`` is missing, is not an ISO 8601 date-time with
+        an offset, or lies outside ``request_time_window``.
+
+        The signature is checked before the time's value, so a request that is not authentic is only
+        ever told so."""
         get = headers.get  # a dict, or httpx/Starlette headers (case-insensitive)
         client_id = get("Client-Id") or get("client-id")
         if client_id != self.client_id:
@@ -156,8 +202,23 @@ class Verifier:
         time_header = "Response-Time" if response else "Request-Time"
         time = get(time_header) or get(time_header.lower())
         if not time:
-            raise SignatureError(ResultCode.INVALID_SIGNATURE, f"The {time_header} header is missing")
+            code = ResultCode.INVALID_SIGNATURE if response else ResultCode.PARAM_ILLEGAL
+            raise SignatureError(code, f"{time_header}: the header is missing")
         header = SignatureHeader.parse(get("Signature") or get("signature"))
         public_key = self.keys.get(client_id, header.key_version)
         if not verify(public_key, content_to_sign("POST", path, client_id, time, body), header.signature):
             raise SignatureError(ResultCode.INVALID_SIGNATURE, "The signature does not verify")
+        if not response:
+            self._check_request_time(time)
+
+    def _check_request_time(self, value: str) -> None:
+        sent = parse_request_time(value)
+        if self.request_time_window is None:
+            return
+        now = self.clock()
+        if abs(now - sent) > self.request_time_window:
+            raise SignatureError(
+                ResultCode.PARAM_ILLEGAL,
+                f"Request-Time: {value} is more than {_seconds(self.request_time_window)} from this server's time "
+                f"({format_datetime(now.astimezone(UTC))}); check the sender's clock",
+            )

@@ -1,8 +1,10 @@
 """Serving Alipay+'s signed calls: size limit, signature, parsing, then a signed answer.
 
 Every answer, failures included, is HTTP 200 with a signed body and ``Response-Time``;
-only a body over the limit gets 413. Nothing reaches a handler unless its signature
-verifies over the raw body and the path as received.
+only a body over the limit gets 413 (``api.limits.BoundedRequests`` refuses it before the
+body is read; ``read_bounded`` here holds the limit too, should the app be served without it).
+Nothing reaches a handler unless its signature verifies over the raw body and the path as
+received.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import ValidationError
 
 from alipayplus import ErrorResponse, Message, Result, ResultCode, SignatureError
 
+from .limits import read_bounded
 from .services import Services, ServicesDep
 
 log = logging.getLogger(__name__)
@@ -39,20 +42,6 @@ def describe(error: ValidationError) -> str:
     return f"{field}: {message}"
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def signed(services: Services, path: str, message: Message) -> Response:
     body = message.to_wire()
     return Response(content=body, headers=services.settings.signer.headers(path, body, response=True))
@@ -66,7 +55,7 @@ def inbound(
     def register(handler: Handler[RequestT]) -> Handler[RequestT]:
         async def endpoint(request: Request, services: ServicesDep) -> Response:
             received_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            body = await _read_body(request, services.settings.max_body_bytes)
+            body = await read_bounded(request, services.settings.max_body_bytes)
             if body is None:
                 return Response(status_code=413, content=b"request body too large")
             try:

@@ -1,7 +1,10 @@
-"""The HTTP API: Alipay+'s signed calls, the wallet app's calls, our payment pages, operations.
+"""The HTTP API: Alipay+'s signed calls, the wallet app's calls, our payment pages; and, apart,
+the operator listener with the Web UI's codec.
 
 The Temporal client, the records engine and the code-identification client are created
 once, in the lifespan; the API does not start unless Alipay+'s server SDK initialises.
+Every request body is bounded before it is read (``api.limits``). The codec is not on the
+public app: ``create_ops_app`` serves it on its own port, behind the operator's token.
 """
 
 from __future__ import annotations
@@ -22,8 +25,13 @@ from workers.temporal import connect
 from workers.worker import alipayplus_client, mastercard_client
 
 from .code_identification import CodeIdentification
+from .limits import BoundedRequests
 from .routers import authorizations, codec, mpm, nfc, ops, payments, refunds, tokens, verification, wallet_app
+from .routers.ops import OperatorToken
 from .services import Services
+
+APS_PREFIX = "/aps/"
+NFC_PROXY_PATH = "/app/v1/nfc/proxy"
 
 
 def create_app(
@@ -66,7 +74,14 @@ def create_app(
             yield
             records.dispose()
 
-    app = FastAPI(title="MPP wallet API", lifespan=lifespan)
+    openapi = settings.openapi_enabled
+    app = FastAPI(
+        title="MPP wallet API",
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if openapi else None,
+        docs_url="/docs" if openapi else None,
+        redoc_url="/redoc" if openapi else None,
+    )
     app.include_router(payments.router)
     app.include_router(refunds.router)
     app.include_router(authorizations.router)
@@ -76,12 +91,37 @@ def create_app(
     app.include_router(mpm.router)
     app.include_router(nfc.router)
     app.include_router(ops.router)
+    app.add_middleware(
+        BoundedRequests,
+        default_limit=settings.max_app_body_bytes,
+        limits={APS_PREFIX: settings.max_body_bytes, NFC_PROXY_PATH: settings.nfc_max_proxy_bytes},
+        raw_prefixes=[APS_PREFIX],
+        max_json_depth=settings.max_json_depth,
+    )
+    return app
+
+
+def create_ops_app(settings: Settings | None = None) -> FastAPI:
+    """The operator listener: the Web UI's codec, every route behind the operator's token.
+
+    Raises ``OpsConfigError`` (so the listener does not start) without a usable token file, and
+    reads the payload keys now, so a missing key stops start-up too.
+    """
+    settings = settings or Settings()
+    app = FastAPI(title="MPP operator API", openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.operator_token = OperatorToken.from_file(settings.ops_token_file, check_mode=settings.key_file_mode_check)
+    app.state.payload_codec = settings.payload_codec
     app.include_router(codec.router)
-    app.add_middleware(  # the Web UI calls the codec endpoint from the operator's browser
+    if settings.ops_token_in_path:
+        app.include_router(codec.router_with_token_in_path)
+    app.add_middleware(
+        BoundedRequests, default_limit=settings.ops_max_body_bytes, max_json_depth=settings.max_json_depth
+    )
+    app.add_middleware(  # outermost, so refusals (401, 413) reach the Web UI readable too
         CORSMiddleware,
         allow_origins=settings.codec_cors_origins,
         allow_methods=["POST"],
-        allow_headers=["*"],
+        allow_headers=["*"],  # echoed back: Authorization, X-Namespace, Authorization-Extras
         allow_credentials=True,
     )
     return app

@@ -4,8 +4,9 @@ while a killer SIGKILLs the worker or the API and restarts it at once.
 Callers behave as the real parties do: a signed call that gets no signed answer (connection
 refused while the API is down, a timeout, a 5xx) is sent again with the same body until one
 arrives; a pay answered U without a paymentUrl, or an unknown result, is followed by
-inquiryPayment; a refund or cancel answered U is sent again; the user's PIN POST is retried
-until our page answers. Every plan (what each payment does) comes from the seeded generator.
+inquiryPayment; a refund or cancel answered U is sent again; the user's page is opened (for its
+form's token) and the PIN POST retried until our page answers. Every plan (what each payment
+does) comes from the seeded generator.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from alipayplus import (
     ResultStatus,
     TransportError,
 )
+from api.pages import form_fields
 from sandbox.alipayplus.driver import AlipayPlusDriver
 
 from ._soak_stack import Service
@@ -223,17 +225,22 @@ class Load:
         """The user's PIN POST, retried until our page answers: success | fail (redirect) or page."""
         assert flow.payment_url is not None
         last = ""
+        form: dict[str, str] = {}  # the page's form (its token), once the page has been shown
         while time.monotonic() < deadline:
             try:
-                response = await self.user.post(flow.payment_url, data={"code": PIN})
+                if not form:  # the page first, as the user's browser shows it: its form carries the token
+                    response = await self.user.get(flow.payment_url)
+                    form = form_fields(response.text) if response.status_code == 200 else {}
+                if form:
+                    response = await self.user.post(flow.payment_url, data={"code": PIN, **form})
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}"
             else:
                 location = response.headers.get("location", "")
                 if response.status_code == 303 and "status=" in location:
                     return "success" if "status=success" in location else "fail"
-                if response.status_code == 200:  # our page: no longer waiting, or wrong code
-                    return "page"
+                if response.status_code == 200 and "<h1>Busy</h1>" not in response.text:  # our page: no
+                    return "page"  # longer waiting (final, no form), or wrong code
                 last = f"HTTP {response.status_code}"
             self.stats.pin_retries += 1
             await asyncio.sleep(random.uniform(0.3, 0.8))

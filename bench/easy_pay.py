@@ -6,16 +6,16 @@ Measured, at concurrency 1, 10 and 50, through real HTTP on loopback:
   ``U/PAYMENT_IN_PROCESS`` answer with a paymentUrl is verified. On the embedded stack this is
   the update-with-start of ``EasyPayWorkflow`` (account check activity, record activity, answer).
 * **Easy Pay flows per second**: closed-loop clients, each running pay #2 and then the user's
-  PIN POST to the paymentUrl until the 303 redirect to ``status=success`` (verification, debit,
-  record, notifyPayment started), for a fixed duration.
+  page (GET, for its form token) and PIN POST to the paymentUrl until the 303 redirect to
+  ``status=success`` (verification, debit, record, notifyPayment started), for a fixed duration.
 
 The baseline is a bare FastAPI handler defined here, without Temporal or a database: it checks
 the Alipay+ signature over the raw body, parses ``PayRequest`` and answers a signed
 ``U/PAYMENT_IN_PROCESS``. It does the protocol work every implementation must do (RSA verify and
 sign, JSON parse and serialise, one HTTP exchange), so the gap between the two rows is what
-durability costs: workflow history writes, activities, the ledger. Its "flow" is pay plus one
-more signed round trip (a signed inquiryPayment standing in for the verification POST), so
-both sides make the same number of HTTP calls per flow. Each level is preceded by a few
+durability costs: workflow history writes, activities, the ledger. Its "flow" is pay plus two
+more signed round trips (signed inquiryPayments standing in for the page's GET and the
+verification POST), so both sides make the same number of HTTP calls per flow. Each level is preceded by a few
 warm-up calls at its concurrency (connections open); each target's CPU use (this process, the
 dev server) is printed to show where the time goes.
 
@@ -65,6 +65,7 @@ from alipayplus import (
     ResultStatus,
     SignatureError,
 )
+from api.pages import form_fields
 from sandbox.alipayplus.driver import AlipayPlusDriver
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from workers.cli import _exit
@@ -178,7 +179,8 @@ class Target:
 
 def pin_verification(user: httpx.AsyncClient) -> Callable[[PayRequest, PayResponse], Awaitable[None]]:
     async def verify(request: PayRequest, answer: PayResponse) -> None:
-        response = await user.post(answer.payment_url or "", data={"code": PIN})
+        page = await user.get(answer.payment_url or "")  # the page, then its form with its token
+        response = await user.post(answer.payment_url or "", data={"code": PIN, **form_fields(page.text)})
         location = response.headers.get("location", "")
         if response.status_code != 303 or "status=success" not in location:
             raise Failure(f"PIN POST answered HTTP {response.status_code} {location or response.text[:120]!r}")
@@ -188,9 +190,10 @@ def pin_verification(user: httpx.AsyncClient) -> Callable[[PayRequest, PayRespon
 
 def signed_round_trip(driver: AlipayPlusDriver) -> Callable[[PayRequest, PayResponse], Awaitable[None]]:
     async def verify(request: PayRequest, answer: PayResponse) -> None:
-        inquiry = await driver.inquire(request.payment_request_id)
-        if not inquiry.result.is_success:
-            raise Failure(f"inquiryPayment answered {inquiry.result.result_status}/{inquiry.result.result_code}")
+        for _ in range(2):  # as many calls as the page's GET and the PIN POST
+            inquiry = await driver.inquire(request.payment_request_id)
+            if not inquiry.result.is_success:
+                raise Failure(f"inquiryPayment answered {inquiry.result.result_status}/{inquiry.result.result_code}")
 
     return verify
 
@@ -340,7 +343,7 @@ def report(results: list[tuple[str, list[Level]]]) -> Table:
         caption=(
             f"latency: max(40, 4×c) pay #2 calls per level after max(10, c) warm-up calls; flows: closed loop for "
             f"{FLOW_SECONDS:.0f} s and at least {FLOWS_PER_CLIENT} per client, in-flight flows finish and count; "
-            "flow = pay #2 + one more HTTP call"
+            "flow = pay #2 + two more HTTP calls"
         ),
     )
     for column in ("target", "conc.", "pay n", "pay p50 ms", "pay p99 ms", "flows/s", "flows", "failed"):

@@ -53,6 +53,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         alipayplus_public_key_file=FIXTURES / "test_alipayplus_public.pem",
         secret_key_file=FIXTURES / "test_secret.key",
         payload_key_file=FIXTURES / "test_payload.key",
+        key_file_mode_check=False,  # git keeps the fixture keys 0644; production keys must be 0600
         public_base_url="http://testserver",
     )
 

@@ -17,7 +17,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -123,15 +124,95 @@ def worker() -> None:
     _exit(run)
 
 
+@dataclass(frozen=True)
+class Listener:
+    """One HTTP server of a process: what it serves, where, and whether it logs each request."""
+
+    app: Any
+    host: str
+    port: int
+    access_log: bool = True
+
+
+def _server_config(listener: Listener) -> Any:
+    """uvicorn's config for ``listener``: no ``server`` header (nothing says what runs behind it)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        listener.app, host=listener.host, port=listener.port, server_header=False, access_log=listener.access_log
+    )
+
+
+async def _serve_together(listeners: Sequence[Listener]) -> int:
+    """Serve every listener in this process until SIGINT or SIGTERM, as ``_serve`` does one: each
+    then finishes its requests in flight, and this returns 0. If one of them cannot start (a port
+    in use, a lifespan that fails) or stops, the others stop too and uvicorn's exit code is returned."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # uvicorn would re-raise the signal after shutdown, killing the process with it
+
+    servers = [Server(_server_config(listener)) for listener in listeners]
+    failures: list[int] = []
+
+    def stop_all() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    async def run(server: Server) -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn's way of saying it could not start
+            failures.append(exc.code if isinstance(exc.code, int) and exc.code else 1)
+        finally:
+            stop_all()  # one listener down takes the others down: never half a service
+
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop_all)
+    try:
+        outcomes = await asyncio.gather(*(run(server) for server in servers), return_exceptions=True)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return failures[0] if failures else 0
+
+
 @app.command()
-def api() -> None:
-    """Serve the HTTP API against the configured Temporal cluster."""
-    from api.main import create_app
+def api(
+    ops_port: Annotated[
+        int | None,
+        typer.Option(help="Also serve the operator listener (the Web UI's codec) on this port [MPP_OPS_PORT; off]"),
+    ] = None,
+    ops_host: Annotated[
+        str | None, typer.Option(help="Address of the operator listener [MPP_OPS_HOST; 127.0.0.1]")
+    ] = None,
+) -> None:
+    """Serve the HTTP API against the configured Temporal cluster; with --ops-port, the operator
+    listener too, in the same process (it needs MPP_OPS_TOKEN_FILE, or nothing starts)."""
+    from api.main import create_app, create_ops_app
+    from api.routers.ops import OpsConfigError
 
     async def run() -> int:
         settings = Settings()
-        await _serve(create_app(settings), settings.api_host, settings.api_port)
-        return 0
+        listeners = [Listener(create_app(settings), settings.api_host, settings.api_port)]
+        port = ops_port if ops_port is not None else settings.ops_port
+        if port is not None:
+            try:
+                ops_app = create_ops_app(settings)
+            except OpsConfigError as exc:
+                console.print(f"operator listener refused to start: {exc}")
+                return 1
+            host = ops_host or settings.ops_host
+            # no access log when the token is part of the path (MPP_OPS_TOKEN_IN_PATH): it would be logged
+            listeners.append(Listener(ops_app, host, port, access_log=not settings.ops_token_in_path))
+        return await _serve_together(listeners)
 
     _exit(run)
 

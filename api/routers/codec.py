@@ -1,29 +1,77 @@
 """The remote codec the Temporal Web UI calls to show operators decrypted payloads.
 
-Serve it only where operators reach it (the ops ingress, behind their login): it decrypts
-whatever payload it is sent. The UI posts ``{"payloads": [...]}`` in protobuf JSON.
+Served only by the operator listener (``api.main.create_ops_app``, ``mpp api --ops-port``),
+never by the public app: it decrypts whatever payload it is sent, and encrypts whatever it is
+given. Every route needs the operator's token (``Authorization: Bearer``). The UI posts
+``{"payloads": [...]}`` in protobuf JSON; input that is not that, or that does not decrypt,
+answers 400 with the reason, never 500.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from cryptography.exceptions import InvalidTag
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from google.protobuf import json_format
-from temporalio.api.common.v1 import Payloads
+from google.protobuf.message import DecodeError
+from temporalio.api.common.v1 import Payload, Payloads
 
-from ..services import ServicesDep
+from workers.codec import EncryptionCodec
 
-router = APIRouter(prefix="/codec", tags=["ops"])
+from .ops import require_operator, require_operator_in_path
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/codec", tags=["ops"], dependencies=[Depends(require_operator)])
+# The same routes with the token as a path segment, for a Web UI that cannot send it as a header
+# (the Temporal dev server's UI); only where MPP_OPS_TOKEN_IN_PATH turns it on.
+router_with_token_in_path = APIRouter(
+    prefix="/codec/{operator_token}", tags=["ops"], dependencies=[Depends(require_operator_in_path)]
+)
+
+Convert = Callable[[EncryptionCodec, Sequence[Payload]], Awaitable[list[Payload]]]
 
 
-@router.post("/decode")
-async def decode(request: Request, services: ServicesDep) -> Response:
-    payloads = json_format.Parse(await request.body(), Payloads())
-    decoded = await services.settings.payload_codec.decode(payloads.payloads)
-    return Response(json_format.MessageToJson(Payloads(payloads=decoded)), media_type="application/json")
+def _payloads(body: bytes) -> Payloads:
+    if not body.strip():
+        raise HTTPException(400, 'empty body: expected {"payloads": [...]} in protobuf JSON')
+    try:
+        return json_format.Parse(body.decode("utf-8"), Payloads())
+    except (json_format.ParseError, UnicodeDecodeError, ValueError) as exc:
+        raise HTTPException(400, f'not {{"payloads": [...]}} in protobuf JSON: {exc}') from None
 
 
-@router.post("/encode")
-async def encode(request: Request, services: ServicesDep) -> Response:
-    payloads = json_format.Parse(await request.body(), Payloads())
-    encoded = await services.settings.payload_codec.encode(payloads.payloads)
-    return Response(json_format.MessageToJson(Payloads(payloads=encoded)), media_type="application/json")
+async def _convert(request: Request, convert: Convert, verb: str) -> Response:
+    codec: EncryptionCodec = request.app.state.payload_codec
+    payloads = _payloads(await request.body())  # bounded by the listener's BoundedRequests
+    converted: list[Payload] = []
+    for index, payload in enumerate(payloads.payloads):
+        try:
+            converted.extend(await convert(codec, [payload]))
+        except InvalidTag:
+            raise HTTPException(400, f"payloads[{index}]: cannot {verb}: wrong key or tampered data") from None
+        except (ValueError, KeyError, UnicodeDecodeError, DecodeError) as exc:
+            raise HTTPException(400, f"payloads[{index}]: cannot {verb}: {exc}") from None
+    client = request.client.host if request.client else "?"
+    log.info(
+        "codec: %d payloads %sed for %s (namespace %s)",
+        len(converted),
+        verb,
+        client,
+        request.headers.get("x-namespace"),
+    )
+    return Response(json_format.MessageToJson(Payloads(payloads=converted)), media_type="application/json")
+
+
+async def decode(request: Request) -> Response:
+    return await _convert(request, lambda codec, payloads: codec.decode(payloads), "decrypt")
+
+
+async def encode(request: Request) -> Response:
+    return await _convert(request, lambda codec, payloads: codec.encode(payloads), "encrypt")
+
+
+for _router in (router, router_with_token_in_path):
+    _router.add_api_route("/decode", decode, methods=["POST"])
+    _router.add_api_route("/encode", encode, methods=["POST"])

@@ -1,7 +1,9 @@
 """The MPM confirmation page (seed 003, steps 6–7): the paymentUrl our pay answers.
 
 Alipay+'s client SDK opens it in the wallet app's web view, signed in with the app's
-session; the payer confirms or cancels, then goes where the seed's redirect rules say.
+session; the payer confirms or cancels, then goes where the seed's redirect rules say. Every
+answer carries the pages' security headers, the form a token bound to the page and the session
+(``api.pages``), and the merchant's address is used only if ``MPP_MPM_REDIRECT_HOSTS`` allows it.
 """
 
 from __future__ import annotations
@@ -10,27 +12,43 @@ import contextlib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi import Depends, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from activities.records import PaymentStatus
+from activities.secrets import token_digest
 from workflows.mpm_payment import PRODUCT, USER_CANCELLED, Decision, MpmPaymentWorkflow
 from workflows.payment_order import PaymentState
 
+from .. import pages
 from ..services import Services, ServicesDep
 from ..workflow_calls import Late, payment_behind_page, payment_state, send_update
-from .wallet_app import signed_in_customer
+from .wallet_app import session_token, signed_in_customer
 
-router = APIRouter(prefix="/mpm/pay", tags=["MPM confirmation page"])
-templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
+PREFIX = "/mpm/pay"
 WALLET_HOME = "mppwallet://home"
+# The merchant's page or app (seed 003, step 7: "trust Alipay+ merchant URL ... without ... whitelist",
+# so by default any host); never a script, and the wallet's own scheme for its home.
+REDIRECTS = pages.Redirects(
+    lambda settings: settings.mpm_redirect_hosts, app_schemes=True, form_targets=(f"{urlsplit(WALLET_HOME).scheme}:",)
+)
+router = pages.page_router(PREFIX, "MPM confirmation page", REDIRECTS)
+templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 TRY_AGAIN = "We are busy and could not take that just now. Please try again."
+DECIDE_FORM = "mpm.decide"  # what the confirm / cancel form's token is for
 SignedIn = Annotated[str | None, Depends(signed_in_customer)]
+
+
+def page_session(request: Request) -> str | None:
+    """What the page's form is bound to: the app session it was served to (its digest); ``None``
+    without one (the page then answers 401 and changes nothing)."""
+    token = session_token(request)
+    return token_digest(token) if token else None
 
 
 class Outcome(StrEnum):
@@ -66,11 +84,14 @@ def _is_ios(user_agent: str) -> bool:
 
 
 def _message_page(status: int, title: str, text: str) -> HTMLResponse:
-    return HTMLResponse(f"<!doctype html><title>{title}</title><h1>{title}</h1><p>{text}</p>", status)
+    return pages.message_page(status, title, text)
 
 
 def _leave(request: Request, state: PaymentState) -> Response:
-    """A final payment: straight on where the rules allow, else our result page."""
+    """A final payment: straight on where the rules allow, else our result page. A merchant
+    address the allow-list refuses counts as none (our result page, the wallet's home)."""
+    allowed = REDIRECTS.target(pages.page_settings(request), state.redirect_url)
+    state = state.model_copy(update={"redirect_url": allowed})
     user_agent = request.headers.get("user-agent", "")
     location = next_location(state, user_agent)
     if location:
@@ -115,10 +136,24 @@ async def _payment(
 
 
 def _confirmation(request: Request, state: PaymentState, message: str | None = None) -> Response:
-    return templates.TemplateResponse(request, "mpm_confirm.html", {"state": state, "message": message})
+    payment_request_id, payment_id = state.payment_request_id, state.payment_id or ""
+    secret = pages.page_settings(request).secret_key
+    form = {
+        "action": f"{PREFIX}/{quote(payment_request_id, safe='')}/{quote(payment_id, safe='')}",
+        "token": pages.form_token(secret, DECIDE_FORM, payment_request_id, payment_id, page_session(request) or ""),
+    }
+    return templates.TemplateResponse(
+        request,
+        "mpm_confirm.html",
+        {"state": state, "message": message, "decide_form": form, "token_field": pages.CSRF_FIELD},
+    )
 
 
-@router.post("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
+@router.post(
+    "/{payment_request_id}/{payment_id}",
+    response_class=HTMLResponse,
+    dependencies=[pages.form_guard(DECIDE_FORM, page_session)],
+)
 async def decide(
     request: Request,
     payment_request_id: str,

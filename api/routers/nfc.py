@@ -40,6 +40,7 @@ from workflows.token import (
 )
 
 from ..inbound import describe
+from ..limits import read_bounded
 from ..services import Services, ServicesDep
 from .tokens import TokenHandle, start_token
 from .wallet_app import CamelModel, Customer
@@ -156,8 +157,8 @@ async def confirm_activation(device_id: DevicePath, customer_id: Customer, servi
 @router.post("/proxy", response_model=ProxiedAnswer)
 async def proxy(request: Request, customer_id: Customer, services: ServicesDep) -> ProxiedAnswer:
     """NFCRequestProxy: an SDK request on to Mastercard or the Ant server, unchanged."""
-    body = await request.body()
-    if len(body) > services.settings.nfc_max_proxy_bytes:
+    body = await read_bounded(request, services.settings.nfc_max_proxy_bytes)  # never more than the limit held
+    if body is None:
         raise HTTPException(413, "SDK request too large.")
     try:
         proxied = ProxiedRequest.model_validate_json(body)

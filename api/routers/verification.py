@@ -1,7 +1,9 @@
 """The Easy Pay verification page (seed 004, step 3): PIN or SMS OTP, resend, redirect.
 
 The page talks to the payment's workflow; what the user types reaches the workflow only
-as a keyed digest, so no PIN or OTP is ever written to workflow history.
+as a keyed digest, so no PIN or OTP is ever written to workflow history. Every answer carries
+the pages' security headers, every form its token (``api.pages``), and a final payment sends
+the browser only to an allow-listed host (``MPP_REDIRECT_HOSTS``: Alipay+'s result page).
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import contextlib
 import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
@@ -22,31 +25,57 @@ from activities.secrets import keyed_digest
 from workflows.easy_pay import PRODUCT, EasyPayWorkflow
 from workflows.payment_order import PageOutcome, PaymentState
 
+from .. import pages
 from ..services import Services, ServicesDep
 from ..workflow_calls import Late, payment_behind_page, payment_state, send_update
 
-router = APIRouter(prefix="/easypay/verify", tags=["verification page"])
+PREFIX = "/easypay/verify"
+REDIRECTS = pages.Redirects(lambda settings: settings.redirect_hosts)  # Alipay+'s result page (seed 004)
+router = pages.page_router(PREFIX, "verification page", REDIRECTS)
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 _CODE = re.compile(r"[0-9]{4,8}")
 TRY_AGAIN = "We are busy and could not take that just now. Please try again."
+CODE_FORM, RESEND_FORM = "easypay.code", "easypay.resend"  # what each form's token is for
 
 
 def _page(request: Request, state: PaymentState, message: str | None = None, error: bool = False) -> Response:
     if state.status is not PaymentStatus.PROCESSING:
-        return _leave(state)
+        return _leave(request, state)
+    secret = pages.page_settings(request).secret_key
+    payment_request_id, payment_id = state.payment_request_id, state.payment_id or ""
+    path = f"{PREFIX}/{quote(payment_request_id, safe='')}/{quote(payment_id, safe='')}"
+
+    def form(name: str, action: str) -> dict[str, str]:
+        """Where a form posts and its token (for this payment's page, which has no sign-in)."""
+        return {"action": action, "token": pages.form_token(secret, name, payment_request_id, payment_id)}
+
     return templates.TemplateResponse(
-        request, "verify.html", {"state": state, "message": message, "error": error, "otp": VerificationMethod.OTP}
+        request,
+        "verify.html",
+        {
+            "state": state,
+            "message": message,
+            "error": error,
+            "otp": VerificationMethod.OTP,
+            "code_form": form(CODE_FORM, path),
+            "resend_form": form(RESEND_FORM, f"{path}/resend"),
+            "token_field": pages.CSRF_FIELD,
+        },
     )
 
 
-def _leave(state: PaymentState) -> Response:
-    """Final: back to Alipay+'s result page with status=success|fail, or our own result page."""
-    if state.redirect_url:
-        return RedirectResponse(state.redirect_url, status_code=303)
+def _leave(request: Request, state: PaymentState) -> Response:
+    """Final: back to Alipay+'s result page with status=success|fail if its host is allowed, else
+    our own result page (the payment is as final either way: this is only where the browser goes)."""
+    target = REDIRECTS.target(pages.page_settings(request), state.redirect_url)
+    if target:
+        return RedirectResponse(target, status_code=303)
     succeeded = state.status is PaymentStatus.SUCCESS
-    return HTMLResponse(
-        f"<!doctype html><title>Payment</title><h1>Payment {'succeeded' if succeeded else 'failed'}</h1>"
-        f"<p>{'' if succeeded else state.payment_result.result_message or ''}</p>"
+    return pages.message_page(
+        200,
+        f"Payment {'succeeded' if succeeded else 'failed'}",
+        "" if succeeded else state.payment_result.result_message or "",
+        title="Payment",
     )
 
 
@@ -70,9 +99,9 @@ async def _payment(
     try:
         found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
     except Late:
-        return HTMLResponse(f"<!doctype html><title>Payment</title><h1>Busy</h1><p>{TRY_AGAIN}</p>")
+        return pages.message_page(200, "Busy", TRY_AGAIN, title="Payment")
     if found is None:
-        return HTMLResponse("<!doctype html><title>Not found</title><h1>This payment link is not valid.</h1>", 404)
+        return pages.message_page(404, "This payment link is not valid.", title="Not found")
     return found
 
 
@@ -82,7 +111,9 @@ async def show(request: Request, payment_request_id: str, payment_id: str, servi
     return found if isinstance(found, Response) else _page(request, found[1])
 
 
-@router.post("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
+@router.post(
+    "/{payment_request_id}/{payment_id}", response_class=HTMLResponse, dependencies=[pages.form_guard(CODE_FORM)]
+)
 async def submit(
     request: Request,
     payment_request_id: str,
@@ -95,7 +126,7 @@ async def submit(
         return found
     handle, state = found
     if state.status is not PaymentStatus.PROCESSING:
-        return _leave(state)  # already final (a resubmitted form): a closed workflow takes no updates
+        return _leave(request, state)  # already final (a resubmitted form): a closed workflow takes no updates
     code = code.strip()
     if not _CODE.fullmatch(code):
         return _page(request, state, "Enter the digits of your code.", error=True)
@@ -106,12 +137,16 @@ async def submit(
     return await _update(request, handle, state, EasyPayWorkflow.submit_code, digest)
 
 
-@router.post("/{payment_request_id}/{payment_id}/resend", response_class=HTMLResponse)
+@router.post(
+    "/{payment_request_id}/{payment_id}/resend",
+    response_class=HTMLResponse,
+    dependencies=[pages.form_guard(RESEND_FORM)],
+)
 async def resend(request: Request, payment_request_id: str, payment_id: str, services: ServicesDep) -> Response:
     found = await _payment(services, payment_request_id, payment_id)
     if isinstance(found, Response):
         return found
     handle, state = found
     if state.status is not PaymentStatus.PROCESSING:
-        return _leave(state)
+        return _leave(request, state)
     return await _update(request, handle, state, EasyPayWorkflow.resend_otp)

@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -42,6 +42,7 @@ from api.code_identification import (
     Verdict,
 )
 from api.main import create_app
+from api.pages import form_fields
 from api.routers.mpm import WALLET_HOME, next_location
 from api.services import Services
 from sandbox.alipayplus.driver import ACQUIRER_ID, apply_token_request, easy_pay_order
@@ -209,6 +210,8 @@ class Phone:
 
     http: httpx.AsyncClient
     session_token: str = ""
+    forms: dict[str, dict[str, str]] = field(default_factory=dict)  # page → its form's hidden fields (token)
+    _opening: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def login(self, user: User, pin: str = PIN) -> httpx.Response:
         response = await self.http.post("/app/v1/login", json={"loginId": user.login_id, "pin": pin})
@@ -227,10 +230,18 @@ class Phone:
         return await self.http.post("/app/v1/codes/identify", json={"codeValue": code_value})
 
     async def open(self, page: str, user_agent: str = ANDROID) -> httpx.Response:
-        return await self.http.get(page, headers={"User-Agent": user_agent})
+        shown = await self.http.get(page, headers={"User-Agent": user_agent})
+        if fields := form_fields(shown.text):
+            self.forms[page] = fields
+        return shown
 
     async def press(self, page: str, action: str, user_agent: str = ANDROID) -> httpx.Response:
-        return await self.http.post(page, data={"action": action}, headers={"User-Agent": user_agent})
+        """A button on the page as last shown (opened first if it never was), with its form's token."""
+        async with self._opening:
+            if page not in self.forms:
+                await self.open(page, user_agent)
+        data = {**self.forms.get(page, {}), "action": action}
+        return await self.http.post(page, data=data, headers={"User-Agent": user_agent})
 
 
 Phones = Callable[[], Phone]
@@ -688,7 +699,8 @@ async def test_the_page_is_not_found_for_another_customer(
     pressed = await someone_else.press(order.page, "confirm")
     inquiry = await alipay.call(INQUIRY, inquiry_body(settings, order.payment_request_id))
 
-    assert shown.status_code == pressed.status_code == 404
+    assert shown.status_code == 404
+    assert pressed.status_code == 403  # no page shown to them, so no form token: refused before the lookup
     assert result_of(inquiry, "paymentResult") == ("U", "PAYMENT_IN_PROCESS")
     assert krw_balance(database) == before
 

@@ -30,6 +30,7 @@ from alipayplus import (
     PayRequest,
     RefundRequest,
 )
+from api.pages import form_fields
 from sandbox.alipayplus.driver import ACQUIRER_ID, easy_pay_order, refund_request
 from tests.api.conftest import new_id, result_of, set_at
 from workers.settings import Settings
@@ -45,7 +46,7 @@ PAY, INQUIRY, REFUND, CANCEL = (
 PIN_USER = ("852-11112222", "2160220037535021")
 PIN = "246810"
 PRICE = Amount(currency="IDR", value=5000)
-REDIRECT = "https://acquirer.example/result?order=refunds"
+REDIRECT = "https://ac.alipay.com/result?order=refunds"  # Alipay+'s result page (MPP_REDIRECT_HOSTS)
 ACCOUNT = Ledger.user_account_id(PIN_USER[1])
 _UTC8 = timezone(timedelta(hours=8))
 
@@ -90,7 +91,8 @@ class Wallet:
     async def paid(self) -> Payment:
         """pay #2, then the right PIN: debited, final."""
         payment = await self.order()
-        right = await self.alipay.http.post(payment.page, data={"code": PIN})
+        form = form_fields((await self.alipay.http.get(payment.page)).text)  # the page's token
+        right = await self.alipay.http.post(payment.page, data={"code": PIN, **form})
         assert right.status_code == 303 and "status=success" in right.headers["location"]
         # Debited and recorded (not awaiting the workflow's end: that would let the test server skip time).
         inquiry = await self.inquire(payment.request.payment_request_id)
@@ -285,9 +287,10 @@ async def test_cancel_of_an_unpaid_order_closes_it(wallet: Wallet) -> None:
     payment = await wallet.order()
     request_id = payment.request.payment_request_id
     before, postings = wallet.balance(), wallet.database.check().postings
+    form = form_fields((await wallet.alipay.http.get(payment.page)).text)  # the page, open before the cancel
 
     answer = await wallet.cancel(request_id)
-    pin = await wallet.alipay.http.post(payment.page, data={"code": PIN})
+    pin = await wallet.alipay.http.post(payment.page, data={"code": PIN, **form})
     inquiry = await wallet.inquire(request_id)
 
     assert result_of(answer) == ("S", "SUCCESS") and set(answer) == {"result"}
