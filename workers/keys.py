@@ -120,6 +120,11 @@ def ensure_dev_keys(keys_dir: Path) -> None:
     for secret in (keys_dir / "mpp_secret.key", keys_dir / "payload.key"):
         if not secret.exists():
             _write_private(secret, secrets.token_bytes(32))
+    if os.name == "posix":  # files an older version made readable to others are closed now, or loading refuses them
+        for made in keys_dir.iterdir():
+            info = made.stat()
+            if made.is_file() and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
+                os.chmod(made, 0o600)
 
 
 def ensure_ops_token(path: Path) -> str:

@@ -122,6 +122,19 @@ def test_an_existing_keys_directory_open_to_others_is_tightened(tmp_path: Path) 
     assert mode(keys_dir) == 0o700
 
 
+def test_dev_keys_an_older_version_left_open_are_closed_and_load(tmp_path: Path) -> None:
+    ensure_dev_keys(tmp_path)
+    for name in GENERATED:
+        os.chmod(tmp_path / name, 0o644)  # as made before key files were private
+    before = {name: (tmp_path / name).read_bytes() for name in GENERATED}
+
+    ensure_dev_keys(tmp_path)  # what make dev / make demo run first
+
+    assert {name: mode(tmp_path / name) for name in GENERATED} == dict.fromkeys(GENERATED, 0o600)
+    assert {name: (tmp_path / name).read_bytes() for name in GENERATED} == before
+    assert read_secret_file(tmp_path / "mpp_secret.key") == before["mpp_secret.key"]
+
+
 def test_existing_keys_are_kept(tmp_path: Path) -> None:
     ensure_dev_keys(tmp_path)
     before = {name: (tmp_path / name).read_bytes() for name in GENERATED}
