@@ -12,9 +12,11 @@ Decisions the spec leaves open:
 
 * The cancel window closes at 00:30 UTC+8 on T+1 (T = the authorization's day in UTC+8); an event
   *at* 00:30:00 is already outside, so the converter never sends a cancel the MPP could refuse.
-* pay answers are final S/F synchronously; a U or no answer leaves the authorization PENDING and
-  declines the tap (``on_pay_in_process`` can start Alipay+'s inquiry schedule). A PENDING
-  authorization can only be cancelled (cancelPayment succeeds whatever the payment's state).
+* pay answers are final S/F synchronously; a U or no answer is resent once with the same body (the
+  spec's idempotent retry after a timeout: a busy MPP has usually finished by then); still U or no
+  answer leaves the authorization PENDING and declines the tap (``on_pay_in_process`` can start
+  Alipay+'s inquiry schedule). A PENDING authorization can only be cancelled (cancelPayment
+  succeeds whatever the payment's state).
 * Clearing compares with the amount still held (authorized minus what was already reversed).
   Higher than held is a gap in the spec: by default ignored and logged; the ``PAY`` rule debits
   the difference with a second NFC pay (later refunds only draw on the first payment).
@@ -249,6 +251,9 @@ def ant_customers(ant: SandboxAntNfc) -> CustomerLookup:
     return customer_for
 
 
+PAY_ATTEMPTS = 2  # an NFC pay answered U or not at all is resent once before the tap is declined
+
+
 class CardEventConverter:
     """Alipay+'s conversion of one network's card events into the MPP's payment APIs."""
 
@@ -329,7 +334,10 @@ class CardEventConverter:
                 merchant_name=authorization.merchant_name,
             )
             state.payment, state.status = payment, AuthorizationStatus.PENDING
-            call, answer = await self._call("pay", payment, self.driver.pay(payment))
+            for _ in range(PAY_ATTEMPTS):  # the same body again after a U or no answer
+                call, answer = await self._call("pay", payment, self.driver.pay(payment))
+                if answer is not None and answer.result.result_status is not ResultStatus.UNKNOWN:
+                    break
             step = ConversionStep(
                 event=CardEvent.AUTHORIZATION, action=CardAction.PAY, amount=payment.payment_amount, call=call
             )

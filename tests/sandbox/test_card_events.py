@@ -208,10 +208,21 @@ async def test_pay_f_declines_with_the_mpps_reason(converter: CardEventConverter
 
 
 @pytest.mark.parametrize("answer", [Result.of(ResultCode.PAYMENT_IN_PROCESS), TransportError("timed out")])
+async def test_pay_resent_once_after_u_or_no_answer_approves_on_its_s(
+    converter: CardEventConverter, mpp: FakeMpp, paid_in_process: list[PayRequest], answer: Result | Exception
+) -> None:
+    mpp.script("pay", answer)  # then S: the MPP finished meanwhile
+    decision = await converter.authorize(VerifiedAuthorization(authorization(), TOKEN))
+    assert decision.approved and paid_in_process == []
+    first, again = (request for api, request in mpp.calls)
+    assert mpp.apis() == ["pay", "pay"] and first == again  # the same body, so the same payment
+
+
+@pytest.mark.parametrize("answer", [Result.of(ResultCode.PAYMENT_IN_PROCESS), TransportError("timed out")])
 async def test_pay_u_or_no_answer_declines_and_leaves_the_authorization_pending(
     converter: CardEventConverter, mpp: FakeMpp, paid_in_process: list[PayRequest], answer: Result | Exception
 ) -> None:
-    mpp.script("pay", answer)
+    mpp.script("pay", answer, answer)
     decision = await converter.authorize(VerifiedAuthorization(authorization(), TOKEN))
     assert (decision.approved, decision.reason) == (False, DeclineReason.ISSUER_UNAVAILABLE)
     state = converter.authorizations["000000000001"]
@@ -230,12 +241,12 @@ async def test_pay_u_or_no_answer_declines_and_leaves_the_authorization_pending(
 async def test_a_pending_payment_cannot_be_refunded_after_the_window(
     converter: CardEventConverter, mpp: FakeMpp, clock: Clock
 ) -> None:
-    mpp.script("pay", Result.of(ResultCode.UNKNOWN_EXCEPTION))
+    mpp.script("pay", Result.of(ResultCode.UNKNOWN_EXCEPTION), Result.of(ResultCode.UNKNOWN_EXCEPTION))
     await converter.authorize(VerifiedAuthorization(authorization(), TOKEN))
     clock.now = DEADLINE + timedelta(hours=1)
     with pytest.raises(CardEventRefused, match="no final result"):
         await converter.reverse("000000000001")
-    assert mpp.apis() == ["pay"]
+    assert mpp.apis() == ["pay", "pay"]
 
 
 async def test_a_token_without_a_wallet_user_is_declined_without_a_call(
