@@ -19,16 +19,15 @@ from activities.notifications import Delivery
 from activities.payments import PaymentRecordUpdate
 from activities.records import PaymentRecord, PaymentStatus
 from activities.refunds import RefundApplication, RefundOutcome
-from alipayplus import ResultCode, ResultStatus
+from alipayplus import Result, ResultCode, ResultStatus
 from sandbox.alipayplus.peer import SandboxAlipayPlus
-from tests.workflows.test_easy_pay import PIN_USER, PRICE, order
-from tests.workflows.test_refunds import paid, refund_of
+from tests.workflows.test_easy_pay import PIN_USER, PRICE, order, ordered
+from tests.workflows.test_refunds import paid, refund, refund_of
 from workers.interceptors import cannot_succeed
 from workers.settings import Settings
 from workers.worker import build_worker
-from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow, PaymentState
+from workflows.easy_pay import PaymentState
 from workflows.notify_payment import NotifyPaymentWorkflow
-from workflows.refund import RefundOrder, RefundWorkflow
 
 from .conftest import replacing
 
@@ -61,13 +60,7 @@ async def test_a_payment_whose_record_is_refused_is_answered_f_and_notified(
 ) -> None:
     request = await order(env, queue, PIN_USER[0])
     async with build_worker(client, queue, replacing(activities, refusing_record)):
-        handle = await client.start_workflow(
-            EasyPayWorkflow.run,
-            EasyPayOrder(request=request, verification_page_url="http://testserver/easypay/verify"),
-            id=f"pay/{request.payment_request_id}",
-            task_queue=queue.temporal_task_queue,
-        )
-        answer = await handle.execute_update(EasyPayWorkflow.create_order, request)
+        handle, answer = await ordered(client, queue, request)
         state: PaymentState = await handle.result()
         notify = client.get_workflow_handle_for(NotifyPaymentWorkflow.run, f"notify/{request.payment_request_id}")
         report = await notify.result()
@@ -90,16 +83,9 @@ async def test_a_refund_the_database_refuses_is_answered_f(
     payment, state = await paid(env, client, settings)
     request = refund_of(payment, state, PRICE.value)
     async with build_worker(client, queue, replacing(activities, refusing_refund)):
-        handle = await client.start_workflow(
-            RefundWorkflow.run,
-            RefundOrder(request=request),
-            id=f"refund/{request.refund_request_id}",
-            task_queue=queue.temporal_task_queue,
-        )
-        answer = await handle.execute_update(RefundWorkflow.request_refund, request)
-        await handle.result()
+        code = await refund(client, queue, request)
 
-    assert (answer.result.result_status, answer.result.result_code) == (ResultStatus.FAIL, ResultCode.PROCESS_FAIL)
+    assert Result.of(ResultCode(code)).result_status is ResultStatus.FAIL and code == ResultCode.PROCESS_FAIL
 
 
 def test_what_no_retry_can_fix_is_told_from_what_a_retry_fixes(engine: Engine) -> None:

@@ -17,7 +17,16 @@ from activities.notifications import Delivery
 from activities.payments import otp_code
 from activities.records import PaymentStatus
 from activities.secrets import keyed_digest
-from alipayplus import Amount, AuthorizationInfo, NotifyPaymentRequest, PayRequest, Result, ResultCode, ResultStatus
+from alipayplus import (
+    Amount,
+    AuthorizationInfo,
+    NotifyPaymentRequest,
+    PayRequest,
+    PayResponse,
+    Result,
+    ResultCode,
+    ResultStatus,
+)
 from sandbox.alipayplus.driver import easy_pay_order
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.conftest import save_history
@@ -47,16 +56,23 @@ async def order(
     return request.model_copy(update={"payment_expiry_time": await env.get_current_time() + expires_in})
 
 
-async def start(
+async def ordered(
     client: Client, settings: Settings, request: PayRequest
-) -> WorkflowHandle[EasyPayWorkflow, PaymentState]:
+) -> tuple[WorkflowHandle[EasyPayWorkflow, PaymentState], PayResponse]:
+    """The payment's workflow, started on ``settings``' task queue, and its answer to pay #2."""
     handle = await client.start_workflow(
         EasyPayWorkflow.run,
         EasyPayOrder(request=request, verification_page_url="http://testserver/easypay/verify"),
         id=f"pay/{request.payment_request_id}",
         task_queue=settings.temporal_task_queue,
     )
-    answer = await handle.execute_update(EasyPayWorkflow.create_order, request)
+    return handle, await handle.execute_update(EasyPayWorkflow.create_order, request)
+
+
+async def start(
+    client: Client, settings: Settings, request: PayRequest
+) -> WorkflowHandle[EasyPayWorkflow, PaymentState]:
+    handle, answer = await ordered(client, settings, request)
     assert answer.result.result_status is ResultStatus.UNKNOWN
     assert answer.result.result_code == ResultCode.PAYMENT_IN_PROCESS
     assert answer.payment_url and answer.payment_id and answer.payment_url.endswith(answer.payment_id)
