@@ -9,7 +9,7 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from ._types import FROM_WIRE
+from ._types import INBOUND
 
 
 class Message(BaseModel):
@@ -31,6 +31,7 @@ class Message(BaseModel):
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
     @classmethod
-    def from_wire(cls, body: bytes | str) -> Self:
-        """Parse a body a peer sent; raises ``pydantic.ValidationError`` naming the bad field."""
-        return cls.model_validate_json(body, context={FROM_WIRE: True})
+    def from_wire(cls, body: bytes | str, *, inbound: bool = False) -> Self:
+        """Parse a body a peer sent; raises ``pydantic.ValidationError`` naming the bad field.
+        ``inbound``: a request to this MPP, whose times must also lie in the range it stores."""
+        return cls.model_validate_json(body, context={INBOUND: inbound})

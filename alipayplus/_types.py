@@ -10,7 +10,7 @@ failing later in the database, where the answer would be U and Alipay+ would ret
 
 - an identifier (ids, codes, types, logins, tokens, URLs) holds no control character
   (U+0000–U+001F, U+007F); free text holds no NUL (PostgreSQL text cannot store U+0000);
-- a ``DateTime`` carries an offset, converts to UTC, and, as a peer sends it, lies in
+- a ``DateTime`` carries an offset, converts to UTC, and, in a request to this MPP, lies in
   [EARLIEST_TIME, LATEST_TIME).
 """
 
@@ -29,7 +29,7 @@ LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 URL_MAX_LENGTH = 2048
 """Alipay+'s limit for its URLs, and our ``payment_record.redirect_url`` column."""
 
-FROM_WIRE = "from_wire"  # validation context key: the message is a peer's, as received
+INBOUND = "inbound"  # validation context key: a request to this MPP, as received
 
 _OUT_OF_RANGE = f"must be between {EARLIEST_TIME:%Y-%m-%d} and {LATEST_TIME:%Y-%m-%d} (UTC)"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -79,9 +79,10 @@ def _parse_datetime(value: Any, info: ValidationInfo) -> Any:
         in_utc = parsed.astimezone(UTC)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00: before the first datetime in UTC
         raise ValueError(_OUT_OF_RANGE) from None
-    # The range is a rule for what a peer sends (``Message.from_wire``), not for times our own code
-    # builds or Temporal hands back: the time-skipping test server's clock runs decades ahead.
-    if info.context and info.context.get(FROM_WIRE) and not EARLIEST_TIME <= in_utc < LATEST_TIME:
+    # The range is a rule for what reaches this MPP's records (``Message.from_wire(..., inbound=True)``),
+    # not for times our own code builds, a peer reads back from us, or Temporal hands back: the
+    # workflow clock of the time-skipping test server runs decades ahead within one session.
+    if info.context and info.context.get(INBOUND) and not EARLIEST_TIME <= in_utc < LATEST_TIME:
         raise ValueError(_OUT_OF_RANGE)
     return parsed  # with the offset it was sent with
 
@@ -130,7 +131,7 @@ DateTime = Annotated[
     BeforeValidator(_parse_datetime),
     PlainSerializer(format_datetime, return_type=str),
 ]
-"""An ISO 8601 timestamp with offset, kept as sent; from a peer, in [EARLIEST_TIME, LATEST_TIME)."""
+"""An ISO 8601 timestamp with offset, kept as sent; inbound, in [EARLIEST_TIME, LATEST_TIME)."""
 
 
 def contains_nul(value: Any) -> bool:

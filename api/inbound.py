@@ -60,7 +60,7 @@ def inbound(
                 return Response(status_code=413, content=b"request body too large")
             try:
                 services.settings.verifier.check(received_path, request.headers, body)
-                message = request_type.from_wire(body)
+                message = request_type.from_wire(body, inbound=True)
                 if getattr(message, "psp_id", services.settings.psp_id) != services.settings.psp_id:
                     raise Rejection(ResultCode.PARAM_ILLEGAL, "pspId: is not this MPP's pspId")
                 answer = await handler(message, services)

@@ -97,7 +97,7 @@ def _pay(*edits: BodyEdit) -> PayRequest:
     body = json.loads(sample_requests()[1])
     for edit in edits:
         edit(body)
-    return PayRequest.from_wire(json.dumps(body))
+    return PayRequest.from_wire(json.dumps(body), inbound=True)
 
 
 def _token_notice(**fields: object) -> TokenActivationNotificationRequest:
@@ -108,7 +108,7 @@ def _token_notice(**fields: object) -> TokenActivationNotificationRequest:
         "tokenData": {"tokenPanSuffix": "4321"},
         **fields,
     }
-    return TokenActivationNotificationRequest.from_wire(json.dumps(body))
+    return TokenActivationNotificationRequest.from_wire(json.dumps(body), inbound=True)
 
 
 def _refused(error: pytest.ExceptionInfo[ValidationError]) -> tuple[str, str]:
@@ -166,13 +166,14 @@ def test_a_time_within_the_range_is_kept_with_its_own_offset(sent: str) -> None:
 
 
 def test_times_we_build_ourselves_need_an_offset_but_no_calendar_range() -> None:
-    """The range is a rule for peers; our own times follow the workflow clock, which the
-    time-skipping test server runs decades ahead, and Temporal hands them back as JSON."""
+    """The range is a rule for requests to this MPP; our own times follow the workflow clock, which
+    the time-skipping test server runs decades ahead, and peers and Temporal read them back."""
     late = datetime(2120, 1, 1, tzinfo=UTC)
     assert PayResponse(result=Result.success(), payment_time=late).payment_time == late
     assert PayResponse.model_validate_json(PayResponse(result=Result.success(), payment_time=late).to_wire())
+    assert PayResponse.from_wire(PayResponse(result=Result.success(), payment_time=late).to_wire())  # Alipay+ reads
     with pytest.raises(ValidationError) as from_a_peer:
-        PayResponse.from_wire(PayResponse(result=Result.success(), payment_time=late).to_wire())
+        PayResponse.from_wire(PayResponse(result=Result.success(), payment_time=late).to_wire(), inbound=True)
     with pytest.raises(ValidationError) as naive:
         PayResponse(result=Result.success(), payment_time=datetime(2026, 1, 1))
     assert _refused(from_a_peer) == ("paymentTime", OUT_OF_RANGE)
