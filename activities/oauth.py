@@ -21,8 +21,9 @@ from sqlmodel import Session, col, select
 
 from alipayplus import ApplyTokenRequest, ApplyTokenResponse, GrantType, Result, ResultCode
 
-from .records import AppSession, AuthCode, OAuthToken, WalletUser
-from .secrets import derive_token, keyed_digest_matches, token_digest
+from .credentials import Attempt, Credentials, Verdict
+from .records import AppSession, AuthCode, OAuthToken
+from .secrets import derive_token, token_digest
 
 Clock = Callable[[], datetime]
 
@@ -55,24 +56,23 @@ class TokenOwner:
 class AppSessions:
     """The wallet app's logins: loginId + PIN gives a bearer token for the app-facing API."""
 
-    def __init__(self, engine: Engine, secret_key: bytes, ttl: timedelta, clock: Clock = _utc_now) -> None:
-        self._engine, self._secret_key, self._ttl, self._clock = engine, secret_key, ttl, clock
+    def __init__(self, engine: Engine, credentials: Credentials, ttl: timedelta, clock: Clock = _utc_now) -> None:
+        self._engine, self._credentials, self._ttl, self._clock = engine, credentials, ttl, clock
 
-    def login(self, login_id: str, pin: str) -> IssuedSession | None:
-        """``None`` for an unknown login or a wrong PIN (the caller cannot tell which)."""
+    def login(self, login_id: str, pin: str, address: str | None) -> IssuedSession | Attempt:
+        """A session, or the attempt that refused one: WRONG for an unknown login or a wrong PIN (the
+        caller cannot tell which), WAIT or LOCKED after too many (``Credentials``)."""
+        attempt = self._credentials.login(login_id, pin, address)
+        if attempt.verdict is not Verdict.RIGHT or attempt.customer_id is None:
+            return attempt
+        token = secrets.token_urlsafe(32)
+        expires_at = self._clock() + self._ttl
         with Session(self._engine) as session:
-            user = session.exec(select(WalletUser).where(col(WalletUser.login_id) == login_id)).first()
-            right_pin = user is not None and keyed_digest_matches(
-                user.pin_digest, self._secret_key, "pin", user.customer_id, pin
+            session.add(
+                AppSession(token_digest=token_digest(token), customer_id=attempt.customer_id, expires_at=expires_at)
             )
-            if user is None or not right_pin:
-                return None
-            token = secrets.token_urlsafe(32)
-            expires_at = self._clock() + self._ttl
-            digest = token_digest(token)
-            session.add(AppSession(token_digest=digest, customer_id=user.customer_id, expires_at=expires_at))
             session.commit()
-            return IssuedSession(token=token, customer_id=user.customer_id, expires_at=expires_at)
+        return IssuedSession(token=token, customer_id=attempt.customer_id, expires_at=expires_at)
 
     def customer_of(self, token: str) -> str | None:
         """The customer a live session token belongs to."""

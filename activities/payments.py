@@ -20,11 +20,12 @@ from temporalio.exceptions import ApplicationError
 
 from alipayplus import Amount, PayRequest, ResultCode
 
+from .credentials import Attempt, Credentials
 from .evaluation import evaluate_account
 from .ledger import InsufficientFunds, Ledger, PostingRefused
 from .oauth import access_token_owner
 from .records import OtpChallenge, PaymentRecord, PaymentStatus, VerificationMethod, WalletUser
-from .secrets import keyed_digest
+from .secrets import keyed_digest, pin_verifier_matches
 from .users import UserStore
 
 
@@ -69,6 +70,12 @@ class CodeCheck(BaseModel):
     method: VerificationMethod
     challenge_id: str | None
     code_digest: str
+
+
+class CodeAttempt(CodeCheck):
+    """A typed PIN or OTP, counted once under ``attempt_key`` however often the check is retried."""
+
+    attempt_key: str
 
 
 class DebitRequest(BaseModel):
@@ -116,6 +123,7 @@ class PaymentActivities:
     secret_key: bytes
     sms: SmsGateway
     otp_ttl: timedelta
+    credentials: Credentials
 
     @activity.defn
     def check_account(self, request: PayRequest) -> AccountCheck:
@@ -252,17 +260,24 @@ class PaymentActivities:
         return OtpSent(challenge_id=request.challenge_id, sent_to=mask_phone(user.phone), expires_at=expires_at)
 
     @activity.defn
+    def verify_code(self, attempt: CodeAttempt) -> Attempt:
+        """Check what the user typed against the PIN or the live OTP, under the account's guessing limits."""
+        if attempt.method is VerificationMethod.PIN:
+            return self.credentials.check_pin(attempt.customer_id, attempt.code_digest, attempt.attempt_key, "easypay")
+        return self.credentials.check_otp(
+            attempt.customer_id, attempt.challenge_id, attempt.code_digest, attempt.attempt_key, "easypay"
+        )
+
+    @activity.defn
     def check_code(self, check: CodeCheck) -> bool:
-        """Compare the digest of what the user typed with the PIN or the live OTP."""
+        """Before guesses were counted (``verify_code``): kept for a check a payment began then."""
         with Session(self.engine) as session:
             if check.method is VerificationMethod.PIN:
                 user = session.get(WalletUser, check.customer_id)
-                expected = user.pin_digest if user else None
-            else:
-                challenge = session.get(OtpChallenge, check.challenge_id) if check.challenge_id else None
-                live = challenge is not None and challenge.expires_at > datetime.now(UTC)
-                expected = challenge.code_digest if live and challenge else None
-        return expected is not None and hmac.compare_digest(expected, check.code_digest)
+                return pin_verifier_matches(user.pin_digest if user else None, check.code_digest)
+            challenge = session.get(OtpChallenge, check.challenge_id) if check.challenge_id else None
+        live = challenge is not None and challenge.expires_at > datetime.now(UTC)
+        return live and challenge is not None and hmac.compare_digest(challenge.code_digest, check.code_digest)
 
     @activity.defn
     def debit(self, request: DebitRequest) -> DebitResult:

@@ -114,7 +114,7 @@ class WalletUser(SQLModel, table=True):
     status: UserStatus = Field(sa_type=_string_enum(UserStatus))
     phone: str = Field(max_length=32)
     verification_method: VerificationMethod = Field(sa_type=_string_enum(VerificationMethod))
-    pin_digest: str | None = Field(default=None, max_length=64)  # keyed_digest(key, "pin", customer_id, pin)
+    pin_digest: str | None = Field(default=None, max_length=160)  # secrets.pin_verifier (older rows: keyed_digest)
     currency: str = Field(max_length=3)
     single_payment_limit: int = Field(sa_type=BigInteger)
     daily_limit: int = Field(sa_type=BigInteger)
@@ -340,3 +340,42 @@ class TokenActivation(SQLModel, table=True):
     token_data: str  # the tokenData object as received (JSON): seed 002 hides its fields
     notification_digest: str = Field(max_length=64)  # sha256 of the notification: a repeat must match
     received_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class CredentialCounter(SQLModel, table=True):
+    """Wrong PINs and OTPs in a row for one subject: ``customer:{id}`` or ``address:{ip}`` (``credentials``)."""
+
+    __tablename__ = "credential_counter"
+
+    subject: str = Field(primary_key=True, max_length=80)
+    failures: int = 0
+    last_failure_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    blocked_until: datetime | None = Field(default=None, sa_type=UtcDateTime)  # backoff: no answer checked before
+    locked_until: datetime | None = Field(default=None, sa_type=UtcDateTime)  # lockout
+
+
+class CredentialFailure(SQLModel, table=True):
+    """One counted wrong answer: a retried check with the same attempt key is not counted again."""
+
+    __tablename__ = "credential_failure"
+
+    attempt_key: str = Field(primary_key=True, max_length=200)
+    subject: str = Field(primary_key=True, max_length=80)
+    channel: str = Field(max_length=32)  # "login", "easypay", "nfc-activation", …
+    verdict: str = Field(max_length=16)  # what the attempt was answered
+    at: datetime = Field(sa_type=UtcDateTime)
+
+
+class CredentialLockout(SQLModel, table=True):
+    """Audit: every lockout, and who lifted it early."""
+
+    __tablename__ = "credential_lockout"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(index=True, max_length=80)
+    channel: str = Field(max_length=32)  # where the failure that locked it was typed
+    failures: int
+    locked_at: datetime = Field(sa_type=UtcDateTime)
+    locked_until: datetime = Field(sa_type=UtcDateTime)
+    lifted_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    lifted_by: str | None = Field(default=None, max_length=64)

@@ -12,7 +12,7 @@ from alipayplus import Amount
 
 from .ledger import Ledger
 from .records import UserStatus, VerificationMethod, WalletUser
-from .secrets import keyed_digest
+from .secrets import PIN_SCRYPT_COST, keyed_digest, pin_verifier
 
 DEMO_PIN = "246810"
 
@@ -109,31 +109,34 @@ class UserStore:
                 )
             ).first()
 
-    def seed_demo_users(self, ledger: Ledger, secret_key: bytes) -> list[WalletUser]:
+    def seed_demo_users(self, ledger: Ledger, secret_key: bytes, pin_cost: int = PIN_SCRYPT_COST) -> list[WalletUser]:
         """Create and fund ``DEMO_USERS``; running it again changes nothing.
 
-        Existing users are left as they are; funding is one ledger posting per user under
-        the idempotency key ``seed/{customer_id}``, so it happens once.
+        Existing users are left as they are (a PIN changed since stays changed); funding is one
+        ledger posting per user under the idempotency key ``seed/{customer_id}``, so it happens once.
         """
         users: list[WalletUser] = []
         for demo in DEMO_USERS:
             account_id = ledger.open_user(demo.customer_id, demo.currency)
-            pin_digest = None if demo.pin is None else keyed_digest(secret_key, "pin", demo.customer_id, demo.pin)
-            self._add_if_missing(
-                WalletUser(
-                    customer_id=demo.customer_id,
-                    login_id=demo.login_id,
-                    login_id_type=demo.login_id_type,
-                    status=demo.status,
-                    phone=demo.phone,
-                    verification_method=demo.verification_method,
-                    pin_digest=pin_digest,
-                    currency=demo.currency,
-                    single_payment_limit=demo.single_payment_limit,
-                    daily_limit=demo.daily_limit,
-                    account_id=account_id,
+            if self.get(demo.customer_id) is None:
+                pin_digest = None
+                if demo.pin is not None:
+                    pin_digest = pin_verifier(keyed_digest(secret_key, "pin", demo.customer_id, demo.pin), pin_cost)
+                self._add_if_missing(
+                    WalletUser(
+                        customer_id=demo.customer_id,
+                        login_id=demo.login_id,
+                        login_id_type=demo.login_id_type,
+                        status=demo.status,
+                        phone=demo.phone,
+                        verification_method=demo.verification_method,
+                        pin_digest=pin_digest,
+                        currency=demo.currency,
+                        single_payment_limit=demo.single_payment_limit,
+                        daily_limit=demo.daily_limit,
+                        account_id=account_id,
+                    )
                 )
-            )
             ledger.fund_user(f"seed/{demo.customer_id}", account_id, Amount(currency=demo.currency, value=demo.balance))
             user = self.get(demo.customer_id)
             if user is None:

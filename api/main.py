@@ -54,11 +54,13 @@ def create_app(
             codes = CodeIdentification(settings, http)
             await codes.init()  # raises, and so stops start-up, unless Alipay+'s server SDK is ready
             records = create_engine_for(settings.database_url)
+            credentials = settings.credentials(records)
             app.state.services = Services(
                 settings=settings,
                 temporal=temporal or await connect(settings),
                 records=records,
-                sessions=AppSessions(records, settings.secret_key, settings.app_session_ttl),
+                sessions=AppSessions(records, credentials, settings.app_session_ttl),
+                credentials=credentials,
                 authorizations=Authorizations(
                     records,
                     settings.secret_key,

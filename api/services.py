@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from activities.credentials import Credentials
 from activities.nfc_proxy import NfcProxy
 from activities.oauth import AppSessions, Authorizations
 from workers.settings import Settings
@@ -22,6 +23,7 @@ class Services:
     temporal: Client
     records: Engine  # read-only use: inquiry answers and page lookups
     sessions: AppSessions  # the wallet app's logins
+    credentials: Credentials  # typed PINs and OTPs, under the guessing limits
     authorizations: Authorizations  # authCodes and applyToken's token pairs
     codes: CodeIdentification  # scanned codes: ours, Alipay+'s or invalid
     nfc_proxy: NfcProxy  # the phone's SDK requests on to Mastercard and the Ant server
@@ -32,3 +34,12 @@ def _services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(_services)]
+
+
+def _client_address(request: Request) -> str | None:
+    """The caller's address as the server sees it: behind a reverse proxy, run uvicorn with
+    ``--forwarded-allow-ips`` (``FORWARDED_ALLOW_IPS``) so that it is the client's, not the proxy's."""
+    return request.client.host if request.client else None
+
+
+ClientAddress = Annotated[str | None, Depends(_client_address)]  # what guessing limits count per address

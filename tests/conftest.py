@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.credentials import GuessPolicy
 from activities.db import create_engine_for, migrate
 from activities.ledger import Ledger
 from activities.records import UserStatus, VerificationMethod, WalletUser
@@ -32,6 +34,14 @@ from workers.worker import activities_for, build_worker
 from workflows import search_attributes
 
 FIXTURES = Path(__file__).parent / "fixtures"
+LENIENT_GUESSING = GuessPolicy(
+    free_failures=10_000,
+    backoff=timedelta(seconds=1),
+    backoff_max=timedelta(seconds=1),
+    lockout_after=100_000,
+    lockout_for=timedelta(seconds=1),
+    forget_after=timedelta(hours=1),
+)
 HISTORIES = Path(__file__).parent / "histories"
 
 
@@ -55,6 +65,11 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         payload_key_file=FIXTURES / "test_payload.key",
         key_file_mode_check=False,  # git keeps the fixture keys 0644; production keys must be 0600
         public_base_url="http://testserver",
+        # The session's demo users and test client address are shared by every test: one test's wrong
+        # PINs must not make the next one wait. tests/security/test_guessing.py checks the real limits.
+        account_guessing=LENIENT_GUESSING,
+        address_guessing=LENIENT_GUESSING,
+        pin_scrypt_cost=10,  # seeding and checks in milliseconds; the cost is in the stored verifier
     )
 
 
@@ -64,7 +79,7 @@ def database(settings: Settings) -> Iterator[Ledger]:
     migrate(settings.database_url)
     engine = create_engine_for(settings.database_url)
     ledger = Ledger(engine)
-    UserStore(engine).seed_demo_users(ledger, settings.secret_key)
+    UserStore(engine).seed_demo_users(ledger, settings.secret_key, settings.pin_scrypt_cost)
     yield ledger
     engine.dispose()
 

@@ -244,6 +244,23 @@ def redeliver(
 
 
 @app.command()
+def unlock(
+    customer_id: Annotated[str, typer.Argument(help="The wallet user's customerId")],
+    by: Annotated[str, typer.Option(help="Who lifts it, for the audit record")] = "operator",
+) -> None:
+    """Lift an account's lockout or backoff after too many wrong PINs or OTPs, before it ends by itself."""
+    from activities.db import create_engine_for
+
+    settings = Settings()
+    engine = create_engine_for(settings.database_url)
+    try:
+        lifted = settings.credentials(engine).unlock(customer_id, by)
+    finally:
+        engine.dispose()
+    console.print(f"{customer_id}: {'unlocked' if lifted else 'had no wrong PINs or OTPs to forget'}")
+
+
+@app.command()
 def migrate(demo_users: Annotated[bool, typer.Option(help="Also create and fund the demo users")] = False) -> None:
     """Upgrade the database at DATABASE_URL to the newest schema."""
     from activities.db import create_engine_for
@@ -255,7 +272,7 @@ def migrate(demo_users: Annotated[bool, typer.Option(help="Also create and fund 
     upgrade(settings.database_url)
     if demo_users:
         engine = create_engine_for(settings.database_url)
-        UserStore(engine).seed_demo_users(Ledger(engine), settings.secret_key)
+        UserStore(engine).seed_demo_users(Ledger(engine), settings.secret_key, settings.pin_scrypt_cost)
         engine.dispose()
     console.print(f"schema up to date{' with demo users' if demo_users else ''}")
 

@@ -164,7 +164,7 @@ def prepare(settings: Settings, keys_dir: Path) -> None:
     migrate(settings.database_url)
     engine = create_engine_for(settings.database_url)
     try:
-        UserStore(engine).seed_demo_users(Ledger(engine), settings.secret_key)
+        UserStore(engine).seed_demo_users(Ledger(engine), settings.secret_key, settings.pin_scrypt_cost)
     finally:
         engine.dispose()
 

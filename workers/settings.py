@@ -13,7 +13,10 @@ from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import Engine
 
+from activities.credentials import ACCOUNT_POLICY, ADDRESS_POLICY, Credentials, GuessPolicy
+from activities.secrets import PIN_SCRYPT_COST
 from alipayplus import KeyRegistry, Signer, Verifier
 
 from .codec import EncryptionCodec
@@ -77,6 +80,13 @@ class Settings(BaseSettings):
     # for any host under suffix, `*` for any host); elsewhere, the user stays on our result page
     redirect_hosts: list[str] = ["ac.alipay.com", "127.0.0.1", "localhost"]  # Easy Pay: Alipay+'s result page
     mpm_redirect_hosts: list[str] = ["*"]  # MPM: the merchant's page, trusted by seed 003 (narrow it here)
+
+    # Guessing PINs and OTPs (activities.credentials), one counter per account and per client address, JSON
+    # like MPP_ACCOUNT_GUESSING='{"free_failures":5,"backoff":"PT30S","backoff_max":"PT15M","lockout_after":10,
+    # "lockout_for":"P1D","forget_after":"P1D"}'; PINs are stored as scrypt with N = 2**pin_scrypt_cost
+    account_guessing: GuessPolicy = ACCOUNT_POLICY
+    address_guessing: GuessPolicy = ADDRESS_POLICY
+    pin_scrypt_cost: int = Field(default=PIN_SCRYPT_COST, ge=10, le=20)
 
     # Merchant-presented mode (seed 003)
     app_session_ttl: timedelta = timedelta(hours=360)  # "auth login is normally valid for 360 hours"
@@ -189,3 +199,9 @@ class Settings(BaseSettings):
     def secret_key(self) -> bytes:
         """Server secret for keyed digests of PINs, OTPs and tokens."""
         return read_secret_file(self.secret_key_file, check_mode=self.key_file_mode_check)
+
+    def credentials(self, engine: Engine) -> Credentials:
+        """The guessing limits and PIN checks over the database at ``engine``."""
+        return Credentials(
+            engine, self.secret_key, self.account_guessing, self.address_guessing, pin_cost=self.pin_scrypt_cost
+        )

@@ -88,6 +88,7 @@ def activities_for(
         secret_key=settings.secret_key,
         sms=sms or HttpSmsGateway(settings.sms_gateway_url, httpx.Client(timeout=5.0)),
         otp_ttl=settings.otp_ttl,
+        credentials=settings.credentials(engine),
     )
     to_alipayplus = alipayplus or alipayplus_client(settings)
     nfc = NfcActivities(NfcProxy(to_alipayplus, mastercard or mastercard_client(settings)))
@@ -116,6 +117,7 @@ def activities_for(
         payments.record_payment,
         payments.send_otp,
         payments.check_code,
+        payments.verify_code,
         payments.debit,
         notifications.notify_payment,
         notifications.auth_notify,

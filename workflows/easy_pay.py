@@ -24,13 +24,16 @@ from ._options import DB_RETRY, DB_TIMEOUT, is_permanent, reason
 from .payment_order import PageOutcome, PaymentOrderWorkflow, PaymentState, with_status
 
 with workflow.unsafe.imports_passed_through():
-    from activities.payments import CodeCheck, OtpRequest, OtpSent, PaymentActivities
+    from activities.credentials import Attempt, Verdict
+    from activities.payments import CodeAttempt, CodeCheck, OtpRequest, OtpSent, PaymentActivities
     from activities.records import PaymentStatus, VerificationMethod
     from alipayplus import PayRequest, ResultCode
 
 PRODUCT = "EASY_PAY"
 MAX_OTP_RESENDS = 5
 MIN_OTP_WINDOW = timedelta(seconds=1)  # an SMS asked for at the last moment still gets one try
+GUESSES_COUNTED = "guesses-counted"  # patch: codes checked under the account's guessing limits (verify_code)
+LOCKED_MESSAGE = "Too many wrong codes: the account is locked for now."
 # Short reads and record upserts run as local activities: same retries and idempotency, no
 # round trip through the server's task queue (most of pay #2's latency). The debit and the
 # SMS stay ordinary activities, each visible on its own in the Web UI.
@@ -55,6 +58,8 @@ class EasyPayWorkflow(PaymentOrderWorkflow):
         self._otp_resends = 0
         self._attempts_left = order.verification_attempts
         self._verified = False
+        self._locked = False  # too many wrong codes on the account, across payments and logins
+        self._code_attempts = 0
         self._checking = asyncio.Lock()
 
     @workflow.run
@@ -71,10 +76,11 @@ class EasyPayWorkflow(PaymentOrderWorkflow):
         # Step 3: the user verifies on our page before the order expires; then debit once.
         if self._method is VerificationMethod.OTP:
             await self._send_otp()
-        if not await self._await_user(lambda: self._verified or self._attempts_left <= 0):
+        if not await self._await_user(lambda: self._verified or self._attempts_left <= 0 or self._locked):
             return
         if not self._verified:
-            return await self._finish(PaymentStatus.FAIL, ResultCode.USER_PAYMENT_VERIFICATION_FAILED)
+            message = LOCKED_MESSAGE if self._locked else None
+            return await self._finish(PaymentStatus.FAIL, ResultCode.USER_PAYMENT_VERIFICATION_FAILED, message)
 
         # Steps 4 and 5: the result is recorded, notified and, on one-click consent, authorised.
         await self._debit_and_finish()
@@ -87,26 +93,48 @@ class EasyPayWorkflow(PaymentOrderWorkflow):
         async with self._checking:
             if not self._awaiting_verification():
                 return self._outcome(False, "This payment is no longer waiting for verification.")
-            right = await workflow.execute_local_activity_method(
-                PaymentActivities.check_code,
-                CodeCheck(
-                    customer_id=self._customer_id or "",
-                    method=self._method or VerificationMethod.PIN,
-                    challenge_id=self._otp.challenge_id if self._otp else None,
-                    code_digest=code_digest,
-                ),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=DB_RETRY,
-            )
-            if right:
+            attempt = await self._verify(code_digest)
+            if attempt.verdict is Verdict.RIGHT:
                 self._verified = True
-            else:
+            elif attempt.verdict is not Verdict.WAIT:  # a code not even checked costs no attempt
                 self._attempts_left -= 1
-        if right or self._attempts_left <= 0:
+                self._locked = attempt.verdict is Verdict.LOCKED
+        if self._verified or self._locked or self._attempts_left <= 0:
             await workflow.wait_condition(lambda: self._status is not PaymentStatus.PROCESSING)
             paid = self._status is PaymentStatus.SUCCESS  # a right code can still meet expiry or a low balance
-            return self._outcome(paid, "Paid." if paid else self._result.result_message or "The payment failed.")
-        return self._outcome(False, f"Wrong code. {self._attempts_left} attempt(s) left.")
+            message = "Paid." if paid else self._result.result_message or "The payment failed."
+            return self._outcome(paid, message, attempt.verdict)
+        if attempt.verdict is Verdict.WAIT:
+            message = f"Too many wrong codes. Try again in {attempt.retry_after_seconds} seconds."
+        else:
+            message = f"Wrong code. {self._attempts_left} attempt(s) left."
+            if attempt.wait:
+                message += f" Wait {attempt.retry_after_seconds} seconds before the next one."
+        return self._outcome(False, message, attempt.verdict)
+
+    async def _verify(self, code_digest: str) -> Attempt:
+        """Check the code: under the account's guessing limits, or as payments begun before them did."""
+        check = CodeCheck(
+            customer_id=self._customer_id or "",
+            method=self._method or VerificationMethod.PIN,
+            challenge_id=self._otp.challenge_id if self._otp else None,
+            code_digest=code_digest,
+        )
+        if not workflow.patched(GUESSES_COUNTED):
+            right = await workflow.execute_local_activity_method(
+                PaymentActivities.check_code, check, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY
+            )
+            return Attempt(verdict=Verdict.RIGHT if right else Verdict.WRONG)
+        self._code_attempts += 1
+        info = workflow.info()
+        return await workflow.execute_local_activity_method(
+            PaymentActivities.verify_code,
+            CodeAttempt(
+                **check.model_dump(), attempt_key=f"{info.workflow_id}/{info.run_id}/code/{self._code_attempts}"
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
 
     @workflow.update
     async def resend_otp(self) -> PageOutcome:

@@ -26,6 +26,7 @@ from .auth_notify import AuthNotifyInput
 from .notify_payment import NotifyPaymentInput
 
 with workflow.unsafe.imports_passed_through():
+    from activities.credentials import Verdict
     from activities.deliveries import DeliveryActivities
     from activities.notifications import AuthorizationGrant
     from activities.payments import AccountCheck, DebitRequest, PaymentActivities, PaymentRecordUpdate
@@ -66,6 +67,7 @@ class PageOutcome(BaseModel):
     accepted: bool
     message: str
     state: PaymentState
+    verdict: Verdict | None = None  # a typed code's, so the page can count it against the client address
 
 
 def with_status(url: str | None, status: str) -> str | None:
@@ -130,8 +132,8 @@ class PaymentOrderWorkflow:
             **self._state_details(),
         )
 
-    def _outcome(self, accepted: bool, message: str) -> PageOutcome:
-        return PageOutcome(accepted=accepted, message=message, state=self.state())
+    def _outcome(self, accepted: bool, message: str, verdict: Verdict | None = None) -> PageOutcome:
+        return PageOutcome(accepted=accepted, message=message, state=self.state(), verdict=verdict)
 
     def current_answer(self) -> PayResponse:
         """The answer to pay: in process until final, then the final result."""

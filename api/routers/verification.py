@@ -8,8 +8,10 @@ the browser only to an allow-listed host (``MPP_REDIRECT_HOSTS``: Alipay+'s resu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -20,13 +22,14 @@ from fastapi.templating import Jinja2Templates
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from activities.credentials import Verdict
 from activities.records import PaymentStatus, VerificationMethod
 from activities.secrets import keyed_digest
 from workflows.easy_pay import PRODUCT, EasyPayWorkflow
 from workflows.payment_order import PageOutcome, PaymentState
 
 from .. import pages
-from ..services import Services, ServicesDep
+from ..services import ClientAddress, Services, ServicesDep
 from ..workflow_calls import Late, payment_behind_page, payment_state, send_update
 
 PREFIX = "/easypay/verify"
@@ -79,8 +82,10 @@ def _leave(request: Request, state: PaymentState) -> Response:
     )
 
 
-async def _update(request: Request, handle: WorkflowHandle, state: PaymentState, update: Any, *args: str) -> Response:
-    """Run a page action on the payment; if it closed meanwhile, show where it ended."""
+async def _send(
+    request: Request, handle: WorkflowHandle, state: PaymentState, update: Any, *args: str
+) -> PageOutcome | Response:
+    """Run a page action on the payment; if it closed meanwhile, the page showing where it ended."""
     try:
         outcome: PageOutcome = await send_update(handle, update, *args)
     except Late:  # the server too busy to answer in time: the page as it was, to try again
@@ -89,6 +94,12 @@ async def _update(request: Request, handle: WorkflowHandle, state: PaymentState,
         with contextlib.suppress(Late, RPCError):  # else the page as it was
             state = await payment_state(handle)
         return _page(request, state, TRY_AGAIN, error=True)
+    return outcome
+
+
+def _show(request: Request, outcome: PageOutcome | Response) -> Response:
+    if isinstance(outcome, Response):
+        return outcome
     return _page(request, outcome.state, outcome.message, error=not outcome.accepted)
 
 
@@ -119,6 +130,7 @@ async def submit(
     payment_request_id: str,
     payment_id: str,
     code: Annotated[str, Form(max_length=16)],
+    address: ClientAddress,
     services: ServicesDep,
 ) -> Response:
     found = await _payment(services, payment_request_id, payment_id)
@@ -130,11 +142,18 @@ async def submit(
     code = code.strip()
     if not _CODE.fullmatch(code):
         return _page(request, state, "Enter the digits of your code.", error=True)
+    waiting = await asyncio.to_thread(services.credentials.address_wait, address)
+    if waiting is not None:  # many wrong codes from this address, whatever the account
+        message = f"Too many wrong codes from your network. Try again in {waiting.retry_after_seconds} seconds."
+        return _page(request, state, message, error=True)
     if state.verification_method is VerificationMethod.OTP:
         digest = keyed_digest(services.settings.secret_key, "otp", state.otp_challenge_id or "", code)
     else:
-        digest = keyed_digest(services.settings.secret_key, "pin", state.customer_id or "", code)
-    return await _update(request, handle, state, EasyPayWorkflow.submit_code, digest)
+        digest = services.credentials.pin_digest(state.customer_id or "", code)
+    outcome = await _send(request, handle, state, EasyPayWorkflow.submit_code, digest)
+    if isinstance(outcome, PageOutcome) and outcome.verdict in (Verdict.WRONG, Verdict.LOCKED):
+        await asyncio.to_thread(services.credentials.count_address_failure, address, uuid.uuid4().hex, "easypay")
+    return _show(request, outcome)
 
 
 @router.post(
@@ -149,4 +168,4 @@ async def resend(request: Request, payment_request_id: str, payment_id: str, ser
     handle, state = found
     if state.status is not PaymentStatus.PROCESSING:
         return _leave(request, state)
-    return await _update(request, handle, state, EasyPayWorkflow.resend_otp)
+    return _show(request, await _send(request, handle, state, EasyPayWorkflow.resend_otp))

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from activities.credentials import Attempt, Verdict
+
 from ..code_identification import CodeVerdict
-from ..services import ServicesDep
+from ..services import ClientAddress, ServicesDep
 
 router = APIRouter(prefix="/app/v1", tags=["wallet app"])
 SESSION_COOKIE = "mpp_session"
@@ -73,11 +75,29 @@ async def _customer(customer_id: Annotated[str | None, Depends(signed_in_custome
 Customer = Annotated[str, Depends(_customer)]
 
 
-@router.post("/login", response_model=LoggedIn)
-async def login(body: Login, response: Response, services: ServicesDep) -> LoggedIn:
-    issued = await asyncio.to_thread(services.sessions.login, body.login_id, body.pin)
-    if issued is None:
-        raise HTTPException(401, "Wrong login or PIN.")
+def refuse_attempt(attempt: Attempt) -> HTTPException:
+    """401 for a wrong PIN or OTP; 429 with ``Retry-After`` once too many have been wrong."""
+    if attempt.verdict is Verdict.WRONG:
+        return HTTPException(401, "Wrong login or PIN.")
+    headers = {"Retry-After": str(attempt.retry_after_seconds)}
+    if attempt.verdict is Verdict.LOCKED:
+        detail = "This account is locked after too many wrong PINs. Try again later or contact support."
+    else:
+        detail = f"Too many wrong PINs. Try again in {attempt.retry_after_seconds} seconds."
+    return HTTPException(429, detail, headers=headers)
+
+
+GUESSING_STATUSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Wrong login or PIN"},
+    429: {"description": "Too many wrong PINs: wait (Retry-After) or the account is locked"},
+}
+
+
+@router.post("/login", response_model=LoggedIn, responses=GUESSING_STATUSES)
+async def login(body: Login, response: Response, address: ClientAddress, services: ServicesDep) -> LoggedIn:
+    issued = await asyncio.to_thread(services.sessions.login, body.login_id, body.pin, address)
+    if isinstance(issued, Attempt):
+        raise refuse_attempt(issued)
     response.set_cookie(
         SESSION_COOKIE,
         issued.token,

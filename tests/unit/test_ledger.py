@@ -24,7 +24,7 @@ from activities.ledger import (
     UnknownAccount,
 )
 from activities.records import Entry, PaymentRecord, PaymentStatus, Posting, UserStatus, VerificationMethod
-from activities.secrets import keyed_digest, keyed_digest_matches, token_digest
+from activities.secrets import keyed_digest, pin_verifier_matches, token_digest
 from activities.users import DEMO_PIN, UserStore
 from alipayplus import Amount
 
@@ -60,6 +60,9 @@ def test_migrations_create_exactly_the_models_and_can_rerun(database_url: str, e
         "alembic_version",
         "account",
         "wallet_user",
+        "credential_counter",
+        "credential_failure",
+        "credential_lockout",
         "posting",
         "entry",
         "payment_record",
@@ -299,10 +302,10 @@ def test_demo_users_are_as_documented(ledger: Ledger, users: UserStore, secret_k
     assert (sample.single_payment_limit, sample.daily_limit, sample.currency) == (5_000_000, 20_000_000, "IDR")
     pin_user = users.get("2160220037535021")
     assert pin_user is not None and pin_user.verification_method is VerificationMethod.PIN
-    assert pin_user.pin_digest == keyed_digest(secret_key, "pin", "2160220037535021", DEMO_PIN)
-    assert keyed_digest_matches(pin_user.pin_digest, secret_key, "pin", "2160220037535021", DEMO_PIN)
-    assert not keyed_digest_matches(pin_user.pin_digest, secret_key, "pin", "2160220037535021", "000000")
-    assert not keyed_digest_matches(pin_user.pin_digest, secret_key, "pin", "2160220037535022", DEMO_PIN)
+    assert pin_user.pin_digest and pin_user.pin_digest.startswith("scrypt$")
+    assert pin_verifier_matches(pin_user.pin_digest, keyed_digest(secret_key, "pin", "2160220037535021", DEMO_PIN))
+    assert not pin_verifier_matches(pin_user.pin_digest, keyed_digest(secret_key, "pin", "2160220037535021", "000000"))
+    assert not pin_verifier_matches(pin_user.pin_digest, keyed_digest(secret_key, "pin", "2160220037535022", DEMO_PIN))
     frozen = users.get("2160220037535022")
     assert frozen is not None and frozen.status is UserStatus.FROZEN
 

@@ -28,6 +28,7 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from activities.cancellation import CancelActivities, CancelApplication, Cancellation, CancelOutcome
+from activities.credentials import Credentials
 from activities.db import create_engine_for, migrate
 from activities.ledger import Ledger, PostingKind
 from activities.payments import CodeCheck, DebitRequest, DebitResult, PaymentActivities, PaymentRecordUpdate
@@ -89,6 +90,7 @@ class Wallet:
                 secret_key=SECRET_KEY,
                 sms=SilentSms(),
                 otp_ttl=timedelta(minutes=5),
+                credentials=Credentials(engine, SECRET_KEY),
             ),
             refunds=RefundActivities(engine=engine, ledger=ledger),
             cancels=CancelActivities(engine=engine, ledger=ledger),
