@@ -9,9 +9,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
-import httpx
 from pydantic import BaseModel
 from sqlalchemy import Engine, func, insert, select, update
 from sqlmodel import Session, col
@@ -23,9 +21,11 @@ from alipayplus import Amount, PayRequest, ResultCode
 from .credentials import Attempt, Credentials
 from .evaluation import evaluate_account
 from .ledger import InsufficientFunds, Ledger, PostingRefused
+from .nfc_tokens import NfcTokens
 from .oauth import access_token_owner
 from .records import OtpChallenge, PaymentRecord, PaymentStatus, VerificationMethod, WalletUser
 from .secrets import keyed_digest, pin_verifier_matches
+from .sms import SmsGateway
 from .users import UserStore
 
 
@@ -90,21 +90,6 @@ class DebitResult(BaseModel):
     payment_time: datetime | None = None
 
 
-class SmsGateway(Protocol):
-    def send(self, to: str, text: str, reference: str) -> None: ...
-
-
-@dataclass
-class HttpSmsGateway:
-    """Posts ``{to, text, reference}`` to an SMS provider's HTTP endpoint (the sandbox's in dev)."""
-
-    url: str
-    http: httpx.Client
-
-    def send(self, to: str, text: str, reference: str) -> None:
-        self.http.post(self.url, json={"to": to, "text": text, "reference": reference}).raise_for_status()
-
-
 def otp_code(secret_key: bytes, challenge_id: str) -> str:
     """Six digits derived from the challenge: an activity retry re-sends the same code."""
     mac = hmac.new(secret_key, f"otp-code:{challenge_id}".encode(), "sha256").digest()
@@ -124,6 +109,7 @@ class PaymentActivities:
     sms: SmsGateway
     otp_ttl: timedelta
     credentials: Credentials
+    nfc_tokens: NfcTokens
 
     @activity.defn
     def check_account(self, request: PayRequest) -> AccountCheck:
@@ -162,8 +148,14 @@ class PaymentActivities:
     @activity.defn
     def check_customer_account(self, request: PayRequest) -> AccountCheck:
         """NFC (spec §10.1, step 15): the acquirer has turned the tapped token into our user,
-        ``paymentMethod.customerId``; the same checks as every payer, no money moves."""
-        return self._check_payer(request.payment_method.customer_id, request.pay_to_amount)
+        ``paymentMethod.customerId``; the tap is checked against our token record (owner, state,
+        ATC used once), then the same checks as every payer; no money moves."""
+        customer_id, tap = request.payment_method.customer_id, request.nfc_payment_info
+        if tap is not None:
+            refusal = self.nfc_tokens.tap_refusal(tap, customer_id, request.payment_request_id)
+            if refusal is not None:
+                return AccountCheck(result_code=refusal, customer_id=customer_id)
+        return self._check_payer(customer_id, request.pay_to_amount)
 
     def _check_payer(self, customer_id: str | None, amount: Amount) -> AccountCheck:
         user = self.users.get(customer_id) if customer_id else None

@@ -379,3 +379,45 @@ class CredentialLockout(SQLModel, table=True):
     locked_until: datetime = Field(sa_type=UtcDateTime)
     lifted_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     lifted_by: str | None = Field(default=None, max_length=64)
+
+
+class NfcTokenStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    LOCKED = "LOCKED"
+    DELETED = "DELETED"
+
+
+class NfcToken(SQLModel, table=True):
+    """Whose an NFC token is: recorded by the activation that obtained it (``activation/{customer}/{device}``).
+
+    The token's workflow stays the record of its state; ``status`` mirrors it so that a tap's pay can
+    be cross-checked without asking the workflow (spec §18 item 6: the token table)."""
+
+    __tablename__ = "nfc_token"
+
+    token_reference_id: str = Field(primary_key=True, max_length=64)
+    customer_id: str = Field(index=True, max_length=64)
+    device_id: str | None = Field(default=None, max_length=64)  # None: known from Alipay+'s notice only
+    status: NfcTokenStatus = Field(default=NfcTokenStatus.ACTIVE, sa_type=_string_enum(NfcTokenStatus))
+    recorded_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+
+
+class NfcDevice(SQLModel, table=True):
+    """A device a customer started an activation on: the per-customer quota counts these."""
+
+    __tablename__ = "nfc_device"
+
+    customer_id: str = Field(primary_key=True, max_length=64)
+    device_id: str = Field(primary_key=True, max_length=64)
+    started_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    released_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # its token deleted: a free slot
+
+
+class NfcTap(SQLModel, table=True):
+    """One ATC of a token, paid once: a second pay with the same ATC is a replayed tap."""
+
+    __tablename__ = "nfc_tap"
+
+    token_reference_id: str = Field(primary_key=True, max_length=64)
+    atc: int = Field(primary_key=True)
+    payment_request_id: str = Field(max_length=64)

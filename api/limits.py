@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -197,6 +199,39 @@ class BoundedRequests:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+_DETAIL = {"application/json": {"schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}}
+# What ``BoundedRequests`` may answer any route, documented on each (issue 13, item 9: honest statuses).
+REFUSALS: dict[str, dict[str, Any]] = {
+    "400": {"description": "JSON nested too deep, or a body that cannot be parsed", "content": _DETAIL},
+    "413": {"description": "Request body too large (the limit is in the message)", "content": _DETAIL},
+    "415": {"description": "Multipart bodies are not accepted", "content": _DETAIL},
+}
+RAW_REFUSALS: dict[str, dict[str, Any]] = {
+    "413": {"description": "Request body too large", "content": {"text/plain": {"schema": {"type": "string"}}}},
+}
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})  # a path item's operations
+
+
+def document_refusals(app: FastAPI, raw_prefixes: Sequence[str] = ()) -> None:
+    """Adds the refusals of ``BoundedRequests`` to every operation of ``app``'s OpenAPI schema (only
+    413 under ``raw_prefixes``); a route's own description of the same status is kept."""
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # FastAPI's, cached on the app after the first call
+        for path, item in schema.get("paths", {}).items():
+            raw = any(_prefix_matches(path, prefix) for prefix in raw_prefixes)
+            for method, operation in item.items():
+                if method not in _METHODS:
+                    continue
+                responses = operation.setdefault("responses", {})
+                for status, response in (RAW_REFUSALS if raw else REFUSALS).items():
+                    responses.setdefault(status, response)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def read_bounded(request: Request, limit: int) -> bytes | None:

@@ -19,13 +19,14 @@ from temporalio.client import Client
 
 from activities.db import create_engine_for
 from activities.nfc_proxy import NfcProxy
+from activities.nfc_tokens import NfcTokens
 from activities.oauth import AppSessions, Authorizations, TokenLifetimes
 from workers.settings import Settings
 from workers.temporal import connect
 from workers.worker import alipayplus_client, mastercard_client
 
 from .code_identification import CodeIdentification
-from .limits import BoundedRequests
+from .limits import BoundedRequests, document_refusals
 from .routers import authorizations, codec, mpm, nfc, ops, payments, refunds, tokens, verification, wallet_app
 from .routers.ops import OperatorToken
 from .services import Services
@@ -72,6 +73,7 @@ def create_app(
                 ),
                 codes=codes,
                 nfc_proxy=NfcProxy(to_alipayplus, to_mastercard),
+                nfc_tokens=NfcTokens(records, settings.nfc_max_devices),
             )
             yield
             records.dispose()
@@ -100,6 +102,7 @@ def create_app(
         raw_prefixes=[APS_PREFIX],
         max_json_depth=settings.max_json_depth,
     )
+    document_refusals(app, raw_prefixes=[APS_PREFIX])
     return app
 
 
@@ -119,6 +122,7 @@ def create_ops_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BoundedRequests, default_limit=settings.ops_max_body_bytes, max_json_depth=settings.max_json_depth
     )
+    document_refusals(app)
     app.add_middleware(  # outermost, so refusals (401, 413) reach the Web UI readable too
         CORSMiddleware,
         allow_origins=settings.codec_cors_origins,

@@ -261,10 +261,31 @@ def form_guard(form: str, session: Callable[[Request], str | None] = no_session)
 # --- the routers -----------------------------------------------------------------------------
 
 
+def page_status(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {}}}
+
+
+# What every page may answer besides its page (200), documented in OpenAPI (issue 13, item 9).
+PAGE_STATUSES: dict[int | str, dict[str, Any]] = {
+    303: {"description": "The payment is final: on to its allowed result page"},
+    404: page_status("No such payment behind this link"),
+    422: page_status("The request was not as the page expects (an HTML page, not FastAPI's JSON)"),
+}
+FORM_STATUSES: dict[int | str, dict[str, Any]] = {
+    403: page_status("The form did not come from this payment's page, or came from another site"),
+}
+
+
 class PageRoute(APIRoute):
     """A page route: every answer gets ``secure``'s headers; refusals and bad input an HTML page."""
 
     redirects: ClassVar[Redirects]
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        # Every page post is a form behind ``form_guard``: it may be refused (403).
+        posts = "POST" in {method.upper() for method in kwargs.get("methods") or ()}
+        kwargs["responses"] = {**PAGE_STATUSES, **(FORM_STATUSES if posts else {}), **(kwargs.get("responses") or {})}
+        super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Any]:
         handle = super().get_route_handler()
@@ -284,10 +305,13 @@ class PageRoute(APIRoute):
         return page
 
 
-def page_router(prefix: str, tag: str, redirects: Redirects) -> APIRouter:
-    """An ``APIRouter`` for one payment page, whose redirects follow ``redirects``."""
+def page_router(
+    prefix: str, tag: str, redirects: Redirects, responses: dict[int | str, dict[str, Any]] | None = None
+) -> APIRouter:
+    """An ``APIRouter`` for one payment page, whose redirects follow ``redirects``; ``responses``:
+    statuses its pages may answer besides ``PAGE_STATUSES`` (and ``FORM_STATUSES`` on posts)."""
     route_class = type("PageRoute", (PageRoute,), {"redirects": redirects})
-    return APIRouter(prefix=prefix, tags=[tag], route_class=route_class)
+    return APIRouter(prefix=prefix, tags=[tag], route_class=route_class, responses=responses)
 
 
 # --- for drivers and tests: what a browser sends from a page ---------------------------------

@@ -11,6 +11,7 @@ from temporalio.client import Client
 
 from activities.credentials import Credentials
 from activities.nfc_proxy import NfcProxy
+from activities.nfc_tokens import NfcTokens
 from activities.oauth import AppSessions, Authorizations
 from workers.settings import Settings
 
@@ -27,6 +28,7 @@ class Services:
     authorizations: Authorizations  # authCodes and applyToken's token pairs
     codes: CodeIdentification  # scanned codes: ours, Alipay+'s or invalid
     nfc_proxy: NfcProxy  # the phone's SDK requests on to Mastercard and the Ant server
+    nfc_tokens: NfcTokens  # whose each token is, and the devices each customer activates on
 
 
 def _services(request: Request) -> Services:

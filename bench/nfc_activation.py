@@ -1,10 +1,10 @@
 """``make bench-nfc``: NFC token activation, end to end on the embedded stack.
 
 Each activation is a new phone (``hce_device.nfc_sdk.AlipayPlusNfcSdk`` with an in-memory secure
-store) of the PIN user 852-11112222: login, then ``apply`` until status 2 — the activation
-workflow's 11 steps (public key from the sandbox Mastercard; applyNfcToken, queryToken,
-provision, notifyProvisionResult, queryNTUResult and replenish through our proxy and Alipay+'s
-signed sdkProxy to the sandbox Ant server) and the phone's three device steps.
+store) of the PIN user 852-11112222: login, then ``apply`` (confirmed with the wallet PIN) until
+status 2 — the activation workflow's 11 steps (public key from the sandbox Mastercard;
+applyNfcToken, queryToken, provision, notifyProvisionResult, queryNTUResult and replenish through
+our proxy and Alipay+'s signed sdkProxy to the sandbox Ant server) and the phone's three device steps.
 
 The sandbox approves at the first queryToken and reports the NTU at the first queryNTUResult,
 so no poll waits for an interval: the figures are the machinery's cost, not Mastercard's. The
@@ -29,7 +29,7 @@ from rich.table import Table
 from hce_device.nfc_sdk import AlipayPlusNfcSdk, NfcDevice, TokenStatus
 from hce_device.secure_store import DeviceKeystore, SecureStore
 from workers.cli import _exit
-from workers.demo_nfc import APDU_SERVICE, PIN, PIN_USER, Fingerprint
+from workers.demo_nfc import APDU_SERVICE, PIN, PIN_USER, Fingerprint, WalletPin
 from workers.dev_stack import DevStack, Ports, dev_stack
 
 SINGLE_RUNS = 5
@@ -48,6 +48,7 @@ async def activate(stack: DevStack, http: httpx.AsyncClient) -> float:
         device=NfcDevice(nfc_enabled=True, default_payment_app=True, online=True),
         fingerprint_service=Fingerprint(),
         store=SecureStore(DeviceKeystore()),
+        pin_pad=WalletPin(),  # the manual activation is confirmed with the wallet PIN
         poll_interval=PHONE_POLL_SECONDS,
     )
     try:

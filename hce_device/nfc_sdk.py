@@ -7,6 +7,10 @@ starts the activation through our API, shows its progress, does what the workflo
 (store the token, activate it locally, store the credentials) in the ``SecureStore``, and answers
 ``isPaymentAvailable()`` from what is stored (seed 000's token status table).
 
+Binding a token to this phone is confirmed with the user's wallet PIN (issue 13, step-up): the manual
+start and every confirmation of a silent run ask the app's ``PinPad`` SPI once per user action, send
+the digits in that request's body only, and never log or keep them. The silent run on login needs none.
+
 After activation it is the card too: ``process_apdu`` (what Android's ``HostApduService`` calls) runs
 the ``ContactlessCard`` of the stored profile and credentials, offline. Every ARQC tap is queued in the
 secure store as a tap report and sent to our API by ``report_taps()`` (also started in the background
@@ -48,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 _TIMEOUT = 15.0  # above Alipay+'s 10 s answer time for proxied requests
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_WALLET_PIN = re.compile(r"[0-9]{4,12}")  # what our API takes as a wallet PIN
 
 # the records this SDK keeps in the secure store
 TOKEN, CREDENTIALS, ACTIVATION, LOCK = "token", "credentials", "activation", "lock"
@@ -93,6 +98,15 @@ class SettingsRequired(StrEnum):
     SET_DEFAULT_PAYMENT_APP = "SET_DEFAULT_PAYMENT_APP"
 
 
+class PinProblem(StrEnum):
+    """Why binding the card to this phone was not confirmed with the wallet PIN (the result's ``pin_problem``)."""
+
+    CANCELLED = "CANCELLED"  # the user closed the PIN pad: nothing was sent
+    WRONG = "WRONG"  # our API refused the PIN (401), or it is not 4 to 12 digits
+    TOO_MANY_TRIES = "TOO_MANY_TRIES"  # 429: wait (Retry-After) or the account is locked
+    NOT_SET = "NOT_SET"  # 403: the user has no wallet PIN yet
+
+
 class NfcSdkError(RuntimeError):
     """An SDK call that cannot give an answer, with the SDK's result code (e.g. 10006)."""
 
@@ -115,6 +129,16 @@ class DeviceFingerPrintService(Protocol):
     """The app's SPI: a SHA-256 (64 hex) digest of a stable, app-scoped device identifier (§7.4)."""
 
     def get_device_fingerprint(self) -> str: ...
+
+
+class PinPad(Protocol):
+    """The app's SPI: asks the user for the wallet PIN that confirms binding the card to this phone.
+
+    Returns the digits typed, or None when the user cancels. Awaited, as it waits for the user; the
+    SDK asks at most once per apply or confirmation, sends the PIN in that request only, and keeps
+    it nowhere."""
+
+    async def request_wallet_pin(self) -> str | None: ...
 
 
 class ActivateCardListener(Protocol):
@@ -144,6 +168,7 @@ class ActivationResult:
     code: NfcResultCode
     settings_required: SettingsRequired | None = None
     failure: str | None = None
+    pin_problem: PinProblem | None = None  # the wallet PIN step-up did not pass: what the app shows next
 
 
 @dataclass(frozen=True)
@@ -169,6 +194,14 @@ _REFUSED_IN: dict[int, tuple[NfcResultCode, str]] = {
     TokenStatus.AWAITING_CONFIRMATION: (NfcResultCode.ACTIVATION_IN_PROGRESS, "the activation awaits confirmation"),
     TokenStatus.LOCKED: (NfcResultCode.TOKEN_UNAVAILABLE, "the card is locked: unlock first"),
     TokenStatus.LOCKED_LOCALLY: (NfcResultCode.TOKEN_UNAVAILABLE, "the card is locked locally: localUnlock first"),
+}
+# Our API's refusals to bind a card to this phone (a start or a confirmation), and what the
+# PIN had to do with it: 409 is the device quota.
+_BINDING_REFUSED: dict[int, PinProblem | None] = {
+    401: PinProblem.WRONG,
+    403: PinProblem.NOT_SET,
+    409: None,
+    429: PinProblem.TOO_MANY_TRIES,
 }
 _CARD_EXISTS = (
     TokenStatus.NO_CREDENTIALS,
@@ -196,6 +229,7 @@ class AlipayPlusNfcSdk:
         device: NfcDevice,
         fingerprint_service: DeviceFingerPrintService | None,
         store: SecureStore,
+        pin_pad: PinPad | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], datetime] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
@@ -206,6 +240,7 @@ class AlipayPlusNfcSdk:
     ) -> None:
         self.device = device
         self._fingerprints = fingerprint_service
+        self._pin_pad = pin_pad
         self._store = store
         self._api = httpx.AsyncClient(base_url=api_url, transport=transport, timeout=_TIMEOUT)
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -297,7 +332,8 @@ class AlipayPlusNfcSdk:
         """The user asked for the NFC service: configuration page, then the activation to the end.
 
         Status 21 (a silent run waits for the user) is confirmed; 11 joins the running one; 0 (never
-        activated, or an earlier run failed) starts a manual activation.
+        activated, or an earlier run failed) starts a manual activation. Each of these asks the
+        ``PinPad`` for the wallet PIN first; a card already on the phone asks nothing.
         """
         if not apdu_service_name:
             return self._result(NfcResultCode.PARAMS_ERROR, "no APDU service name")
@@ -320,7 +356,7 @@ class AlipayPlusNfcSdk:
         return await self._activate(silent=True, on_progress=None)
 
     async def confirm_activation(self, on_progress: ProgressCallback | None = None) -> ActivationResult:
-        """The user's secondary confirmation of a silent activation: 21 → 2."""
+        """The user's secondary confirmation of a silent activation, with the wallet PIN: 21 → 2."""
         if not self._connected:
             return self._result(NfcResultCode.SDK_NOT_CONNECTED, "connect after login")
         if self.is_payment_available() != TokenStatus.AWAITING_CONFIRMATION:
@@ -370,14 +406,21 @@ class AlipayPlusNfcSdk:
 
     async def _run(self, device_id: str, status: int, silent: bool, bar: _Bar) -> ActivationResult:
         base = f"/app/v1/nfc/activations/{device_id}"
-        if status == TokenStatus.AWAITING_CONFIRMATION and not silent:
-            progress = await self._call("POST", f"{base}/confirm")
-        elif status == TokenStatus.AWAITING_CONFIRMATION:
-            return ActivationResult(status, NfcResultCode.SUCCESS)  # nothing to do until the user confirms
-        elif status not in (TokenStatus.NO_CARD, TokenStatus.IN_ACTIVATION):
+        if status not in (TokenStatus.NO_CARD, TokenStatus.IN_ACTIVATION, TokenStatus.AWAITING_CONFIRMATION):
             return ActivationResult(status, NfcResultCode.SUCCESS)  # a card exists already
+        if status == TokenStatus.AWAITING_CONFIRMATION and silent:
+            return ActivationResult(status, NfcResultCode.SUCCESS)  # nothing to do until the user confirms
+        # the user's own start or confirmation binds the card to this phone: the wallet PIN, asked once
+        # for this run and held only in this frame (the silent run on login has none)
+        pin = None if silent else await self._wallet_pin()
+        if pin is not None and status == TokenStatus.AWAITING_CONFIRMATION:
+            progress = await self._call("POST", f"{base}/confirm", {"pin": pin}, binding=True)
+        elif pin is not None:
+            body = {"deviceId": device_id, "silent": False, "pin": pin}
+            progress = await self._call("POST", "/app/v1/nfc/activations", body, binding=True)
         else:
-            progress = await self._call("POST", "/app/v1/nfc/activations", {"deviceId": device_id, "silent": silent})
+            body = {"deviceId": device_id, "silent": True}
+            progress = await self._call("POST", "/app/v1/nfc/activations", body, binding=True)
         deadline = self._clock() + self._activation_timeout
         while True:
             self._remember(progress)
@@ -391,9 +434,10 @@ class AlipayPlusNfcSdk:
                 failure = str(progress.get("failure") or "the activation failed")
                 return ActivationResult(self.is_payment_available(), NfcResultCode.PROVISION_FAILED, failure=failure)
             if phase == "WAITING_FOR_CONFIRMATION":
-                if silent:
+                if pin is None:  # silent: the user confirms later, with the PIN
                     return ActivationResult(TokenStatus.AWAITING_CONFIRMATION, NfcResultCode.SUCCESS)
-                progress = await self._call("POST", f"{base}/confirm")  # the user already agreed
+                # joined a silent run: the user already agreed, with the PIN typed for this apply
+                progress = await self._call("POST", f"{base}/confirm", {"pin": pin}, binding=True)
                 continue
             action = progress.get("deviceAction")
             if isinstance(action, dict):
@@ -406,6 +450,28 @@ class AlipayPlusNfcSdk:
                 return ActivationResult(TokenStatus.IN_ACTIVATION, code, failure="still running; ask again later")
             await self._sleep(self._poll_interval)
             progress = await self._call("GET", base)
+
+    async def _wallet_pin(self) -> str:
+        """The PIN the user types on the app's ``PinPad``; a cancel or a failing pad ends the run
+        before anything is sent. Never logged: failures name the exception's type only."""
+        if self._pin_pad is None:
+            raise _Stop(self._result(NfcResultCode.PARAMS_ERROR, "no PinPad: binding a card needs the wallet PIN"))
+        try:
+            pin = await self._pin_pad.request_wallet_pin()
+        except Exception as exc:  # the app's SPI failed: the SDK reports it, it does not crash
+            failure = f"the PIN pad failed: {type(exc).__name__}"
+            raise _Stop(self._result(NfcResultCode.PARAMS_ERROR, failure)) from None
+        if pin is None:
+            raise _Stop(self._binding_refused(PinProblem.CANCELLED, "the user cancelled the wallet PIN"))
+        if not isinstance(pin, str) or not _WALLET_PIN.fullmatch(pin):
+            raise _Stop(self._binding_refused(PinProblem.WRONG, "the wallet PIN is 4 to 12 digits"))
+        return pin
+
+    def _binding_refused(self, problem: PinProblem | None, failure: str) -> ActivationResult:
+        """Binding refused before anything changed at our server: the status stays as it was."""
+        return ActivationResult(
+            self.is_payment_available(), NfcResultCode.PROVISION_FAILED, failure=failure, pin_problem=problem
+        )
 
     def _perform(self, step: str, payload: dict[str, Any]) -> bool:
         """What the workflow asks of the phone; False (reported as ok=false) when it cannot."""
@@ -453,12 +519,15 @@ class AlipayPlusNfcSdk:
                 return None
             raise
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Our API's JSON answer; a 401 disconnects the SDK, a network failure stops the run."""
-        return await self._request(method, path, body, stop=True)
+    async def _call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, binding: bool = False
+    ) -> dict[str, Any]:
+        """Our API's JSON answer; a 401 disconnects the SDK, a network failure stops the run. With
+        ``binding`` (a start or a confirmation) our API's refusal to bind, with its reason, stops it too."""
+        return await self._request(method, path, body, stop=True, binding=binding)
 
     async def _request(
-        self, method: str, path: str, body: dict[str, Any] | None = None, *, stop: bool = False
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, stop: bool = False, binding: bool = False
     ) -> dict[str, Any]:
         def fail(code: NfcResultCode, message: str) -> Exception:
             if stop:
@@ -471,6 +540,11 @@ class AlipayPlusNfcSdk:
             response = await self._api.request(method, path, json=body)
         except httpx.TransportError as exc:
             raise fail(NfcResultCode.NETWORK_EXCEPTION, f"{path}: {exc}") from exc
+        # a session our API refuses is a 401 with WWW-Authenticate; a wrong PIN's 401 has none
+        refused = response.status_code in _BINDING_REFUSED and "WWW-Authenticate" not in response.headers
+        if stop and binding and refused:
+            failure = _detail(response) or f"{path}: HTTP {response.status_code}"
+            raise _Stop(self._binding_refused(_BINDING_REFUSED[response.status_code], failure))
         if response.status_code == 401:
             self.disconnect()
             raise fail(NfcResultCode.SDK_NOT_CONNECTED, "our API no longer accepts the session")
@@ -890,6 +964,8 @@ __all__ = [
     "NfcDevice",
     "NfcResultCode",
     "NfcSdkError",
+    "PinPad",
+    "PinProblem",
     "ProgressCallback",
     "SettingsRequired",
     "TokenResult",

@@ -30,6 +30,7 @@ from sqlmodel import col
 
 from activities.db import create_engine_for
 from activities.ledger import RETURNS, Ledger, LedgerCheck, PostingKind
+from activities.nfc_tokens import NfcTokens
 from activities.records import Account, AccountKind, Entry, Posting
 from activities.users import DEMO_USERS
 from alipayplus import Amount, AuthorizationInfo, PayRequest, PayResponse, RefundResponse, Result
@@ -476,12 +477,14 @@ SCENARIOS = [
 
 
 def forget_earlier_runs(stack: DevStack) -> None:
-    """The demo types wrong codes on purpose; an earlier run's must not make this one wait
-    (the guessing limits count per account and address in the database the dev stack keeps)."""
+    """The demo types wrong codes on purpose and activates new phones; an earlier run's must not
+    make this one wait or pass the device quota (both counted in the database the dev stack keeps)."""
     engine = create_engine_for(stack.settings.database_url)
     credentials = stack.settings.credentials(engine)
+    nfc_tokens = NfcTokens(engine, stack.settings.nfc_max_devices)
     for user in DEMO_USERS:
         credentials.unlock(user.customer_id, "demo")
+        nfc_tokens.release_devices(user.customer_id)
     credentials.unlock_address("127.0.0.1", "demo")
     engine.dispose()
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import Session, col, select
 
 from activities.records import TokenActivation
+from activities.users import DEMO_PIN
 from hce_device.nfc_sdk import (
     CREDENTIALS,
     TOKEN,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
     from .demo import Demo
 
-PIN = "246810"
+PIN = DEMO_PIN  # the demo users' login and wallet PIN
 PIN_USER, FROZEN_USER, KRW_USER = "852-11112222", "852-33334444", "82-1012345678"
 KRW_CUSTOMER, FROZEN_CUSTOMER = "2160220037535031", "2160220037535022"
 APDU_SERVICE = "com.mppwallet.hce.PaymentService"
@@ -49,6 +50,16 @@ class Fingerprint:
 
     def get_device_fingerprint(self) -> str:
         return hashlib.sha256(f"mppwallet:{self.device_id}".encode()).hexdigest()
+
+
+@dataclass
+class WalletPin:
+    """PinPad: the user types the wallet PIN that binds the card to the phone (``pin``; None cancels)."""
+
+    pin: str | None = PIN
+
+    async def request_wallet_pin(self) -> str | None:
+        return self.pin
 
 
 @dataclass
@@ -67,6 +78,7 @@ def _new_sdk(demo: Demo, store: SecureStore) -> AlipayPlusNfcSdk:
         device=NfcDevice(nfc_enabled=True, default_payment_app=True, online=True),
         fingerprint_service=Fingerprint(),
         store=store,
+        pin_pad=WalletPin(),
     )
 
 

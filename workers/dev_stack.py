@@ -93,6 +93,7 @@ def dev_settings(var_dir: Path = VAR_DIR, ports: Ports = DEFAULT_PORTS) -> Setti
         code_service_url=sandbox,
         mastercard_base_url=sandbox,
         nfc_poll_interval=timedelta(milliseconds=500),  # the sandbox approves at the 2nd poll: a ~5 s activation
+        nfc_max_devices=500,  # the demo and the benches give every NFC scenario a new phone of the same users
         # the blocklist solution, so the demo can show a blocked code; the allowlist is the default
         code_solution=CodeSolution.BLOCKLIST,
         code_blocklist=[BLOCKED_CODE_PREFIX],

@@ -108,6 +108,7 @@ class Settings(BaseSettings):
     nfc_device_timeout: timedelta = timedelta(minutes=1)  # the phone must answer a device step by then
     nfc_max_proxy_bytes: int = 64 * 1024
     nfc_replenish_below: int = Field(default=10, ge=1)  # seed 001: the server replenishes below this many credentials
+    nfc_max_devices: int = Field(default=5, ge=1)  # per customer: devices with a live token or activation
     nfc_replenish_count: int = Field(default=10, ge=1, le=100)  # credentials fetched per replenish
 
     # Encryption of workflow payloads (histories hold personal data); older keys stay readable

@@ -17,9 +17,11 @@ from activities.db import create_engine_for
 from activities.deliveries import DeliveryActivities
 from activities.ledger import Ledger
 from activities.nfc_proxy import NfcActivities, NfcProxy
+from activities.nfc_tokens import NfcTokenActivities, NfcTokens
 from activities.notifications import NotificationActivities
-from activities.payments import HttpSmsGateway, PaymentActivities, SmsGateway
+from activities.payments import PaymentActivities
 from activities.refunds import RefundActivities
+from activities.sms import HttpSmsGateway, SmsGateway
 from activities.users import UserStore
 from alipayplus import SignedClient
 from workflows.account_evaluation import AccountEvaluationWorkflow
@@ -81,14 +83,18 @@ def activities_for(
 ) -> list[Any]:
     engine = create_engine_for(settings.database_url)
     ledger = Ledger(engine)
+    nfc_tokens = NfcTokens(engine, settings.nfc_max_devices)
+    users = UserStore(engine)
+    sms = sms or HttpSmsGateway(settings.sms_gateway_url, httpx.Client(timeout=5.0))
     payments = PaymentActivities(
         engine=engine,
         ledger=ledger,
-        users=UserStore(engine),
+        users=users,
         secret_key=settings.secret_key,
-        sms=sms or HttpSmsGateway(settings.sms_gateway_url, httpx.Client(timeout=5.0)),
+        sms=sms,
         otp_ttl=settings.otp_ttl,
         credentials=settings.credentials(engine),
+        nfc_tokens=nfc_tokens,
     )
     to_alipayplus = alipayplus or alipayplus_client(settings)
     nfc = NfcActivities(NfcProxy(to_alipayplus, mastercard or mastercard_client(settings)))
@@ -102,6 +108,7 @@ def activities_for(
     deliveries = DeliveryActivities(
         temporal=client, task_queue=settings.temporal_task_queue, schedule=delivery_schedule(settings)
     )
+    device_notices = NfcTokenActivities(nfc_tokens, users, sms)
     refunds = RefundActivities(engine=engine, ledger=ledger)
     cancellations = CancelActivities(engine=engine, ledger=ledger)
     adjustments = AdjustRefundActivities(engine=engine, ledger=ledger)
@@ -122,6 +129,9 @@ def activities_for(
         notifications.notify_payment,
         notifications.auth_notify,
         nfc.sdk_request,
+        device_notices.record_token_owner,
+        device_notices.notify_new_device,
+        device_notices.release_device,
     ]
 
 

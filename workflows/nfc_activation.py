@@ -31,12 +31,19 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from ._options import DB_RETRY, DB_TIMEOUT
+
 with workflow.unsafe.imports_passed_through():
     from activities.nfc_proxy import NfcActivities, SdkAnswer, SdkCall
+    from activities.nfc_tokens import DeviceSlot, NewDeviceNotice, NfcTokenActivities, TokenOwnerRecord
 
 # within the step's deadline, as often as it takes; then a clear failure
 PROXY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))
 CREDENTIALS_PER_REPLENISH = 10
+# patch: the approved token recorded as this customer's (nfc_token), the user told of the new device,
+# and a failed activation's device slot released
+DEVICE_BOUND = "device-bound"
+NOTICE_WINDOW = timedelta(hours=1)  # the new-device SMS is retried this long, then only logged
 
 STEPS = (
     "device fingerprint",
@@ -133,6 +140,13 @@ class NfcActivationWorkflow:
         except ActivationFailed as failure:
             self._phase, self._status, self._failure = Phase.FAILED, TokenStatus.NO_CARD, str(failure)
             self._device_action = None
+            if workflow.patched(DEVICE_BOUND):  # the phone holds no card: its slot is free again
+                await workflow.execute_local_activity_method(
+                    NfcTokenActivities.release_device,
+                    DeviceSlot(customer_id=request.customer_id, device_id=request.device_id),
+                    start_to_close_timeout=DB_TIMEOUT,
+                    retry_policy=DB_RETRY,
+                )
             await workflow.wait_condition(workflow.all_handlers_finished)
             details = self.progress().model_dump(mode="json")
             raise ApplicationError(str(failure), details, type="ActivationFailed") from None
@@ -152,6 +166,8 @@ class NfcActivationWorkflow:
         self._at(4)
         approved = await self._poll("queryToken", {"tokenRequestId": application.get("tokenRequestId")}, "APPROVED")
         self._token_reference_id = str(approved["tokenReferenceId"])
+        if workflow.patched(DEVICE_BOUND):
+            await self._record_owner(self._token_reference_id)
         token = {"tokenReferenceId": self._token_reference_id}
         self._at(5)
         provisioned = await self._sdk("provision", token)
@@ -172,6 +188,8 @@ class NfcActivationWorkflow:
         self._at(11)
         await self._on_device(DeviceStep.STORE_CREDENTIALS, {"credentials": replenished.get("credentials", [])})
         self._phase, self._status = Phase.DONE, TokenStatus.PAYMENT_ALLOWED
+        if workflow.patched(DEVICE_BOUND):  # the phone already sees DONE; the user hears of the new device
+            await self._notify_new_device()
 
     # --- the phone and the user talk to the workflow -------------------------------------------
 
@@ -226,6 +244,38 @@ class NfcActivationWorkflow:
         if not answer.succeeded:
             raise ActivationFailed(f"{api}: refused ({answer.code})")
         return answer.payload()
+
+    async def _record_owner(self, token_reference_id: str) -> None:
+        """Every token endpoint, Alipay+'s activation notice and a tap's pay check this record."""
+        recorded = await workflow.execute_local_activity_method(
+            NfcTokenActivities.record_token_owner,
+            TokenOwnerRecord(
+                token_reference_id=token_reference_id,
+                customer_id=self._request.customer_id,
+                device_id=self._request.device_id,
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        if not recorded:
+            raise ActivationFailed("queryToken: the token is recorded as another customer's")
+
+    async def _notify_new_device(self) -> None:
+        request = self._request
+        try:
+            await workflow.execute_activity_method(
+                NfcTokenActivities.notify_new_device,
+                NewDeviceNotice(
+                    customer_id=request.customer_id,
+                    device_id=request.device_id,
+                    activation_id=f"{workflow.info().workflow_id}/{workflow.info().run_id}",
+                ),
+                start_to_close_timeout=DB_TIMEOUT,
+                schedule_to_close_timeout=NOTICE_WINDOW,
+                retry_policy=DB_RETRY,
+            )
+        except ActivityError as error:  # the token works; the notice is not worth failing it for
+            workflow.logger.warning("new-device SMS not sent: %s", error.cause or error)
 
     async def _poll(self, api: str, payload: dict[str, Any], done: str) -> dict[str, Any]:
         """Ask again on a durable timer until ``done``; REJECTED or the poll limit end it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -72,6 +73,35 @@ async def encode(request: Request) -> Response:
     return await _convert(request, lambda codec, payloads: codec.encode(payloads), "encrypt")
 
 
+# The body is read raw (protobuf JSON, not a pydantic model): described here for the schema's readers.
+_PAYLOADS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "payloads": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "metadata": {"type": "object", "additionalProperties": {"type": "string", "format": "byte"}},
+                    "data": {"type": "string", "format": "byte"},
+                },
+            },
+        }
+    },
+}
+_OPENAPI: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": _PAYLOADS_SCHEMA}}},
+}
+_DETAIL = {"application/json": {"schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The payloads, decrypted or encrypted",
+        "content": {"application/json": {"schema": _PAYLOADS_SCHEMA}},
+    },
+    400: {"description": "Not payloads in protobuf JSON, or a payload that does not decrypt", "content": _DETAIL},
+    401: {"description": "Operator credential required", "content": _DETAIL},
+}
+
 for _router in (router, router_with_token_in_path):
-    _router.add_api_route("/decode", decode, methods=["POST"])
-    _router.add_api_route("/encode", encode, methods=["POST"])
+    for _path, _endpoint in (("/decode", decode), ("/encode", encode)):
+        _router.add_api_route(_path, _endpoint, methods=["POST"], responses=_RESPONSES, openapi_extra=_OPENAPI)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, Form, Request, Response
@@ -37,7 +37,8 @@ WALLET_HOME = "mppwallet://home"
 REDIRECTS = pages.Redirects(
     lambda settings: settings.mpm_redirect_hosts, app_schemes=True, form_targets=(f"{urlsplit(WALLET_HOME).scheme}:",)
 )
-router = pages.page_router(PREFIX, "MPM confirmation page", REDIRECTS)
+SIGN_IN: dict[int | str, dict[str, Any]] = {401: pages.page_status("Not signed in to the wallet app")}
+router = pages.page_router(PREFIX, "MPM confirmation page", REDIRECTS, responses=SIGN_IN)
 templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 TRY_AGAIN = "We are busy and could not take that just now. Please try again."
 DECIDE_FORM = "mpm.decide"  # what the confirm / cancel form's token is for

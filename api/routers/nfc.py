@@ -6,9 +6,11 @@ taken from the request. The proxy forwards payloads unchanged and never logs the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, HTTPException, Path, Query, Request
@@ -24,8 +26,11 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
+from activities.credentials import Verdict
 from activities.nfc_proxy import ProxyRefused, SdkCall
-from activities.records import PaymentStatus, payment_by_custom_data, stored_amount
+from activities.nfc_tokens import TokenOwnerRecord
+from activities.records import NfcTokenStatus, PaymentStatus, payment_by_custom_data, stored_amount
+from activities.users import UserStore
 from alipayplus import Amount, TransportError
 from alipayplus.nfc import CUSTOM_DATA_PATTERN
 from workflows import search_attributes
@@ -41,20 +46,28 @@ from workflows.token import (
 
 from ..inbound import describe
 from ..limits import read_bounded
-from ..services import Services, ServicesDep
+from ..services import ClientAddress, Services, ServicesDep
 from .tokens import TokenHandle, start_token
-from .wallet_app import CamelModel, Customer
+from .wallet_app import SIGNED_IN, CamelModel, Customer, refuse_attempt
 
-router = APIRouter(prefix="/app/v1/nfc", tags=["wallet app: NFC"])
+router = APIRouter(prefix="/app/v1/nfc", tags=["wallet app: NFC"], responses=SIGNED_IN)
 PRODUCT = "NFC_ACTIVATION"
 # Seed 000: the fingerprint must be a SHA-256 digest; we take it as 64 lowercase hex digits.
 DeviceId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 DevicePath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
 
 
+Pin = Annotated[str, Field(min_length=4, max_length=12, pattern=r"^[0-9]+$")]
+
+
 class StartActivation(CamelModel):
     device_id: DeviceId
     silent: bool = False
+    pin: Pin | None = None  # the user's wallet PIN: required unless silent (the silent run's confirm asks it)
+
+
+class Confirmation(CamelModel):
+    pin: Pin  # binding a token to a device is confirmed with the wallet PIN, not the session alone
 
 
 class DeviceReport(CamelModel):
@@ -90,10 +103,47 @@ async def _progress(handle: WorkflowHandle[NfcActivationWorkflow, Progress]) -> 
         raise
 
 
-@router.post("/activations", response_model=Progress)
-async def start_activation(body: StartActivation, customer_id: Customer, services: ServicesDep) -> Progress:
-    """Manual or silent activation; a running one is joined, a failed one starts again (retry)."""
+STEP_UP_STATUSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Not signed in, or a wrong PIN"},
+    403: {"description": "The user has no wallet PIN to confirm with"},
+    429: {"description": "Too many wrong PINs: wait (Retry-After) or the account is locked"},
+}
+NO_ACTIVATION: dict[int | str, dict[str, Any]] = {404: {"description": "No activation for this device"}}
+
+
+async def _step_up(services: Services, customer_id: str, pin: str | None, address: str | None) -> None:
+    """The wallet PIN, typed in this request, under the account's guessing limits (401, 403 or 429)."""
+    if pin is None:
+        raise HTTPException(401, "Binding a device needs your wallet PIN (pin).")
+    user = await asyncio.to_thread(UserStore(services.records).get, customer_id)
+    if user is None or not user.pin_digest:
+        raise HTTPException(403, "Set a wallet PIN first: binding a device needs it.")
+    credentials = services.credentials
+    attempt = await asyncio.to_thread(
+        credentials.check_pin,
+        customer_id,
+        credentials.pin_digest(customer_id, pin),
+        uuid.uuid4().hex,
+        "nfc-activation",
+        address,
+    )
+    if attempt.verdict is not Verdict.RIGHT:
+        raise refuse_attempt(attempt, wrong="Wrong PIN.")
+
+
+@router.post(
+    "/activations", response_model=Progress, responses={**STEP_UP_STATUSES, 409: {"description": "Device quota"}}
+)
+async def start_activation(
+    body: StartActivation, customer_id: Customer, address: ClientAddress, services: ServicesDep
+) -> Progress:
+    """Manual or silent activation; a running one is joined, a failed one starts again (retry).
+    A manual one needs the wallet PIN; each customer has at most ``MPP_NFC_MAX_DEVICES`` devices."""
     settings = services.settings
+    if not body.silent:
+        await _step_up(services, customer_id, body.pin, address)
+    if not await asyncio.to_thread(services.nfc_tokens.start_device, customer_id, body.device_id):
+        raise HTTPException(409, "Too many devices: delete the token on another device first.")
     request = ActivationRequest(
         customer_id=customer_id,
         device_id=body.device_id,
@@ -120,12 +170,12 @@ async def start_activation(body: StartActivation, customer_id: Customer, service
     return await _progress(_handle(services, customer_id, body.device_id))
 
 
-@router.get("/activations/{device_id}", response_model=Progress)
+@router.get("/activations/{device_id}", response_model=Progress, responses=NO_ACTIVATION)
 async def activation_progress(device_id: DevicePath, customer_id: Customer, services: ServicesDep) -> Progress:
     return await _progress(_handle(services, customer_id, device_id))
 
 
-@router.post("/activations/{device_id}/device", response_model=Progress)
+@router.post("/activations/{device_id}/device", response_model=Progress, responses=NO_ACTIVATION)
 async def device_step(
     device_id: DevicePath, body: DeviceReport, customer_id: Customer, services: ServicesDep
 ) -> Progress:
@@ -144,9 +194,14 @@ async def device_step(
     return progress
 
 
-@router.post("/activations/{device_id}/confirm", response_model=Progress)
-async def confirm_activation(device_id: DevicePath, customer_id: Customer, services: ServicesDep) -> Progress:
-    """Silent activation: the user confirms on the NFC page."""
+@router.post(
+    "/activations/{device_id}/confirm", response_model=Progress, responses={**STEP_UP_STATUSES, **NO_ACTIVATION}
+)
+async def confirm_activation(
+    device_id: DevicePath, body: Confirmation, customer_id: Customer, address: ClientAddress, services: ServicesDep
+) -> Progress:
+    """Silent activation: the user confirms on the NFC page, with the wallet PIN."""
+    await _step_up(services, customer_id, body.pin, address)
     handle = _handle(services, customer_id, device_id)
     try:
         return await handle.execute_update(NfcActivationWorkflow.confirm)
@@ -154,7 +209,22 @@ async def confirm_activation(device_id: DevicePath, customer_id: Customer, servi
         return await _progress(handle)
 
 
-@router.post("/proxy", response_model=ProxiedAnswer)
+@router.post(
+    "/proxy",
+    response_model=ProxiedAnswer,
+    responses={
+        400: {"description": "Not an SDK request this proxy forwards"},
+        422: {"description": "A malformed request: the field named"},
+        502: {"description": "Mastercard or the Ant server failed"},
+    },
+    # the body is read here, bounded (not by FastAPI), so its schema is declared by hand
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ProxiedRequest.model_json_schema(by_alias=True)}},
+        }
+    },
+)
 async def proxy(request: Request, customer_id: Customer, services: ServicesDep) -> ProxiedAnswer:
     """NFCRequestProxy: an SDK request on to Mastercard or the Ant server, unchanged."""
     body = await read_bounded(request, services.settings.nfc_max_proxy_bytes)  # never more than the limit held
@@ -186,8 +256,25 @@ TokenPath = Annotated[str, Path(min_length=1, max_length=64)]
 
 # The token's own endpoints do these, so its workflow stays the one record of its state.
 MANAGED_BY_THE_TOKEN = frozenset({"lockToken", "unlockToken", "deleteToken"})
+MIRRORED = {  # the token workflow's lifecycle as a tap's pay checks it
+    TokenLifecycle.PENDING: NfcTokenStatus.ACTIVE,
+    TokenLifecycle.ACTIVE: NfcTokenStatus.ACTIVE,
+    TokenLifecycle.LOCKED: NfcTokenStatus.LOCKED,
+    TokenLifecycle.DELETED: NfcTokenStatus.DELETED,
+}
 REFUSAL_STATUS: dict[str, int] = {TokenRefusal.ANT_FAILED: 502, TokenRefusal.DELETED: 410, TokenRefusal.LOCKED: 409}
 TokenUpdate = UpdateMethodMultiParam[[TokenWorkflow], TokenState]
+
+
+TOKEN_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such token of the signed-in customer"},
+    410: {"description": "The token was deleted"},
+}
+TOKEN_UPDATED: dict[int | str, dict[str, Any]] = {
+    **TOKEN_FOUND,
+    409: {"description": "Refused while the token is locked"},
+    502: {"description": "The Ant server failed: the token stays as it was"},
+}
 
 
 class StoredCredentials(CamelModel):
@@ -197,19 +284,28 @@ class StoredCredentials(CamelModel):
 async def _token_and_state(
     services: Services, customer_id: str, token_reference_id: str, *, start_if_new: bool
 ) -> tuple[TokenHandle, TokenState | None]:
-    """The token's workflow and its state (None when just started); another customer's token, or an
-    unknown one that is not to be started, is not found."""
+    """The caller's token's workflow and its state (None when just started). A token not recorded as
+    the caller's (``nfc_token``: recorded by its activation) is not found, and no workflow is started
+    for it."""
+    owner = await asyncio.to_thread(services.nfc_tokens.owner_of, token_reference_id)
     handle = services.temporal.get_workflow_handle_for(TokenWorkflow.run, f"token/{token_reference_id}")
+    if owner is not None and owner.customer_id != customer_id:
+        raise HTTPException(404, "No such token.")
     try:
         state = await handle.query(TokenWorkflow.state)
     except RPCError as exc:
         if exc.status is not RPCStatusCode.NOT_FOUND:
             raise
-        if not start_if_new:
+        if owner is None or not start_if_new:
             raise HTTPException(404, "No such token.") from None
         return await start_token(services, token_reference_id, customer_id), None
-    if state.customer_id not in (None, customer_id):
-        raise HTTPException(404, "No such token.")
+    if owner is None:  # a token activated before owners were recorded: its workflow's owner, if the caller
+        if state.customer_id != customer_id:
+            raise HTTPException(404, "No such token.")
+        await asyncio.to_thread(
+            services.nfc_tokens.record_owner,
+            TokenOwnerRecord(token_reference_id=token_reference_id, customer_id=customer_id),
+        )
     return handle, state
 
 
@@ -223,10 +319,11 @@ async def _token(
     return handle
 
 
-async def _update(handle: TokenHandle, update: TokenUpdate) -> TokenState:
-    """Run one of the token's updates; its refusal becomes the HTTP answer (Ant failing: 502)."""
+async def _update(services: Services, handle: TokenHandle, update: TokenUpdate) -> TokenState:
+    """Run one of the token's updates and mirror the state it leaves (``nfc_token.status``, which a
+    tap's pay checks); its refusal becomes the HTTP answer (Ant failing: 502)."""
     try:
-        return await handle.execute_update(update)
+        state = await handle.execute_update(update)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         if not isinstance(cause, ApplicationError):
@@ -236,9 +333,11 @@ async def _update(handle: TokenHandle, update: TokenUpdate) -> TokenState:
         if exc.status is RPCStatusCode.NOT_FOUND:  # the workflow ended meanwhile: deleted
             raise HTTPException(410, "The token was deleted.") from None
         raise
+    await asyncio.to_thread(services.nfc_tokens.mirror_status, state.token_reference_id, MIRRORED[state.lifecycle])
+    return state
 
 
-@router.post("/tokens/{token_reference_id}/taps", status_code=202)
+@router.post("/tokens/{token_reference_id}/taps", status_code=202, responses=TOKEN_FOUND)
 async def report_tap(
     token_reference_id: TokenPath, tap: TapReport, customer_id: Customer, services: ServicesDep
 ) -> dict[str, bool]:
@@ -249,7 +348,7 @@ async def report_tap(
     return {"accepted": True}
 
 
-@router.post("/tokens/{token_reference_id}/credentials", response_model=TokenState)
+@router.post("/tokens/{token_reference_id}/credentials", response_model=TokenState, responses=TOKEN_FOUND)
 async def credentials_stored(
     token_reference_id: TokenPath, body: StoredCredentials, customer_id: Customer, services: ServicesDep
 ) -> TokenState:
@@ -258,42 +357,42 @@ async def credentials_stored(
     return await handle.query(TokenWorkflow.state)
 
 
-@router.get("/tokens/{token_reference_id}", response_model=TokenState)
+@router.get("/tokens/{token_reference_id}", response_model=TokenState, responses={404: TOKEN_FOUND[404]})
 async def token_state(token_reference_id: TokenPath, customer_id: Customer, services: ServicesDep) -> TokenState:
     """The token as the server sees it, with replenished credentials waiting for the phone."""
     handle, state = await _token_and_state(services, customer_id, token_reference_id, start_if_new=True)
     return state if state is not None else await handle.query(TokenWorkflow.state)
 
 
-@router.post("/tokens/{token_reference_id}/replenish", response_model=TokenState)
+@router.post("/tokens/{token_reference_id}/replenish", response_model=TokenState, responses=TOKEN_UPDATED)
 async def replenish(token_reference_id: TokenPath, customer_id: Customer, services: ServicesDep) -> TokenState:
     """Manual replenish(): fetch credentials now (409 while locked)."""
     handle = await _token(services, customer_id, token_reference_id)
-    return await _update(handle, TokenWorkflow.replenish)
+    return await _update(services, handle, TokenWorkflow.replenish)
 
 
-@router.post("/tokens/{token_reference_id}/lock", response_model=TokenState)
+@router.post("/tokens/{token_reference_id}/lock", response_model=TokenState, responses=TOKEN_UPDATED)
 async def lock_token(token_reference_id: TokenPath, customer_id: Customer, services: ServicesDep) -> TokenState:
     """lock(): suspended at Mastercard through the Ant server, then LOCKED here; 502 if Ant fails."""
     handle = await _token(services, customer_id, token_reference_id, start_if_new=False)
-    return await _update(handle, TokenWorkflow.lock)
+    return await _update(services, handle, TokenWorkflow.lock)
 
 
-@router.post("/tokens/{token_reference_id}/unlock", response_model=TokenState)
+@router.post("/tokens/{token_reference_id}/unlock", response_model=TokenState, responses=TOKEN_UPDATED)
 async def unlock_token(token_reference_id: TokenPath, customer_id: Customer, services: ServicesDep) -> TokenState:
     """unlock(): active again at Mastercard, then here; 502 if Ant fails."""
     handle = await _token(services, customer_id, token_reference_id, start_if_new=False)
-    return await _update(handle, TokenWorkflow.unlock)
+    return await _update(services, handle, TokenWorkflow.unlock)
 
 
-@router.delete("/tokens/{token_reference_id}", response_model=TokenState)
+@router.delete("/tokens/{token_reference_id}", response_model=TokenState, responses=TOKEN_UPDATED)
 async def delete_token(token_reference_id: TokenPath, customer_id: Customer, services: ServicesDep) -> TokenState:
     """deleteToken: deleted at Mastercard through the Ant server, then its workflow ends; a repeat
     answers the deleted state; 502 if Ant fails (the token stays as it was)."""
     handle, state = await _token_and_state(services, customer_id, token_reference_id, start_if_new=False)
     if state is not None and state.lifecycle is TokenLifecycle.DELETED:
         return state
-    return await _update(handle, TokenWorkflow.delete)
+    return await _update(services, handle, TokenWorkflow.delete)
 
 
 # --- the payment a tap became (spec §10.1, step 10) ----------------------------------------------
@@ -313,7 +412,7 @@ class TapPayment(CamelModel):
     token_reference_id: str | None
 
 
-@router.get("/payments", response_model=TapPayment)
+@router.get("/payments", response_model=TapPayment, responses={404: {"description": "No payment for this tap yet"}})
 async def payment_for_tap(custom_data: CustomDataQuery, customer_id: Customer, services: ServicesDep) -> TapPayment:
     """The app put ``customData`` on its tap (setCustomData); this is the payment it joined, the
     signed-in customer's only. 404 until Alipay+'s pay for that tap has reached us."""

@@ -30,10 +30,10 @@ async def token_activation_notification(
 
     A repeat is answered S again and signals again (the workflow ignores repeats), so a U
     after the record (Temporal unreachable) is safely retried by Alipay+."""
-    code, message = await asyncio.to_thread(record_token_activation, services.records, request)
-    if code is ResultCode.SUCCESS:
-        await _tell_token_workflow(request, services)
-    return TokenActivationNotificationResponse(result=Result.of(code, message))
+    recorded = await asyncio.to_thread(record_token_activation, services.records, request)
+    if recorded.result_code is ResultCode.SUCCESS:
+        await _tell_token_workflow(request, recorded.customer_id, services)
+    return TokenActivationNotificationResponse(result=Result.of(recorded.result_code, recorded.message))
 
 
 TokenHandle = WorkflowHandle[TokenWorkflow, None]
@@ -44,7 +44,8 @@ async def start_token(
 ) -> TokenHandle:
     """The token's workflow ``token/{tokenReferenceId}``, started unless it runs, whoever comes first
     (Alipay+'s notice, signalled with the start, or the phone): the configured replenishment, and
-    the search attributes the Web UI filters by."""
+    the search attributes the Web UI filters by. Callers start it only for a token recorded as its
+    owner's (``activities.nfc_tokens``)."""
     settings = services.settings
     attributes = [SearchAttributePair(search_attributes.PRODUCT, PRODUCT)]
     owner = (notice.customer_id if notice else None) or customer_id
@@ -67,6 +68,9 @@ async def start_token(
     )
 
 
-async def _tell_token_workflow(request: TokenActivationNotificationRequest, services: Services) -> None:
+async def _tell_token_workflow(
+    request: TokenActivationNotificationRequest, owner: str | None, services: Services
+) -> None:
     notice = TokenActivated.model_validate(request, from_attributes=True)  # the fields the workflow keeps
+    notice.customer_id = owner  # as our activation recorded it when the notice names nobody
     await start_token(services, request.token_reference_id, notice=notice)

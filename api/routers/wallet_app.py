@@ -73,12 +73,14 @@ async def _customer(customer_id: Annotated[str | None, Depends(signed_in_custome
 
 
 Customer = Annotated[str, Depends(_customer)]
+# What a route that takes ``Customer`` may answer besides its own statuses.
+SIGNED_IN: dict[int | str, dict[str, Any]] = {401: {"description": "Not signed in (WWW-Authenticate: Bearer)"}}
 
 
-def refuse_attempt(attempt: Attempt) -> HTTPException:
+def refuse_attempt(attempt: Attempt, wrong: str = "Wrong login or PIN.") -> HTTPException:
     """401 for a wrong PIN or OTP; 429 with ``Retry-After`` once too many have been wrong."""
     if attempt.verdict is Verdict.WRONG:
-        return HTTPException(401, "Wrong login or PIN.")
+        return HTTPException(401, wrong)
     headers = {"Retry-After": str(attempt.retry_after_seconds)}
     if attempt.verdict is Verdict.LOCKED:
         detail = "This account is locked after too many wrong PINs. Try again later or contact support."
@@ -117,14 +119,14 @@ async def logout(request: Request, response: Response, services: ServicesDep) ->
     response.delete_cookie(SESSION_COOKIE)
 
 
-@router.post("/authCode", response_model=IssuedAuthCode)
+@router.post("/authCode", response_model=IssuedAuthCode, responses=SIGNED_IN)
 async def auth_code(body: AuthCodeRequest, customer_id: Customer, services: ServicesDep) -> IssuedAuthCode:
     """Alipay+'s client SDK asked for an authCode (getAuthCode); the app answers it by authCallback."""
     issued = await asyncio.to_thread(services.authorizations.issue_auth_code, customer_id, body.scopes)
     return IssuedAuthCode(auth_code=issued.auth_code, expires_at=issued.expires_at)
 
 
-@router.post("/codes/identify", response_model=CodeVerdict)
+@router.post("/codes/identify", response_model=CodeVerdict, responses=SIGNED_IN)
 async def identify_code(body: ScannedCode, customer_id: Customer, services: ServicesDep) -> CodeVerdict:
     """Step 3: whose code the user scanned, so the app knows what to do with it."""
     return await services.codes.identify(body.code_value, customer_id)

@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.nfc_tokens import NfcTokens, TokenOwnerRecord
 from api.main import create_app
 from sandbox.alipayplus.app import create_app as create_sandbox_app
 from sandbox.alipayplus.peer import SandboxAlipayPlus
@@ -20,6 +22,7 @@ from workers.settings import Settings
 from .conftest import code_service_transport
 
 PIN_USER, PIN = "852-11112222", "246810"
+PIN_CUSTOMER = "2160220037535021"
 DEVICE = "ab" * 32  # a SHA-256 digest in hex
 
 
@@ -31,23 +34,27 @@ async def session(api: httpx.AsyncClient) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("method", "path"),
+    ("method", "path", "body"),
     [
-        ("POST", "/app/v1/nfc/activations"),
-        ("GET", f"/app/v1/nfc/activations/{DEVICE}"),
-        ("POST", f"/app/v1/nfc/activations/{DEVICE}/confirm"),
-        ("POST", "/app/v1/nfc/proxy"),
+        # the binding calls with the right wallet PIN: the session alone is missing
+        ("POST", "/app/v1/nfc/activations", {"deviceId": DEVICE, "pin": PIN}),
+        ("GET", f"/app/v1/nfc/activations/{DEVICE}", {}),
+        ("POST", f"/app/v1/nfc/activations/{DEVICE}/confirm", {"pin": PIN}),
+        ("POST", "/app/v1/nfc/proxy", {}),
     ],
 )
-async def test_every_nfc_call_needs_the_apps_session(api: httpx.AsyncClient, method: str, path: str) -> None:
+async def test_every_nfc_call_needs_the_apps_session(
+    api: httpx.AsyncClient, method: str, path: str, body: dict[str, str]
+) -> None:
     api.cookies.clear()
-    response = await api.request(method, path, json={})
+    response = await api.request(method, path, json=body)
     assert response.status_code == 401
 
 
 @pytest.mark.parametrize("device_id", ["not-a-digest", "AB" * 32, "ab" * 31, "ab" * 33])
 async def test_a_fingerprint_that_is_not_sha256_is_refused(api: httpx.AsyncClient, device_id: str) -> None:
-    response = await api.post("/app/v1/nfc/activations", json={"deviceId": device_id}, headers=await session(api))
+    body = {"deviceId": device_id, "pin": PIN}  # with the PIN: the fingerprint alone is wrong
+    response = await api.post("/app/v1/nfc/activations", json=body, headers=await session(api))
     assert response.status_code == 422 and "deviceId" in response.text
 
 
@@ -129,11 +136,13 @@ async def test_the_proxy_forwards_sdk_requests_unchanged_with_our_customer(
     assert applied.status_code == 200, applied.text
     assert json.loads(applied.json()["sdkResponseHeader"])["requestId"] == "r2"
     assert json.loads(applied.json()["sdkResponseData"])["status"] == "PENDING"
-    assert [call.customer_id for call in ant.calls] == ["2160220037535021"]  # added by us, from the session
+    assert [call.customer_id for call in ant.calls] == [PIN_CUSTOMER]  # added by us, from the session
 
 
-async def test_tap_reports_count_once_and_only_for_the_tokens_owner(api: httpx.AsyncClient) -> None:
+async def test_tap_reports_count_once_and_only_for_the_tokens_owner(api: httpx.AsyncClient, engine: Engine) -> None:
     reference = "DAPLMC" + "0" * 20 + "tapstest"
+    # what the activation workflow records once queryToken approves
+    NfcTokens(engine).record_owner(TokenOwnerRecord(token_reference_id=reference, customer_id=PIN_CUSTOMER))
     owner = await session(api)
     stored = await api.post(
         f"/app/v1/nfc/tokens/{reference}/credentials",

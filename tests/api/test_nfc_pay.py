@@ -7,6 +7,7 @@ and posts nothing; the ledger checks out after each test. Payers are fresh users
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -31,6 +32,8 @@ from workers.settings import Settings
 
 from .conftest import AlipayPlusCaller
 from .test_refunds import assert_no_workflow
+
+ATCS = itertools.count(1)  # each tap uses its token's next ATC: a repeated one is a replayed tap
 
 PAY, INQUIRY, REFUND, CANCEL, ADJUST = (
     PayRequest.PATH,
@@ -64,7 +67,13 @@ class Terminal:
 
     def tap(self, customer_id: str, amount: Amount = PRICE, pay_to: Amount | None = None) -> PayRequest:
         return nfc_pay_request(
-            new_id("nfc"), customer_id, f"tok-{customer_id}", amount, pay_to_amount=pay_to, custom_data=TAP_DATA, atc=3
+            new_id("nfc"),
+            customer_id,
+            f"tok-{customer_id}",
+            amount,
+            pay_to_amount=pay_to,
+            custom_data=TAP_DATA,
+            atc=next(ATCS),
         )
 
     async def pay(self, request: PayRequest) -> dict[str, Any]:
@@ -416,7 +425,7 @@ async def test_the_app_finds_its_taps_payment_by_custom_data_and_only_its_own(
 ) -> None:
     payer = "2160220037535021"  # the demo PIN user, who can sign in to the app
     custom_data = uuid.uuid4().bytes[:8]
-    request = nfc_pay_request(new_id("nfc"), payer, f"tok-{payer}", PRICE, custom_data=custom_data, atc=9)
+    request = nfc_pay_request(new_id("nfc"), payer, f"tok-{payer}", PRICE, custom_data=custom_data, atc=next(ATCS))
     path = f"/app/v1/nfc/payments?customData={custom_data.hex()}"
     owner = await _login(api, "852-11112222")
     assert (await api.get(path, headers=owner)).status_code == 404  # before Alipay+'s pay arrives

@@ -22,8 +22,10 @@ from temporalio.worker import Worker
 
 from activities.ledger import Ledger
 from activities.nfc_proxy import NfcActivities, NfcProxy
+from activities.nfc_tokens import TokenOwnerRecord
 from alipayplus import SignedClient
 from api.main import create_app
+from api.services import Services
 from hce_device.nfc_sdk import AlipayPlusNfcSdk, NfcDevice, NfcResultCode, TokenStatus
 from hce_device.secure_store import DeviceKeystore, SecureStore
 from sandbox.alipayplus.app import create_app as create_sandbox_app
@@ -87,6 +89,13 @@ async def ant_call(ant: SandboxAntNfc, api: str, **data: Any) -> dict[str, Any]:
     return answer.data
 
 
+def own_token(stack: Stack, reference: str, customer_id: str = CUSTOMER) -> None:
+    """What the activation workflow records once queryToken approves: whose the token is."""
+    services: Services = stack.app.state.services
+    owner = TokenOwnerRecord(token_reference_id=reference, customer_id=customer_id, device_id=DEVICE)
+    assert services.nfc_tokens.record_owner(owner)
+
+
 async def activated_token(stack: Stack, headers: dict[str, str], credentials: int = 20) -> Token:
     """A token as activation leaves it: active at the Ant server and Mastercard, its first credentials
     stored by the phone (which starts its workflow), and Alipay+'s activation notice received."""
@@ -96,6 +105,7 @@ async def activated_token(stack: Stack, headers: dict[str, str], credentials: in
     for _ in range(ant.approve_after_polls + 1):
         status = await ant_call(ant, "queryToken", tokenRequestId=applied["tokenRequestId"])
     reference = str(status["tokenReferenceId"])
+    own_token(stack, reference)
     provisioned = await ant_call(ant, "provision", tokenReferenceId=reference)
     await ant_call(ant, "notifyProvisionResult", tokenReferenceId=reference, result="SUCCESS")
     fresh = (await ant_call(ant, "replenish", tokenReferenceId=reference, count=credentials))["credentials"]

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from activities.db import create_engine_for
+from activities.nfc_tokens import NfcTokens, TokenOwnerRecord
 from activities.records import TokenActivation
 from alipayplus.nfc import TokenActivationNotificationRequest
 from tests.api.conftest import result_of
@@ -94,9 +96,43 @@ async def test_an_unknown_customer_is_refused(alipay: AlipayPlusCaller) -> None:
     assert result_of(answer) == ("F", "PROCESS_FAIL") and "customerId" in answer["result"]["resultMessage"]
 
 
-async def test_optional_fields_may_be_absent(alipay: AlipayPlusCaller) -> None:
+def recorded_owner(settings: Settings, reference: str, customer_id: str = CUSTOMER) -> None:
+    """What our activation workflow records once queryToken approves the token."""
+    engine = create_engine_for(settings.database_url)
+    assert NfcTokens(engine).record_owner(TokenOwnerRecord(token_reference_id=reference, customer_id=customer_id))
+    engine.dispose()
+
+
+async def test_optional_fields_may_be_absent(alipay: AlipayPlusCaller, settings: Settings, client: Client) -> None:
+    """Without customerId, the token is its activation's customer's (as our records have it)."""
     body = notification(customerId=..., walletId=..., tokenRequestorId=..., secureElementId=..., accountSource=...)
+    recorded_owner(settings, body["tokenReferenceId"])
     assert result_of(await alipay.call(PATH, wire(body))) == ("S", "SUCCESS")
+    state = await client.get_workflow_handle_for(TokenWorkflow.run, f"token/{body['tokenReferenceId']}").query(
+        TokenWorkflow.state
+    )
+    assert state.customer_id == CUSTOMER
+
+
+async def test_a_notification_without_customer_id_for_a_token_no_activation_knows_is_refused(
+    alipay: AlipayPlusCaller, client: Client
+) -> None:
+    """The reproduction: such a token had no owner, and every signed-in user could read it, report
+    taps on it and fetch its credentials. Now it is refused, and no token workflow starts."""
+    body = notification(customerId=...)
+    answer = await alipay.call(PATH, wire(body))
+    assert result_of(answer) == ("F", "PARAM_ILLEGAL") and "customerId" in answer["result"]["resultMessage"]
+    with pytest.raises(RPCError):
+        await client.get_workflow_handle(f"token/{body['tokenReferenceId']}").describe()
+
+
+async def test_a_notification_naming_another_customer_than_the_activation_is_refused(
+    alipay: AlipayPlusCaller, settings: Settings
+) -> None:
+    body = notification(customerId="2160220037535031")  # the KRW user, not the activation's
+    recorded_owner(settings, body["tokenReferenceId"])
+    answer = await alipay.call(PATH, wire(body))
+    assert result_of(answer) == ("F", "PARAM_ILLEGAL") and "customerId" in answer["result"]["resultMessage"]
 
 
 @pytest.mark.parametrize(

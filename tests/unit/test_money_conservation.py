@@ -31,6 +31,7 @@ from activities.cancellation import CancelActivities, CancelApplication, Cancell
 from activities.credentials import Credentials
 from activities.db import create_engine_for, migrate
 from activities.ledger import Ledger, PostingKind
+from activities.nfc_tokens import NfcTokens
 from activities.payments import CodeCheck, DebitRequest, DebitResult, PaymentActivities, PaymentRecordUpdate
 from activities.records import Account, Entry, PaymentRecord, PaymentStatus, Posting, VerificationMethod
 from activities.refunds import RefundActivities, RefundApplication, RefundOutcome, credit_for
@@ -91,6 +92,7 @@ class Wallet:
                 sms=SilentSms(),
                 otp_ttl=timedelta(minutes=5),
                 credentials=Credentials(engine, SECRET_KEY),
+                nfc_tokens=NfcTokens(engine),
             ),
             refunds=RefundActivities(engine=engine, ledger=ledger),
             cancels=CancelActivities(engine=engine, ledger=ledger),

@@ -3,6 +3,7 @@ proxy activity and a scripted phone answering the device steps. Polling runs in 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
@@ -17,6 +20,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.nfc_proxy import SdkAnswer, SdkCall
+from activities.nfc_tokens import NfcTokenActivities, NfcTokens, TokenOwnerRecord
+from activities.records import NfcDevice
+from activities.users import UserStore
 from tests.conftest import save_history
 from workflows.nfc_activation import (
     STEPS,
@@ -37,6 +43,7 @@ class ScriptedNetwork:
     """Mastercard and the Ant server as the proxy activity reaches them."""
 
     approve_after_polls: int = 2
+    token_reference_id: str = "DAPLMC0001"
     reject: bool = False
     fail_api: str | None = None
     calls: list[str] = field(default_factory=list)
@@ -61,7 +68,7 @@ class ScriptedNetwork:
             if self.reject:
                 return {"status": "REJECTED", "reason": "issuer declined"}
             if self._polls >= self.approve_after_polls:
-                return {"status": "APPROVED", "tokenReferenceId": "DAPLMC0001"}
+                return {"status": "APPROVED", "tokenReferenceId": self.token_reference_id}
             return {"status": "PENDING"}
         if api == "provision":
             return {"tokenReferenceId": payload["tokenReferenceId"], "cardProfile": {"tokenPan": "5413000000000001"}}
@@ -102,12 +109,37 @@ class Phone:
         raise AssertionError("the activation never ended")
 
 
+@dataclass
+class Texts:
+    """The SMS gateway: what the user was told."""
+
+    sent: list[tuple[str, str]] = field(default_factory=list)
+
+    def send(self, to: str, text: str, reference: str) -> None:
+        self.sent.append((to, text))
+
+
 @pytest.fixture
-async def network(client: Client) -> AsyncIterator[tuple[ScriptedNetwork, str]]:
+def texts() -> Texts:
+    return Texts()
+
+
+@pytest.fixture
+async def network(client: Client, engine: Engine, texts: Texts) -> AsyncIterator[tuple[ScriptedNetwork, str]]:
     scripted = ScriptedNetwork()
     task_queue = f"nfc-{uuid.uuid4().hex[:8]}"
+    devices = NfcTokenActivities(NfcTokens(engine), UserStore(engine), texts)
     async with Worker(
-        client, task_queue=task_queue, workflows=[NfcActivationWorkflow], activities=[scripted.sdk_request]
+        client,
+        task_queue=task_queue,
+        workflows=[NfcActivationWorkflow],
+        activities=[
+            scripted.sdk_request,
+            devices.record_token_owner,
+            devices.notify_new_device,
+            devices.release_device,
+        ],
+        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=4),
     ):
         yield scripted, task_queue
 
@@ -148,7 +180,38 @@ async def test_manual_activation_walks_the_seed_steps_to_status_2(
     assert asked == [DeviceStep.STORE_TOKEN, DeviceStep.ACTIVATE_LOCAL_TOKEN, DeviceStep.STORE_CREDENTIALS]
     assert all(p.status_code == 11 for p in phone.seen if p.phase is not Phase.DONE)
     assert (await handle.result()).status_code == 2
-    await save_history(handle, "nfc_activation_manual")
+    await save_history(handle, "nfc_activation_device_bound")
+
+
+async def test_an_activation_records_the_tokens_owner_and_tells_the_user(
+    env: WorkflowEnvironment, client: Client, engine: Engine, network: tuple[ScriptedNetwork, str], texts: Texts
+) -> None:
+    scripted, task_queue = network
+    scripted.token_reference_id = f"DAPLMC{uuid.uuid4().hex[:20]}"
+    handle = await start(client, task_queue)
+    assert (await Phone().run(env, handle)).phase is Phase.DONE
+    await handle.result()
+
+    owner = NfcTokens(engine).owner_of(scripted.token_reference_id)
+    assert owner is not None and (owner.customer_id, owner.device_id) == (CUSTOMER, DEVICE)
+    [(to, text)] = texts.sent
+    assert to == "+85211112222" and "new phone" in text and DEVICE[-6:] in text
+    assert scripted.token_reference_id not in text  # no token data in an SMS
+
+
+async def test_a_token_recorded_as_another_customers_ends_the_activation(
+    env: WorkflowEnvironment, client: Client, engine: Engine, network: tuple[ScriptedNetwork, str], texts: Texts
+) -> None:
+    scripted, task_queue = network
+    scripted.token_reference_id = f"DAPLMC{uuid.uuid4().hex[:20]}"
+    taken = TokenOwnerRecord(token_reference_id=scripted.token_reference_id, customer_id="2160220037535031")
+    assert NfcTokens(engine).record_owner(taken)
+    handle = await start(client, task_queue)
+
+    final = await Phone().run(env, handle)
+
+    assert final.phase is Phase.FAILED and final.status_code == 0 and "another customer" in (final.failure or "")
+    assert "provision" not in scripted.calls and texts.sent == []
 
 
 async def test_polling_waits_on_durable_timers(
@@ -211,7 +274,30 @@ async def test_network_failures_end_in_status_0_with_the_reason(
         await handle.result()
     assert isinstance(failed.value.cause, ApplicationError) and failed.value.cause.type == "ActivationFailed"
     if setup.get("reject"):
-        await save_history(handle, "nfc_activation_rejected")
+        await save_history(handle, "nfc_activation_rejected_slot_released")
+
+
+async def test_a_failed_activation_gives_its_device_slot_back(
+    env: WorkflowEnvironment, client: Client, engine: Engine, network: tuple[ScriptedNetwork, str]
+) -> None:
+    scripted, task_queue = network
+    scripted.reject = True
+    device = f"{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    assert NfcTokens(engine).start_device(CUSTOMER, device)  # what the API does before starting
+    handle = await client.start_workflow(
+        NfcActivationWorkflow.run,
+        ActivationRequest(customer_id=CUSTOMER, device_id=device, poll_interval=POLL),
+        id=f"activation/{CUSTOMER}/{device}",
+        task_queue=task_queue,
+    )
+
+    assert (await Phone().run(env, handle)).phase is Phase.FAILED
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+
+    with Session(engine) as session:
+        slot = session.get(NfcDevice, (CUSTOMER, device))
+    assert slot is not None and slot.released_at is not None
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ user of our own, so balances and daily limits are the test's alone.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -39,6 +40,8 @@ from workflows.payment_order import PaymentOrderWorkflow, PaymentState
 
 from .test_refunds import cancel, finished, refund
 
+ATCS = itertools.count(1)  # each tap uses its token's next ATC: a repeated one is a replayed tap
+
 PRICE = Amount(currency="IDR", value=12_000)
 TAP_DATA = bytes.fromhex("A1B2C3D4E5F60718")  # the phone's own reference for this tap
 NfcHandle = WorkflowHandle[NfcPaymentWorkflow, PaymentState]
@@ -50,7 +53,7 @@ NfcHandle = WorkflowHandle[NfcPaymentWorkflow, PaymentState]
 def tap(customer_id: str, amount: Amount = PRICE) -> PayRequest:
     """The pay Alipay+ sends for a tap of ``customer_id``'s token."""
     return nfc_pay_request(
-        f"nfc-{uuid.uuid4().hex}", customer_id, f"tok-{customer_id}", amount, custom_data=TAP_DATA, atc=7
+        f"nfc-{uuid.uuid4().hex}", customer_id, f"tok-{customer_id}", amount, custom_data=TAP_DATA, atc=next(ATCS)
     )
 
 
