@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 UV_VERSION := 0.13.9
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test lint dev bench bench-nfc bench-nfc-pay soak clean lock
 
@@ -32,7 +33,17 @@ demo: $(STAMP)
 dev: $(STAMP)
 	$(BIN)/mpp dev
 
-test: lint
+# The browser tests (tests/browser) drive Debian's Chromium, never a browser Playwright downloads
+# (`playwright install` fetches a build outside the distribution's signed packages). A fresh machine
+# may have no package lists yet: install from the ones there are, else update them and try again.
+# sudo only when not root (CI runs as root, where sudo may not exist).
+$(CHROMIUM):
+	sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$sudo apt-get install -y --no-install-recommends chromium \
+	|| { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends chromium; }
+
+test: lint $(CHROMIUM)
 	$(BIN)/pytest
 
 lint: $(STAMP)

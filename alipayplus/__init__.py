@@ -28,6 +28,7 @@ from .messages import (
     PaymentMethodMetadata,
     PayRequest,
     PayResponse,
+    Quote,
     RefundRequest,
     RefundResponse,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "Order",
     "PayRequest",
     "PayResponse",
+    "Quote",
     "PaymentFactor",
     "PaymentMethod",
     "PaymentMethodMetadata",

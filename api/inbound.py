@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
@@ -32,6 +32,26 @@ class Rejection(Exception):
     def __init__(self, code: ResultCode, message: str | None = None) -> None:
         super().__init__(message or code)
         self.result = Result.of(code, message)
+
+
+def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` inlined: in OpenAPI a ``#/$defs/…`` reference is
+    resolved against the document's root, where there are none (Swagger UI and ReDoc fail on it)."""
+    definitions: dict[str, Any] = schema.get("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref")
+            if isinstance(reference, str) and reference.startswith("#/$defs/"):
+                rest = {key: value for key, value in node.items() if key != "$ref"}
+                return inline({**definitions[reference.removeprefix("#/$defs/")], **rest})
+            return {key: inline(value) for key, value in node.items() if key != "$defs"}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
 
 
 def describe(error: ValidationError) -> str:
@@ -83,7 +103,9 @@ def inbound(
             summary=(handler.__doc__ or "").strip().splitlines()[0] if handler.__doc__ else None,
             openapi_extra={
                 "requestBody": {
-                    "content": {"application/json": {"schema": request_type.model_json_schema(by_alias=True)}}
+                    "content": {
+                        "application/json": {"schema": self_contained(request_type.model_json_schema(by_alias=True))}
+                    }
                 }
             },
         )

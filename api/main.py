@@ -5,6 +5,8 @@ The Temporal client, the records engine and the code-identification client are c
 once, in the lifespan; the API does not start unless Alipay+'s server SDK initialises.
 Every request body is bounded before it is read (``api.limits``). The codec is not on the
 public app: ``create_ops_app`` serves it on its own port, behind the operator's token.
+``/`` on each is a landing page; the docs (``/docs``, ``/redoc``) load their assets from the
+``fastapi-offline`` wheel, never from a CDN (``api.routers.home``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from workers.worker import alipayplus_client, mastercard_client
 
 from .code_identification import CodeIdentification
 from .limits import BoundedRequests, document_refusals
-from .routers import authorizations, codec, mpm, nfc, ops, payments, refunds, tokens, verification, wallet_app
+from .routers import authorizations, codec, home, mpm, nfc, ops, payments, refunds, tokens, verification, wallet_app
 from .routers.ops import OperatorToken
 from .services import Services
 
@@ -78,14 +80,12 @@ def create_app(
             yield
             records.dispose()
 
-    openapi = settings.openapi_enabled
-    app = FastAPI(
-        title="MPP wallet API",
-        lifespan=lifespan,
-        openapi_url="/openapi.json" if openapi else None,
-        docs_url="/docs" if openapi else None,
-        redoc_url="/redoc" if openapi else None,
-    )
+    openapi_url = "/openapi.json" if settings.openapi_enabled else None
+    # FastAPI's own docs load Swagger UI and ReDoc from a CDN: off; ours serve the wheel's copy.
+    app = FastAPI(title="MPP wallet API", lifespan=lifespan, openapi_url=openapi_url, docs_url=None, redoc_url=None)
+    if openapi_url:
+        home.add_docs(app, openapi_url)
+    app.include_router(home.router)
     app.include_router(payments.router)
     app.include_router(refunds.router)
     app.include_router(authorizations.router)
@@ -107,7 +107,8 @@ def create_app(
 
 
 def create_ops_app(settings: Settings | None = None) -> FastAPI:
-    """The operator listener: the Web UI's codec, every route behind the operator's token.
+    """The operator listener: the Web UI's codec, every operation behind the operator's token (its
+    landing page ``/``, which only lists them, is open: see ``api.routers.home``).
 
     Raises ``OpsConfigError`` (so the listener does not start) without a usable token file, and
     reads the payload keys now, so a missing key stops start-up too.
@@ -116,6 +117,7 @@ def create_ops_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="MPP operator API", openapi_url=None, docs_url=None, redoc_url=None)
     app.state.operator_token = OperatorToken.from_file(settings.ops_token_file, check_mode=settings.key_file_mode_check)
     app.state.payload_codec = settings.payload_codec
+    app.include_router(home.ops_router)
     app.include_router(codec.router)
     if settings.ops_token_in_path:
         app.include_router(codec.router_with_token_in_path)

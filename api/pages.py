@@ -1,6 +1,6 @@
 """What our payment pages share (the Easy Pay verification page, the MPM confirmation page):
-security headers on every answer, a token on every form, and where a finished payment may send
-the browser.
+one look (``templates/base.html``), one result page per outcome, security headers on every
+answer, a token on every form, and where a finished payment may send the browser.
 
 * Headers: each page router's ``route_class`` (``page_router``) puts them on every response of
   its routes: pages, redirects, the small inline pages, refusals; and answers a refused form
@@ -9,6 +9,9 @@ the browser.
   paymentRequestId and paymentId and, on a signed-in page, the session. ``form_guard`` checks it
   (and refuses cross-site posts by ``Origin`` / ``Sec-Fetch-Site``) as a dependency, so a refused
   post never reaches the route, let alone the workflow: no attempt is used, nothing changes.
+* Outcomes: ``outcome_of`` and ``failure_reason`` say how a final payment ended, in words a
+  payer reads; ``result_page`` shows it (reference and time on success) with the way on.
+* Forms post, then redirect (303) back to a page, so a reload never posts twice.
 * Redirects: ``Redirects.target`` lets the browser go only to an http(s) URL whose host is on the
   page's allow-list (and, for MPM, to a merchant app by its scheme); anything else, and the user
   stays on our own result page.
@@ -19,12 +22,13 @@ the browser.
 import base64
 import hashlib
 import hmac
-import html
 import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
@@ -35,13 +39,18 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
+from activities.records import PaymentStatus, VerificationMethod
+from alipayplus import ResultCode
 from workers.settings import Settings
+from workflows.payment_order import USER_CANCELLED, PaymentState
 
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
+templates = Jinja2Templates(directory=TEMPLATES)
 CSRF_FIELD = "csrf_token"  # the hidden field every page form carries
 # Not no-referrer: under it browsers send ``Origin: null`` on our own form posts, and the Origin
 # check could no longer tell them from a sandboxed cross-site frame's. strict-origin still never
@@ -100,10 +109,129 @@ def secure(response: Response, csp: str) -> Response:
 
 
 def message_page(status: int, heading: str, text: str = "", title: str | None = None) -> HTMLResponse:
-    """A small page of our own: a heading and a line of text (escaped)."""
-    title, heading, text = (html.escape(part) for part in (title or heading, heading, text))
-    body = f"<!doctype html><title>{title}</title><h1>{heading}</h1>" + (f"<p>{text}</p>" if text else "")
+    """A small page of our own, in the pages' look: a heading and a line of text (escaped)."""
+    body = templates.get_template("message.html").render(title=title or heading, heading=heading, text=text)
     return HTMLResponse(body, status)
+
+
+# --- how a payment ended, in a payer's words -------------------------------------------------
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAIL = "fail"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+HEADINGS = {
+    Outcome.SUCCESS: "Payment successful",
+    Outcome.FAIL: "Payment failed",
+    Outcome.CANCELLED: "Payment cancelled",
+    Outcome.EXPIRED: "Payment expired",
+}
+_REASONS: dict[str, str] = {
+    ResultCode.USER_BALANCE_NOT_ENOUGH: "Your balance is not enough for this payment.",
+    ResultCode.USER_STATUS_ABNORMAL: "Your account cannot pay at the moment. Please contact us.",
+    ResultCode.USER_NOT_EXIST: "We could not find your account.",
+    ResultCode.PAYMENT_AMOUNT_EXCEED_LIMIT: "The amount is above your single payment limit.",
+    ResultCode.USER_AMOUNT_EXCEED_LIMIT: "The amount is above your payment limit for now.",
+    ResultCode.RISK_REJECT: "This payment was declined for your account's safety.",
+}
+LOCKED = "Too many wrong codes: your account is locked for now."
+CLOSED_BY_MERCHANT = "The merchant cancelled this payment."
+NOT_IN_TIME = "This payment was not confirmed in time."
+
+
+def outcome_of(state: PaymentState) -> Outcome:
+    """How a final payment ended: closed by its user (or the merchant), out of time, failed or paid."""
+    if state.status is PaymentStatus.SUCCESS:
+        return Outcome.SUCCESS
+    if state.status is PaymentStatus.CLOSED:
+        by_user = state.payment_result.result_message == USER_CANCELLED
+        return Outcome.EXPIRED if not by_user and _ran_out_of_time(state) else Outcome.CANCELLED
+    return Outcome.FAIL
+
+
+def _ran_out_of_time(state: PaymentState) -> bool:
+    """Closed unpaid, and its expiry has passed: it ran out of time (else the merchant cancelled it;
+    a paid order closed later was cancelled, whatever the clock says now)."""
+    return state.payment_time is None and datetime.now(state.expires_at.tzinfo) >= state.expires_at
+
+
+def failure_reason(state: PaymentState) -> str:
+    """Why the payment did not go through, for the payer; '' once paid."""
+    outcome = outcome_of(state)
+    result = state.payment_result
+    if outcome is Outcome.SUCCESS:
+        return ""
+    if outcome is Outcome.CANCELLED:
+        return "You cancelled this payment." if result.result_message == USER_CANCELLED else CLOSED_BY_MERCHANT
+    if outcome is Outcome.EXPIRED:
+        return NOT_IN_TIME
+    if result.result_code == ResultCode.USER_PAYMENT_VERIFICATION_FAILED:
+        if result.result_message and "locked" in result.result_message:
+            return LOCKED
+        noun = "code" if state.verification_method is VerificationMethod.OTP else "PIN"
+        return f"Wrong {noun} entered too many times."
+    return _REASONS.get(result.result_code, "The payment could not be completed. Nothing was charged.")
+
+
+def expires_in(expires_at: datetime, now: datetime | None = None) -> str:
+    """ "Expires in 9 min": a person's reading of the order's expiry, whatever their time zone."""
+    left = (expires_at - (now or datetime.now(expires_at.tzinfo))).total_seconds()
+    if left <= 0:
+        return "This payment has expired"
+    if left < 60:
+        return "Expires in less than a minute"
+    minutes = int(left // 60)
+    if minutes < 120:
+        return f"Expires in {minutes} min"
+    return f"Expires in {minutes // 60} h {minutes % 60} min"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def readable(text: str | None) -> str:
+    """A merchant's or order's text as a person reads it: a bare code such as ``AMSDM_GIFT``
+    (capitals and underscores) becomes words (``Amsdm gift``); anything else is kept."""
+    if not text:
+        return ""
+    if re.fullmatch(r"[A-Z0-9]+(_[A-Z0-9]+)+", text):
+        words = text.replace("_", " ").lower()
+        return words[:1].upper() + words[1:]
+    return text
+
+
+def result_page(
+    request: Request,
+    state: PaymentState,
+    *,
+    continue_url: str | None = None,
+    continue_text: str = "Continue",
+    next_url: str | None = None,
+    next_text: str = "",
+) -> Response:
+    """Our page for a final payment: paid (reference, time) or not (the reason), and the way on."""
+    outcome = outcome_of(state)
+    return templates.TemplateResponse(
+        request,
+        "result.html",
+        {
+            "state": state,
+            "outcome": outcome.value,
+            "heading": HEADINGS[outcome],
+            "merchant": readable(state.merchant_name) or "the merchant",
+            "reason": failure_reason(state),
+            "time": state.payment_time,
+            "continue_url": continue_url,
+            "continue_text": continue_text,
+            "next_url": next_url,
+            "next_text": next_text,
+        },
+    )
 
 
 # --- redirects -------------------------------------------------------------------------------
@@ -321,11 +449,14 @@ class _Forms(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.forms: list[tuple[str, dict[str, str]]] = []  # (action, hidden fields)
+        self.links: dict[str, str] = {}  # id -> href of every <a id=… href=…>
         self._open = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = {name: value or "" for name, value in attrs}
-        if tag == "form":
+        if tag == "a" and values.get("id") and "href" in values:
+            self.links.setdefault(values["id"], values["href"])
+        elif tag == "form":
             self.forms.append((values.get("action", ""), {}))
             self._open = True
         elif tag == "input" and self._open and values.get("type") == "hidden" and values.get("name"):
@@ -336,10 +467,19 @@ class _Forms(HTMLParser):
             self._open = False
 
 
-def form_fields(page: str, action_suffix: str = "") -> dict[str, str]:
-    """The hidden fields of the page's first form whose action ends with ``action_suffix``, as a
-    browser posts them with the form ({} if the page has no such form)."""
+def _parsed(page: str) -> _Forms:
     parser = _Forms()
     parser.feed(page)
     parser.close()
-    return next((fields for action, fields in parser.forms if action.endswith(action_suffix)), {})
+    return parser
+
+
+def form_fields(page: str, action_suffix: str = "") -> dict[str, str]:
+    """The hidden fields of the page's first form whose action ends with ``action_suffix``, as a
+    browser posts them with the form ({} if the page has no such form)."""
+    return next((fields for action, fields in _parsed(page).forms if action.endswith(action_suffix)), {})
+
+
+def link(page: str, element_id: str) -> str | None:
+    """Where the page's link ``<a id=element_id>`` leads (the result page's ``continue``), if any."""
+    return _parsed(page).links.get(element_id)

@@ -6,18 +6,19 @@ Measured, at concurrency 1, 10 and 50, through real HTTP on loopback:
   ``U/PAYMENT_IN_PROCESS`` answer with a paymentUrl is verified. On the embedded stack this is
   the update-with-start of ``EasyPayWorkflow`` (account check activity, record activity, answer).
 * **Easy Pay flows per second**: closed-loop clients, each running pay #2 and then the user's
-  page (GET, for its form token) and PIN POST to the paymentUrl until the 303 redirect to
+  page (GET, for its form token), PIN POST to the paymentUrl (303 back to the page) and the
+  page's GET showing our result page, whose Continue leads to Alipay+'s result page with
   ``status=success`` (verification, debit, record, notifyPayment started), for a fixed duration.
 
 The baseline is a bare FastAPI handler defined here, without Temporal or a database: it checks
 the Alipay+ signature over the raw body, parses ``PayRequest`` and answers a signed
 ``U/PAYMENT_IN_PROCESS``. It does the protocol work every implementation must do (RSA verify and
 sign, JSON parse and serialise, one HTTP exchange), so the gap between the two rows is what
-durability costs: workflow history writes, activities, the ledger. Its "flow" is pay plus two
-more signed round trips (signed inquiryPayments standing in for the page's GET and the
-verification POST), so both sides make the same number of HTTP calls per flow. Each level is preceded by a few
-warm-up calls at its concurrency (connections open); each target's CPU use (this process, the
-dev server) is printed to show where the time goes.
+durability costs: workflow history writes, activities, the ledger. Its "flow" is pay plus three
+more signed round trips (signed inquiryPayments standing in for the page's GET, the
+verification POST and the result page's GET), so both sides make the same number of HTTP calls
+per flow. Each level is preceded by a few warm-up calls at its concurrency (connections open);
+each target's CPU use (this process, the dev server) is printed to show where the time goes.
 
 Both targets run in this process, on one event loop with the load generator (as ``mpp dev``
 does), served by uvicorn and called through the same ``AlipayPlusDriver`` code; the Temporal
@@ -65,7 +66,7 @@ from alipayplus import (
     ResultStatus,
     SignatureError,
 )
-from api.pages import form_fields
+from api.pages import form_fields, link
 from sandbox.alipayplus.driver import AlipayPlusDriver
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from workers.cli import _exit
@@ -179,18 +180,22 @@ class Target:
 
 def pin_verification(user: httpx.AsyncClient) -> Callable[[PayRequest, PayResponse], Awaitable[None]]:
     async def verify(request: PayRequest, answer: PayResponse) -> None:
-        page = await user.get(answer.payment_url or "")  # the page, then its form with its token
-        response = await user.post(answer.payment_url or "", data={"code": PIN, **form_fields(page.text)})
+        url = answer.payment_url or ""
+        page = await user.get(url)  # the page, then its form with its token
+        response = await user.post(url, data={"code": PIN, **form_fields(page.text)})
         location = response.headers.get("location", "")
-        if response.status_code != 303 or "status=success" not in location:
+        if response.status_code != 303 or not location or not url.endswith(location.split("?")[0]):
             raise Failure(f"PIN POST answered HTTP {response.status_code} {location or response.text[:120]!r}")
+        result = await user.get(url)  # the page, now our result page
+        if "status=success" not in (link(result.text, "continue") or ""):
+            raise Failure(f"the result page answered HTTP {result.status_code} {result.text[:120]!r}")
 
     return verify
 
 
 def signed_round_trip(driver: AlipayPlusDriver) -> Callable[[PayRequest, PayResponse], Awaitable[None]]:
     async def verify(request: PayRequest, answer: PayResponse) -> None:
-        for _ in range(2):  # as many calls as the page's GET and the PIN POST
+        for _ in range(3):  # as many calls as the page's GET, the PIN POST and the result page's GET
             inquiry = await driver.inquire(request.payment_request_id)
             if not inquiry.result.is_success:
                 raise Failure(f"inquiryPayment answered {inquiry.result.result_status}/{inquiry.result.result_code}")

@@ -48,6 +48,7 @@ class PaymentStatus(StrEnum):
     SUCCESS = "success"
     FAIL = "fail"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
 class Destination(StrEnum):
@@ -228,6 +229,8 @@ async def _land(web_view: httpx.AsyncClient, response: httpx.Response, left_as: 
         raise NotSignedIn("Our payment page needs the wallet's login.")
     if response.is_redirect:
         location = urljoin(str(response.url), response.headers["location"])
+        if response.request.method == "POST" and location.split("?")[0] == str(response.url).split("?")[0]:
+            return await _land(web_view, await web_view.get(location), left_as)  # back to our page: it shows the result
         if location == WALLET_HOME:
             return PaymentResult(left_as, Destination.WALLET_HOME, location)
         if urlsplit(location).scheme not in ("http", "https"):

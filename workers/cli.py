@@ -6,6 +6,7 @@ mpp worker   the payments worker, against the configured Temporal cluster and da
 mpp api      the HTTP API, against the configured Temporal cluster and database
 mpp migrate  bring the database schema up to date (optionally with the demo users)
 mpp sandbox  the sandbox Alipay+ alone, to try a deployment without the real network
+mpp sandbox pay  open an Easy Pay order on the running `mpp dev` stack and print its paymentUrl
 mpp redeliver  send a notifyPayment or authNotify again that Alipay+ refused (F) or that gave up
 """
 
@@ -80,8 +81,13 @@ VarDir = Annotated[Path, typer.Option(help="Where keys and databases live")]
 def demo(var_dir: VarDir = VAR_DIR) -> None:
     """Run every Easy Pay scenario through the real HTTP API and print a summary."""
     from .demo import run_demo
+    from .demo_logging import demo_logging
 
-    _exit(lambda: run_demo(var_dir, console))
+    async def run() -> int:
+        with demo_logging(console):  # the retries the scenarios provoke read as progress, not warnings
+            return await run_demo(var_dir, console)
+
+    _exit(run)
 
 
 @app.command()
@@ -277,8 +283,14 @@ def migrate(demo_users: Annotated[bool, typer.Option(help="Also create and fund 
     console.print(f"schema up to date{' with demo users' if demo_users else ''}")
 
 
-@app.command()
+# `mpp sandbox` serves the sandbox Alipay+ as before; `mpp sandbox pay` is a sub-command beside it.
+sandbox_app = typer.Typer(invoke_without_command=True, add_completion=False)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.callback()
 def sandbox(
+    context: typer.Context,
     port: Annotated[int, typer.Option(help="Port of the sandbox Alipay+")] = 8001,
     alipayplus_private_key_file: Annotated[Path, typer.Option(help="Its signing key")] = VAR_DIR
     / "keys"
@@ -286,7 +298,11 @@ def sandbox(
 ) -> None:
     """Serve the sandbox Alipay+ (notify receiver, SMS gateway, MPM with its merchants, the server
     SDK's code identification, the Ant NFC server, Mastercard's authorizations and their conversion
-    into NFC pay, cancel, refund and adjustRefund) and run its inquiry worker."""
+    into NFC pay, cancel, refund and adjustRefund) and run its inquiry worker.
+
+    `mpp sandbox pay` instead opens an Easy Pay order on the running `mpp dev` stack."""
+    if context.invoked_subcommand is not None:
+        return
     from temporalio.worker import Worker
 
     from sandbox.alipayplus.app import create_app
@@ -326,7 +342,7 @@ def sandbox(
             card_events = CardEventConverter.behind(
                 mastercard, ant_nfc, driver, psp_id=settings.psp_id, on_pay_in_process=inquiries
             )
-            sandbox_app = create_app(
+            sandbox_http = create_app(
                 peer,
                 mpm=mpm,
                 code_service=CodeService(),
@@ -334,8 +350,37 @@ def sandbox(
                 mastercard=mastercard,
                 card_events=card_events,
             )
-            await _serve(sandbox_app, "127.0.0.1", port)
+            await _serve(sandbox_http, "127.0.0.1", port)
         return 0
+
+    _exit(run)
+
+
+@sandbox_app.command("pay")
+def sandbox_pay(
+    user: Annotated[str, typer.Option(help="The payer's login id (a demo user: see the README)")] = "852-11112222",
+    amount: Annotated[int, typer.Option(min=1, help="In minor units of --currency (5000 IDR is IDR 50.00)")] = 5000,
+    currency: Annotated[str, typer.Option(help="ISO 4217 code")] = "IDR",
+    one_click: Annotated[bool, typer.Option(help="Ask for one-click consent too (authNotify follows)")] = False,
+    var_dir: VarDir = VAR_DIR,
+) -> None:
+    """Send Easy Pay pay #1 and pay #2 to the running `mpp dev` stack, as the sandbox Alipay+ does,
+    and print the paymentUrl to open in a browser (with the PIN, or where the SMS code arrives)."""
+    from pydantic import ValidationError
+
+    from alipayplus import Amount
+
+    from .dev_stack import dev_settings
+    from .sandbox_pay import pay_by_hand
+
+    async def run() -> int:
+        try:
+            price = Amount(currency=currency.upper(), value=amount)
+        except ValidationError as exc:  # an unknown currency
+            console.print(f"[red]no order:[/] {exc.errors()[0]['msg']}")
+            return 2
+        keys = var_dir / "keys" / "alipayplus_private.pem"
+        return await pay_by_hand(dev_settings(var_dir), keys, console, login_id=user, amount=price, one_click=one_click)
 
     _exit(run)
 

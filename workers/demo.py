@@ -34,7 +34,7 @@ from activities.nfc_tokens import NfcTokens
 from activities.records import Account, AccountKind, Entry, Posting
 from activities.users import DEMO_USERS
 from alipayplus import Amount, AuthorizationInfo, PayRequest, PayResponse, RefundResponse, Result
-from api.pages import form_fields
+from api.pages import form_fields, link
 
 from .demo_mpm import MPM_SCENARIOS
 from .demo_nfc import NFC_SCENARIOS
@@ -53,7 +53,8 @@ class Demo:
 
     def __init__(self, stack: DevStack) -> None:
         self.stack = stack
-        self.user = httpx.AsyncClient(timeout=10.0)
+        # a browser: every page post is answered 303 back to the page, which it then shows
+        self.user = httpx.AsyncClient(timeout=10.0, follow_redirects=True)
         self._run = time.strftime("%Y%m%d%H%M%S")
         # One OTP user, one phone: OTP scenarios take turns so each reads its own code.
         self.otp_phone = asyncio.Lock()
@@ -185,9 +186,10 @@ def _result(answer: PayResponse | RefundResponse) -> str:
     return _status(answer.result)
 
 
-def _redirect_status(response: httpx.Response) -> str:
-    match = re.search(r"[?&]status=(\w+)", response.headers.get("location", ""))
-    return match.group(1) if match else f"HTTP {response.status_code}"
+def _redirect_status(page: httpx.Response) -> str:
+    """The status our result page hands on to Alipay+'s result page (its Continue link)."""
+    match = re.search(r"[?&]status=(\w+)", link(page.text, "continue") or "")
+    return match.group(1) if match else f"HTTP {page.status_code}"
 
 
 # --- the scenarios --------------------------------------------------------------------------
@@ -233,7 +235,7 @@ async def wrong_code_then_right(demo: Demo) -> Outcome:
     request = demo.order(PIN_USER)
     answer = await demo.create(request)
     wrong = await demo.type_code(answer, "135791")
-    if wrong.status_code != 200 or "attempt(s) left" not in wrong.text:
+    if wrong.status_code != 200 or "Wrong PIN. 2 attempts left." not in wrong.text:
         return Outcome(f"pay/{request.payment_request_id}", "wrong code was not refused")
     await demo.type_code(answer, PIN)
     return await demo.final(request)
@@ -264,6 +266,17 @@ async def too_many_wrong_codes(demo: Demo) -> Outcome:
         last = await demo.type_code(answer, "999999")
     outcome = await demo.final(request)
     outcome.state += f" → status={_redirect_status(last) if last else '?'}"
+    return outcome
+
+
+async def cancelled_on_the_page(demo: Demo) -> Outcome:
+    request = demo.order(PIN_USER)
+    answer = await demo.create(request)
+    page = await demo.user.get(answer.payment_url or "")
+    shown = await demo.user.post(f"{answer.payment_url}/cancel", data=form_fields(page.text, "/cancel"))
+    outcome = await demo.final(request)
+    moved = "nothing moved" if demo.postings(request.payment_request_id) == 0 else "MONEY MOVED"
+    outcome.state += f" → status={_redirect_status(shown)}, {moved}"
     return outcome
 
 
@@ -439,6 +452,7 @@ SCENARIOS = [
     Scenario("wrong PIN, then right PIN", "S/SUCCESS", wrong_code_then_right),
     Scenario("OTP resent, new code used", "S/SUCCESS", otp_resend),
     Scenario("three wrong codes", "F/USER_PAYMENT_VERIFICATION_FAILED → status=fail", too_many_wrong_codes),
+    Scenario("cancelled on the page", "F/ORDER_IS_CLOSED → status=fail, nothing moved", cancelled_on_the_page),
     Scenario("not verified before paymentExpiryTime", "F/ORDER_IS_CLOSED", expiry),
     Scenario("pay #2: balance too low", "F/USER_BALANCE_NOT_ENOUGH", insufficient_balance),
     Scenario("pay #2: frozen user", "F/USER_STATUS_ABNORMAL", frozen_user_order),

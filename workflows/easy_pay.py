@@ -3,7 +3,7 @@
 Id ``pay/{paymentRequestId}``, started by update-with-start from the inbound pay #2:
   Step 2  create the payment order: check the account, answer U/PAYMENT_IN_PROCESS with
           the paymentId and the URL of our verification page;
-  Step 3  the user verifies (PIN or SMS OTP, resend, bounded attempts) before
+  Step 3  the user verifies (PIN or SMS OTP, resend, bounded attempts) or cancels before
           paymentExpiryTime; then debit payToAmount exactly once;
   Step 4  record the result for inquiryPayment and notify Alipay+ (workflow notify/{id});
   Step 5  on one-click consent, issue the token and call authNotify (workflow auth/{id}).
@@ -21,7 +21,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 from ._options import DB_RETRY, DB_TIMEOUT, is_permanent, reason
-from .payment_order import PageOutcome, PaymentOrderWorkflow, PaymentState, with_status
+from .payment_order import USER_CANCELLED, PageOutcome, PaymentOrderWorkflow, PaymentState, Refusal, with_status
 
 with workflow.unsafe.imports_passed_through():
     from activities.credentials import Attempt, Verdict
@@ -59,6 +59,7 @@ class EasyPayWorkflow(PaymentOrderWorkflow):
         self._attempts_left = order.verification_attempts
         self._verified = False
         self._locked = False  # too many wrong codes on the account, across payments and logins
+        self._declined = False  # the user pressed Cancel on our page
         self._code_attempts = 0
         self._checking = asyncio.Lock()
 
@@ -76,8 +77,12 @@ class EasyPayWorkflow(PaymentOrderWorkflow):
         # Step 3: the user verifies on our page before the order expires; then debit once.
         if self._method is VerificationMethod.OTP:
             await self._send_otp()
-        if not await self._await_user(lambda: self._verified or self._attempts_left <= 0 or self._locked):
+        if not await self._await_user(
+            lambda: self._verified or self._attempts_left <= 0 or self._locked or self._declined
+        ):
             return
+        if self._declined:
+            return await self._finish(PaymentStatus.CLOSED, ResultCode.ORDER_IS_CLOSED, USER_CANCELLED)
         if not self._verified:
             message = LOCKED_MESSAGE if self._locked else None
             return await self._finish(PaymentStatus.FAIL, ResultCode.USER_PAYMENT_VERIFICATION_FAILED, message)
@@ -92,7 +97,7 @@ class EasyPayWorkflow(PaymentOrderWorkflow):
         """The user typed a PIN or OTP on the page; the API sends only its keyed digest."""
         async with self._checking:
             if not self._awaiting_verification():
-                return self._outcome(False, "This payment is no longer waiting for verification.")
+                return self._refused(Refusal.NOT_WAITING, "This payment is no longer waiting for verification.")
             attempt = await self._verify(code_digest)
             if attempt.verdict is Verdict.RIGHT:
                 self._verified = True
@@ -104,13 +109,17 @@ class EasyPayWorkflow(PaymentOrderWorkflow):
             paid = self._status is PaymentStatus.SUCCESS  # a right code can still meet expiry or a low balance
             message = "Paid." if paid else self._result.result_message or "The payment failed."
             return self._outcome(paid, message, attempt.verdict)
+        outcome = self._outcome(False, "", attempt.verdict)
+        if attempt.verdict is Verdict.WAIT or attempt.wait:
+            outcome.retry_after_seconds = attempt.retry_after_seconds
         if attempt.verdict is Verdict.WAIT:
             message = f"Too many wrong codes. Try again in {attempt.retry_after_seconds} seconds."
         else:
             message = f"Wrong code. {self._attempts_left} attempt(s) left."
             if attempt.wait:
                 message += f" Wait {attempt.retry_after_seconds} seconds before the next one."
-        return self._outcome(False, message, attempt.verdict)
+        outcome.message = message
+        return outcome
 
     async def _verify(self, code_digest: str) -> Attempt:
         """Check the code: under the account's guessing limits, or as payments begun before them did."""
@@ -139,13 +148,29 @@ class EasyPayWorkflow(PaymentOrderWorkflow):
     @workflow.update
     async def resend_otp(self) -> PageOutcome:
         if self._method is not VerificationMethod.OTP or not self._awaiting_verification():
-            return self._outcome(False, "No code can be sent for this payment.")
+            return self._refused(Refusal.NOT_WAITING, "No code can be sent for this payment.")
         if self._otp_resends >= MAX_OTP_RESENDS:
-            return self._outcome(False, "Too many codes requested.")
+            return self._refused(Refusal.RESEND_LIMIT, "Too many codes requested.")
         self._otp_resends += 1
         if not await self._send_otp():
-            return self._outcome(False, "The code could not be sent. Try again in a moment.")
+            return self._refused(Refusal.NOT_SENT, "The code could not be sent. Try again in a moment.")
         return self._outcome(True, f"A new code was sent to {self._otp.sent_to if self._otp else 'your phone'}.")
+
+    @workflow.update
+    async def decline(self) -> PageOutcome:
+        """The user pressed Cancel on our page: the order closes (ORDER_IS_CLOSED), nothing is debited."""
+        if self._checking.locked():  # a code is being checked: it decides first
+            return self._refused(Refusal.BUSY, "A code is being checked. Try again in a moment.")
+        if not self._awaiting_verification():
+            return self._refused(Refusal.NOT_WAITING, "This payment is no longer waiting for you.")
+        self._declined = True
+        await workflow.wait_condition(lambda: self._status is not PaymentStatus.PROCESSING)
+        return self._outcome(False, self._result.result_message or USER_CANCELLED)
+
+    def _refused(self, refusal: Refusal, message: str) -> PageOutcome:
+        outcome = self._outcome(False, message)
+        outcome.refusal = refusal
+        return outcome
 
     # --- what Easy Pay adds to the shared state -------------------------------------------
 
@@ -155,6 +180,7 @@ class EasyPayWorkflow(PaymentOrderWorkflow):
             "otp_sent_to": self._otp.sent_to if self._otp else None,
             "otp_challenge_id": self._otp.challenge_id if self._otp else None,
             "attempts_left": self._attempts_left,
+            "otp_resends_left": MAX_OTP_RESENDS - self._otp_resends if self._method is VerificationMethod.OTP else None,
         }
 
     def _redirect_url(self) -> str | None:
@@ -168,6 +194,7 @@ class EasyPayWorkflow(PaymentOrderWorkflow):
             self._answer is not None
             and self._status is PaymentStatus.PROCESSING
             and not self._verified
+            and not self._declined
             and not self._cancelled
             and self._attempts_left > 0
             and workflow.now() < self._expires_at

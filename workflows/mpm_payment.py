@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from temporalio import workflow
 
-from .payment_order import PageOutcome, PaymentOrderWorkflow, PaymentState
+from .payment_order import USER_CANCELLED, PageOutcome, PaymentOrderWorkflow, PaymentState
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from alipayplus import PayRequest, ResultCode
 
 PRODUCT = "MPM"
-USER_CANCELLED = "The user cancelled the payment."
+__all__ = ["PRODUCT", "USER_CANCELLED", "Decision", "MpmOrder", "MpmPaymentWorkflow"]
 
 
 class MpmOrder(BaseModel):

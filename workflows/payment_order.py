@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -31,9 +32,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.notifications import AuthorizationGrant
     from activities.payments import AccountCheck, DebitRequest, PaymentActivities, PaymentRecordUpdate
     from activities.records import PaymentStatus, VerificationMethod
-    from alipayplus import Amount, NotifyPaymentRequest, PayRequest, PayResponse, Result, ResultCode
+    from alipayplus import Amount, NotifyPaymentRequest, PayRequest, PayResponse, Quote, Result, ResultCode
 
 AccountCheckActivity = Callable[[PaymentActivities, PayRequest], AccountCheck]
+USER_CANCELLED = "The user cancelled the payment."  # the result message of an order its user cancelled on our page
 
 
 class PaymentState(BaseModel):
@@ -59,6 +61,18 @@ class PaymentState(BaseModel):
     in_store_payment: bool = False  # scan-to-pay: never back to a merchant app (seed 003, step 7)
     nfc_token_reference_id: str | None = None  # NFC: the token tapped
     nfc_custom_data: str | None = None  # NFC: the phone's reference on the tap (hex)
+    paying_account: str | None = None  # the payer's login, masked: what our page shows them
+    otp_resends_left: int | None = None  # Easy Pay OTP: new codes the user may still ask for
+    exchange_rate: str | None = None  # the quote Alipay+ sent, as "1 USD = 7.8 HKD" (MPM across currencies)
+
+
+class Refusal(StrEnum):
+    """Why a page action was not carried out (the page words it; the workflow only names it)."""
+
+    NOT_WAITING = "not-waiting"  # the payment no longer waits for its user
+    RESEND_LIMIT = "resend-limit"  # no more new codes for this payment
+    NOT_SENT = "not-sent"  # the SMS could not be sent in time: the user may ask again
+    BUSY = "busy"  # a code is being checked: the action waits for a second press
 
 
 class PageOutcome(BaseModel):
@@ -68,6 +82,26 @@ class PageOutcome(BaseModel):
     message: str
     state: PaymentState
     verdict: Verdict | None = None  # a typed code's, so the page can count it against the client address
+    retry_after_seconds: int | None = None  # a typed code's wait before the next one may be checked
+    refusal: Refusal | None = None  # why the page action was not carried out, for the page's own wording
+
+
+def masked_login(request: PayRequest) -> str | None:
+    """The login the payer gave at checkout, all but its last 4 characters hidden (``•••-••••2222``)."""
+    metadata = request.payment_method.payment_method_meta_data
+    login = metadata.user_login_id if metadata else None
+    if not login:
+        return None
+    shown = login[-4:]
+    return "".join("•" if char.isalnum() else char for char in login[:-4]) + shown
+
+
+def rate_text(quote: Quote | None) -> str | None:
+    """Alipay+'s quote as a person reads it: ``1 USD = 7.8 HKD`` (``None`` without a usable quote)."""
+    if quote is None or not quote.quote_price or not quote.quote_currency_pair:
+        return None
+    base, _, counter = quote.quote_currency_pair.partition("/")
+    return f"1 {base} = {quote.quote_price} {counter}" if base and counter else None
 
 
 def with_status(url: str | None, status: str) -> str | None:
@@ -129,6 +163,8 @@ class PaymentOrderWorkflow:
             expires_at=self._expires_at,
             redirect_url=self._redirect_url() if self._status is not PaymentStatus.PROCESSING else None,
             product=self.product,
+            paying_account=masked_login(request),
+            exchange_rate=rate_text(request.payment_quote),
             **self._state_details(),
         )
 

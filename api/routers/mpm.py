@@ -1,7 +1,9 @@
 """The MPM confirmation page (seed 003, steps 6–7): the paymentUrl our pay answers.
 
 Alipay+'s client SDK opens it in the wallet app's web view, signed in with the app's
-session; the payer confirms or cancels, then goes where the seed's redirect rules say. Every
+session; the payer confirms or cancels, then goes where the seed's redirect rules say: the
+merchant straight away, or our result page (the page itself, once final; a post is answered
+303 so a reload never posts twice). Every
 answer carries the pages' security headers, the form a token bound to the page and the session
 (``api.pages``), and the merchant's address is used only if ``MPP_MPM_REDIRECT_HOSTS`` allows it.
 """
@@ -9,20 +11,17 @@ answer carries the pages' security headers, the form a token bound to the page a
 from __future__ import annotations
 
 import contextlib
-from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
-from fastapi import Depends, Form, Request, Response
+from fastapi import Depends, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from fastapi.templating import Jinja2Templates
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from activities.records import PaymentStatus
 from activities.secrets import token_digest
-from workflows.mpm_payment import PRODUCT, USER_CANCELLED, Decision, MpmPaymentWorkflow
+from workflows.mpm_payment import PRODUCT, Decision, MpmPaymentWorkflow
 from workflows.payment_order import PaymentState
 
 from .. import pages
@@ -39,7 +38,7 @@ REDIRECTS = pages.Redirects(
 )
 SIGN_IN: dict[int | str, dict[str, Any]] = {401: pages.page_status("Not signed in to the wallet app")}
 router = pages.page_router(PREFIX, "MPM confirmation page", REDIRECTS, responses=SIGN_IN)
-templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
+BUSY = "busy"  # the only notice the page shows after a post: try again
 TRY_AGAIN = "We are busy and could not take that just now. Please try again."
 DECIDE_FORM = "mpm.decide"  # what the confirm / cancel form's token is for
 SignedIn = Annotated[str | None, Depends(signed_in_customer)]
@@ -50,19 +49,6 @@ def page_session(request: Request) -> str | None:
     without one (the page then answers 401 and changes nothing)."""
     token = session_token(request)
     return token_digest(token) if token else None
-
-
-class Outcome(StrEnum):
-    SUCCESS = "success"
-    FAIL = "fail"
-    CANCELLED = "cancelled"
-
-
-def outcome_of(state: PaymentState) -> Outcome:
-    if state.status is PaymentStatus.SUCCESS:
-        return Outcome.SUCCESS
-    cancelled = state.status is PaymentStatus.CLOSED and state.payment_result.result_message == USER_CANCELLED
-    return Outcome.CANCELLED if cancelled else Outcome.FAIL
 
 
 def next_location(state: PaymentState, user_agent: str) -> str | None:
@@ -88,29 +74,39 @@ def _message_page(status: int, title: str, text: str) -> HTMLResponse:
     return pages.message_page(status, title, text)
 
 
-def _leave(request: Request, state: PaymentState) -> Response:
-    """A final payment: straight on where the rules allow, else our result page. A merchant
-    address the allow-list refuses counts as none (our result page, the wallet's home)."""
+def _path(state: PaymentState) -> str:
+    return f"{PREFIX}/{quote(state.payment_request_id, safe='')}/{quote(state.payment_id or '', safe='')}"
+
+
+def _leave(request: Request, state: PaymentState, *, posted: bool = False) -> Response:
+    """A final payment: straight on where the rules allow, else our result page (after a post,
+    303 to this page, which shows it). A merchant address the allow-list refuses counts as none
+    (our result page, the wallet's home)."""
     allowed = REDIRECTS.target(pages.page_settings(request), state.redirect_url)
     state = state.model_copy(update={"redirect_url": allowed})
     user_agent = request.headers.get("user-agent", "")
     location = next_location(state, user_agent)
     if location:
         return RedirectResponse(location, status_code=303)
-    outcome = outcome_of(state)
-    merchant = state.redirect_url if outcome is not Outcome.SUCCESS else None  # optional way back after a failure
+    if posted:
+        return RedirectResponse(_path(state), status_code=303)
+    paid = pages.outcome_of(state) is pages.Outcome.SUCCESS
+    merchant = state.redirect_url if not paid else None  # optional way back after a failure
     if merchant and (urlsplit(merchant).scheme not in ("http", "https") or _is_ios(user_agent)):  # no app, no script
         merchant = None
-    return templates.TemplateResponse(
-        request,
-        "mpm_result.html",
-        {"state": state, "outcome": outcome.value, "next": merchant or WALLET_HOME},
-    )
+    next_url = merchant or WALLET_HOME
+    next_text = "Back to the wallet" if next_url == WALLET_HOME else "Back to the merchant"
+    return pages.result_page(request, state, next_url=next_url, next_text=next_text)
 
 
 @router.get("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
 async def show(
-    request: Request, payment_request_id: str, payment_id: str, customer_id: SignedIn, services: ServicesDep
+    request: Request,
+    payment_request_id: str,
+    payment_id: str,
+    customer_id: SignedIn,
+    services: ServicesDep,
+    notice: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Response:
     if customer_id is None:
         return _message_page(401, "Sign in", "Open this payment from the wallet app, signed in.")
@@ -120,7 +116,7 @@ async def show(
     state = found[1]
     if state.status is not PaymentStatus.PROCESSING:
         return _leave(request, state)
-    return _confirmation(request, state)
+    return _confirmation(request, state, TRY_AGAIN if notice == BUSY else None)
 
 
 async def _payment(
@@ -132,7 +128,7 @@ async def _payment(
     except Late:
         return _message_page(200, "Busy", TRY_AGAIN)
     if found is None or found[1].customer_id != customer_id:
-        return _message_page(404, "Not found", "This payment link is not valid.")
+        return _message_page(404, "This payment link is not valid", "Scan the merchant's code again to pay.")
     return found
 
 
@@ -140,20 +136,34 @@ def _confirmation(request: Request, state: PaymentState, message: str | None = N
     payment_request_id, payment_id = state.payment_request_id, state.payment_id or ""
     secret = pages.page_settings(request).secret_key
     form = {
-        "action": f"{PREFIX}/{quote(payment_request_id, safe='')}/{quote(payment_id, safe='')}",
+        "action": _path(state),
         "token": pages.form_token(secret, DECIDE_FORM, payment_request_id, payment_id, page_session(request) or ""),
     }
-    return templates.TemplateResponse(
+    return pages.templates.TemplateResponse(
         request,
         "mpm_confirm.html",
-        {"state": state, "message": message, "decide_form": form, "token_field": pages.CSRF_FIELD},
+        {
+            "state": state,
+            "merchant": pages.readable(state.merchant_name) or "the merchant",
+            "order": pages.readable(state.order_description),
+            "expiry": pages.expires_in(state.expires_at),
+            "message": message,
+            "decide_form": form,
+            "token_field": pages.CSRF_FIELD,
+        },
     )
+
+
+def _try_again(state: PaymentState) -> Response:
+    """303 back to the confirmation page, asking the payer to try again."""
+    return RedirectResponse(f"{_path(state)}?notice={BUSY}", status_code=303)
 
 
 @router.post(
     "/{payment_request_id}/{payment_id}",
     response_class=HTMLResponse,
     dependencies=[pages.form_guard(DECIDE_FORM, page_session)],
+    responses={303: {"description": "Decided: on to the merchant, or back to the page, which shows how it ended"}},
 )
 async def decide(
     request: Request,
@@ -170,16 +180,18 @@ async def decide(
         return found
     handle, state = found
     if state.status is not PaymentStatus.PROCESSING:
-        return _leave(request, state)  # a resubmitted form: a closed workflow takes no updates
+        return _leave(request, state, posted=True)  # a resubmitted form: a closed workflow takes no updates
     decision = Decision.CONFIRM if action == "confirm" else Decision.CANCEL
     try:
         outcome = await send_update(handle, MpmPaymentWorkflow.decide, customer_id, decision)
     except Late:  # the server too busy to answer in time: the page as it was, to try again
-        return _confirmation(request, state, TRY_AGAIN)
+        return _try_again(state)
     except (WorkflowUpdateFailedError, RPCError):  # closed meanwhile (expired): show where it ended
         with contextlib.suppress(Late, RPCError):  # else the page as it was
             state = await payment_state(handle)
         if state.status is PaymentStatus.PROCESSING:  # not closed after all: try again
-            return _confirmation(request, state, TRY_AGAIN)
-        return _leave(request, state)
-    return _leave(request, outcome.state)
+            return _try_again(state)
+        return _leave(request, state, posted=True)
+    if outcome.state.status is PaymentStatus.PROCESSING:
+        return _try_again(outcome.state)
+    return _leave(request, outcome.state, posted=True)

@@ -1,9 +1,12 @@
-"""The Easy Pay verification page (seed 004, step 3): PIN or SMS OTP, resend, redirect.
+"""The Easy Pay verification page (seed 004, step 3): PIN or SMS OTP, resend, cancel, result.
 
 The page talks to the payment's workflow; what the user types reaches the workflow only
-as a keyed digest, so no PIN or OTP is ever written to workflow history. Every answer carries
-the pages' security headers, every form its token (``api.pages``), and a final payment sends
-the browser only to an allow-listed host (``MPP_REDIRECT_HOSTS``: Alipay+'s result page).
+as a keyed digest, so no PIN or OTP is ever written to workflow history. Every form posts
+and is answered 303 back to the page (a ``notice`` in the query says what happened), so a
+reload never posts twice. Once the payment is final the page itself shows our result page,
+whose Continue leads to Alipay+'s result page with ``status=success|fail`` (seed 004, step 7)
+when its host is allowed (``MPP_REDIRECT_HOSTS``). Every answer carries the pages' security
+headers and every form its token (``api.pages``).
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ import asyncio
 import contextlib
 import re
 import uuid
-from pathlib import Path
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from fastapi import Form, Request, Response
+from fastapi import Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
-from fastapi.templating import Jinja2Templates
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
@@ -26,7 +29,7 @@ from activities.credentials import Verdict
 from activities.records import PaymentStatus, VerificationMethod
 from activities.secrets import keyed_digest
 from workflows.easy_pay import PRODUCT, EasyPayWorkflow
-from workflows.payment_order import PageOutcome, PaymentState
+from workflows.payment_order import PageOutcome, PaymentState, Refusal
 
 from .. import pages
 from ..services import ClientAddress, Services, ServicesDep
@@ -35,72 +38,121 @@ from ..workflow_calls import Late, payment_behind_page, payment_state, send_upda
 PREFIX = "/easypay/verify"
 REDIRECTS = pages.Redirects(lambda settings: settings.redirect_hosts)  # Alipay+'s result page (seed 004)
 router = pages.page_router(PREFIX, "verification page", REDIRECTS)
-templates = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 _CODE = re.compile(r"[0-9]{4,8}")
 TRY_AGAIN = "We are busy and could not take that just now. Please try again."
-CODE_FORM, RESEND_FORM = "easypay.code", "easypay.resend"  # what each form's token is for
+CODE_FORM, RESEND_FORM, CANCEL_FORM = "easypay.code", "easypay.resend", "easypay.cancel"  # each form's token
+BACK_TO_THE_PAGE: dict[int | str, dict[str, Any]] = {303: {"description": "Done: back to the page, which shows how"}}
 
 
-def _page(request: Request, state: PaymentState, message: str | None = None, error: bool = False) -> Response:
+class Notice(StrEnum):
+    """What the page says after a form, carried in the 303's query (never free text: a link
+    someone else crafted can only pick one of these)."""
+
+    WRONG = "wrong"
+    WAIT = "wait"
+    NETWORK_WAIT = "network-wait"
+    DIGITS = "digits"
+    BUSY = "busy"
+    CODE_SENT = "code-sent"
+    RESEND_LIMIT = "resend-limit"
+    NOT_SENT = "not-sent"
+
+
+@dataclass(frozen=True)
+class ShownNotice:
+    text: str
+    error: bool
+
+
+def _notice(notice: Notice | None, seconds: int | None, state: PaymentState) -> ShownNotice | None:
+    otp = state.verification_method is VerificationMethod.OTP
+    wait = f"Try again in {pages.plural(seconds or 1, 'second')}."
+    match notice:
+        case Notice.WRONG:
+            text = f"Wrong {'code' if otp else 'PIN'}. {pages.plural(state.attempts_left, 'attempt')} left."
+            return ShownNotice(text + (f" Wait {pages.plural(seconds, 'second')} first." if seconds else ""), True)
+        case Notice.WAIT:
+            return ShownNotice(f"Too many wrong codes on your account. {wait}", True)
+        case Notice.NETWORK_WAIT:
+            return ShownNotice(f"Too many wrong codes from your network. {wait}", True)
+        case Notice.DIGITS:
+            return ShownNotice(f"Enter the digits of your {'code' if otp else 'PIN'}.", True)
+        case Notice.BUSY:
+            return ShownNotice(TRY_AGAIN, True)
+        case Notice.CODE_SENT:
+            return ShownNotice(f"A new code was sent to {state.otp_sent_to or 'your phone'}.", False)
+        case Notice.RESEND_LIMIT:
+            return ShownNotice("No more new codes can be sent for this payment.", True)
+        case Notice.NOT_SENT:
+            return ShownNotice("The code could not be sent. Try again in a moment.", True)
+    return None
+
+
+def _path(payment_request_id: str, payment_id: str) -> str:
+    return f"{PREFIX}/{quote(payment_request_id, safe='')}/{quote(payment_id, safe='')}"
+
+
+def _back(state: PaymentState, notice: Notice | None = None, seconds: int | None = None) -> Response:
+    """303 back to the payment's page (GET), saying what happened while it still waits."""
+    query = {"notice": notice.value} if notice and state.status is PaymentStatus.PROCESSING else {}
+    if query and seconds:
+        query["seconds"] = str(seconds)
+    path = _path(state.payment_request_id, state.payment_id or "")
+    return RedirectResponse(path + (f"?{urlencode(query)}" if query else ""), status_code=303)
+
+
+def _page(request: Request, state: PaymentState, notice: ShownNotice | None = None) -> Response:
     if state.status is not PaymentStatus.PROCESSING:
-        return _leave(request, state)
+        return _result(request, state)
     secret = pages.page_settings(request).secret_key
     payment_request_id, payment_id = state.payment_request_id, state.payment_id or ""
-    path = f"{PREFIX}/{quote(payment_request_id, safe='')}/{quote(payment_id, safe='')}"
+    path = _path(payment_request_id, payment_id)
 
     def form(name: str, action: str) -> dict[str, str]:
         """Where a form posts and its token (for this payment's page, which has no sign-in)."""
         return {"action": action, "token": pages.form_token(secret, name, payment_request_id, payment_id)}
 
-    return templates.TemplateResponse(
+    otp = state.verification_method is VerificationMethod.OTP
+    resends_left = state.otp_resends_left or 0
+    return pages.templates.TemplateResponse(
         request,
         "verify.html",
         {
             "state": state,
-            "message": message,
-            "error": error,
-            "otp": VerificationMethod.OTP,
+            "merchant": pages.readable(state.merchant_name) or "the merchant",
+            "order": pages.readable(state.order_description),
+            "notice": notice,
+            "otp": otp,
+            "code_label": f"Enter the code we sent to {state.otp_sent_to or 'your phone'}" if otp else "Payment PIN",
+            "attempts": f"{pages.plural(state.attempts_left, 'attempt')} left",
+            "resends": f"{pages.plural(resends_left, 'new code')} can still be sent" if resends_left else "",
+            "expiry": pages.expires_in(state.expires_at),
             "code_form": form(CODE_FORM, path),
             "resend_form": form(RESEND_FORM, f"{path}/resend"),
+            "cancel_form": form(CANCEL_FORM, f"{path}/cancel"),
             "token_field": pages.CSRF_FIELD,
         },
     )
 
 
-def _leave(request: Request, state: PaymentState) -> Response:
-    """Final: back to Alipay+'s result page with status=success|fail if its host is allowed, else
-    our own result page (the payment is as final either way: this is only where the browser goes)."""
+def _result(request: Request, state: PaymentState) -> Response:
+    """Final: our result page; its Continue goes to Alipay+'s result page with status=success|fail
+    if that host is allowed (the payment is as final either way: this is only where the browser goes)."""
     target = REDIRECTS.target(pages.page_settings(request), state.redirect_url)
-    if target:
-        return RedirectResponse(target, status_code=303)
-    succeeded = state.status is PaymentStatus.SUCCESS
-    return pages.message_page(
-        200,
-        f"Payment {'succeeded' if succeeded else 'failed'}",
-        "" if succeeded else state.payment_result.result_message or "",
-        title="Payment",
-    )
+    return pages.result_page(request, state, continue_url=target)
 
 
-async def _send(
-    request: Request, handle: WorkflowHandle, state: PaymentState, update: Any, *args: str
-) -> PageOutcome | Response:
-    """Run a page action on the payment; if it closed meanwhile, the page showing where it ended."""
+async def _send(handle: WorkflowHandle, state: PaymentState, update: Any, *args: str) -> PageOutcome | Response:
+    """Run a page action on the payment; if it closed meanwhile, back to the page showing where it ended."""
     try:
         outcome: PageOutcome = await send_update(handle, update, *args)
-    except Late:  # the server too busy to answer in time: the page as it was, to try again
-        return _page(request, state, TRY_AGAIN, error=True)
-    except (WorkflowUpdateFailedError, RPCError):  # closed meanwhile (the page leaves), or try again
+    except Late:  # the server too busy to answer in time: back to the page as it was, to try again
+        return _back(state, Notice.BUSY)
+    except (WorkflowUpdateFailedError, RPCError):  # closed meanwhile (the page shows it), or try again
         with contextlib.suppress(Late, RPCError):  # else the page as it was
             state = await payment_state(handle)
-        return _page(request, state, TRY_AGAIN, error=True)
+        return _back(state, Notice.BUSY)
     return outcome
-
-
-def _show(request: Request, outcome: PageOutcome | Response) -> Response:
-    if isinstance(outcome, Response):
-        return outcome
-    return _page(request, outcome.state, outcome.message, error=not outcome.accepted)
 
 
 async def _payment(
@@ -110,23 +162,50 @@ async def _payment(
     try:
         found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
     except Late:
-        return pages.message_page(200, "Busy", TRY_AGAIN, title="Payment")
+        return pages.message_page(200, "We are busy", TRY_AGAIN, title="Payment")
     if found is None:
-        return pages.message_page(404, "This payment link is not valid.", title="Not found")
+        return pages.message_page(
+            404, "This payment link is not valid", "Go back to the merchant and start the payment again.", "Not found"
+        )
     return found
 
 
-@router.get("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
-async def show(request: Request, payment_request_id: str, payment_id: str, services: ServicesDep) -> Response:
+async def _press(services: Services, payment_request_id: str, payment_id: str, update: Any) -> PageOutcome | Response:
+    """A button that needs no input, on the payment the URL names: the workflow's outcome, or
+    the answer to give instead (no such payment; already final: back to the page)."""
     found = await _payment(services, payment_request_id, payment_id)
-    return found if isinstance(found, Response) else _page(request, found[1])
+    if isinstance(found, Response):
+        return found
+    handle, state = found
+    if state.status is not PaymentStatus.PROCESSING:
+        return _back(state)
+    return await _send(handle, state, update)
+
+
+@router.get("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
+async def show(
+    request: Request,
+    payment_request_id: str,
+    payment_id: str,
+    services: ServicesDep,
+    notice: Annotated[str | None, Query(max_length=32)] = None,
+    seconds: Annotated[int | None, Query(ge=1, le=86_400)] = None,
+) -> Response:
+    found = await _payment(services, payment_request_id, payment_id)
+    if isinstance(found, Response):
+        return found
+    state = found[1]
+    known = notice if notice in Notice.__members__.values() else None  # anything else: no notice
+    return _page(request, state, _notice(Notice(known) if known else None, seconds, state))
 
 
 @router.post(
-    "/{payment_request_id}/{payment_id}", response_class=HTMLResponse, dependencies=[pages.form_guard(CODE_FORM)]
+    "/{payment_request_id}/{payment_id}",
+    response_class=HTMLResponse,
+    dependencies=[pages.form_guard(CODE_FORM)],
+    responses=BACK_TO_THE_PAGE,
 )
 async def submit(
-    request: Request,
     payment_request_id: str,
     payment_id: str,
     code: Annotated[str, Form(max_length=16)],
@@ -138,34 +217,51 @@ async def submit(
         return found
     handle, state = found
     if state.status is not PaymentStatus.PROCESSING:
-        return _leave(request, state)  # already final (a resubmitted form): a closed workflow takes no updates
+        return _back(state)  # already final (a resubmitted form): a closed workflow takes no updates
     code = code.strip()
     if not _CODE.fullmatch(code):
-        return _page(request, state, "Enter the digits of your code.", error=True)
+        return _back(state, Notice.DIGITS)
     waiting = await asyncio.to_thread(services.credentials.address_wait, address)
     if waiting is not None:  # many wrong codes from this address, whatever the account
-        message = f"Too many wrong codes from your network. Try again in {waiting.retry_after_seconds} seconds."
-        return _page(request, state, message, error=True)
+        return _back(state, Notice.NETWORK_WAIT, waiting.retry_after_seconds)
     if state.verification_method is VerificationMethod.OTP:
         digest = keyed_digest(services.settings.secret_key, "otp", state.otp_challenge_id or "", code)
     else:
         digest = services.credentials.pin_digest(state.customer_id or "", code)
-    outcome = await _send(request, handle, state, EasyPayWorkflow.submit_code, digest)
-    if isinstance(outcome, PageOutcome) and outcome.verdict in (Verdict.WRONG, Verdict.LOCKED):
+    outcome = await _send(handle, state, EasyPayWorkflow.submit_code, digest)
+    if isinstance(outcome, Response):
+        return outcome
+    if outcome.verdict in (Verdict.WRONG, Verdict.LOCKED):
         await asyncio.to_thread(services.credentials.count_address_failure, address, uuid.uuid4().hex, "easypay")
-    return _show(request, outcome)
+    if outcome.accepted or outcome.state.status is not PaymentStatus.PROCESSING or outcome.refusal:
+        return _back(outcome.state)  # paid, final, or decided by another post: the page shows where it is
+    notice = {Verdict.WRONG: Notice.WRONG, Verdict.WAIT: Notice.WAIT}.get(outcome.verdict or Verdict.RIGHT)
+    return _back(outcome.state, notice or Notice.BUSY, outcome.retry_after_seconds)
 
 
 @router.post(
     "/{payment_request_id}/{payment_id}/resend",
     response_class=HTMLResponse,
     dependencies=[pages.form_guard(RESEND_FORM)],
+    responses=BACK_TO_THE_PAGE,
 )
-async def resend(request: Request, payment_request_id: str, payment_id: str, services: ServicesDep) -> Response:
-    found = await _payment(services, payment_request_id, payment_id)
-    if isinstance(found, Response):
-        return found
-    handle, state = found
-    if state.status is not PaymentStatus.PROCESSING:
-        return _leave(request, state)
-    return _show(request, await _send(request, handle, state, EasyPayWorkflow.resend_otp))
+async def resend(payment_request_id: str, payment_id: str, services: ServicesDep) -> Response:
+    outcome = await _press(services, payment_request_id, payment_id, EasyPayWorkflow.resend_otp)
+    if isinstance(outcome, Response):
+        return outcome
+    refusals = {Refusal.RESEND_LIMIT: Notice.RESEND_LIMIT, Refusal.NOT_SENT: Notice.NOT_SENT}
+    notice = Notice.CODE_SENT if outcome.accepted else refusals.get(outcome.refusal or Refusal.BUSY, Notice.BUSY)
+    return _back(outcome.state, notice)
+
+
+@router.post(
+    "/{payment_request_id}/{payment_id}/cancel",
+    response_class=HTMLResponse,
+    dependencies=[pages.form_guard(CANCEL_FORM)],
+    responses=BACK_TO_THE_PAGE,
+)
+async def cancel(payment_request_id: str, payment_id: str, services: ServicesDep) -> Response:
+    outcome = await _press(services, payment_request_id, payment_id, EasyPayWorkflow.decline)
+    if isinstance(outcome, Response):
+        return outcome
+    return _back(outcome.state, None if outcome.state.status is not PaymentStatus.PROCESSING else Notice.BUSY)

@@ -131,7 +131,9 @@ def create_app(
         """Stands for the Alipay+ payment result page the MPP redirects the user to."""
         status_text, request_id = html.escape(status or "unknown"), html.escape(paymentRequestId)
         return HTMLResponse(
-            "<!doctype html><html><head><meta charset=utf-8><title>Alipay+ payment result</title></head>"
+            '<!doctype html><html lang="en"><head><meta charset=utf-8>'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            "<title>Alipay+ payment result</title></head>"
             f"<body><h1>Alipay+ (sandbox)</h1><p>Verification: <strong id=status>{status_text}</strong></p>"
             f"<p>Payment request: <code id=paymentRequestId>{request_id}</code></p></body></html>"
         )

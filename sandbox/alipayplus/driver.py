@@ -69,8 +69,8 @@ _UTC8 = timezone(timedelta(hours=8))  # Alipay+ writes its times in UTC+8
 _MERCHANT = Merchant(
     reference_merchant_id="2188120040699147",
     merchant_mcc="5021",
-    merchant_name="testAliasName",
-    merchant_display_name="testAliasName",
+    merchant_name="testAliasName",  # seed 004's sample; what the payer reads is the display name
+    merchant_display_name="Sandbox Gift Shop",
     merchant_address=MerchantAddress(region="SG"),
 )
 
@@ -88,7 +88,7 @@ def sample_requests() -> tuple[bytes, bytes]:
 def _order(payment_request_id: str, amount: Amount) -> Order:
     return Order(
         reference_order_id=f"order_{payment_request_id}"[:64],
-        order_description="AMSDM_GIFT",
+        order_description="Gift card",  # seed 004's sample says AMSDM_GIFT: a code, not words for a payer
         order_amount=amount,
         merchant=_MERCHANT,
         env=Env(),

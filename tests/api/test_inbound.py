@@ -26,6 +26,7 @@ from alipayplus import Amount, InquiryPaymentRequest, PayRequest, Signer, format
 from api.pages import form_fields
 from sandbox.alipayplus.driver import easy_pay_order, sample_requests
 from tests.api.conftest import result_of, set_at
+from tests.page_steps import back_to, handed_on, shown_after, status_handed_on
 from workers.settings import Settings
 
 from .conftest import AlipayPlusCaller
@@ -147,17 +148,20 @@ async def test_pin_verified_on_the_page_debits_once(
     shown = await alipay.http.get(page)
     assert shown.status_code == 200 and shown.headers["content-type"].startswith("text/html")
     assert str(PRICE) in shown.text  # "IDR 50.00"
-    assert "3 attempt(s) left" in shown.text
+    assert "3 attempts left" in shown.text
     form = form_fields(shown.text)  # the form's token, sent with every post as a browser does
 
     wrong = await alipay.http.post(page, data={"code": "135791", **form})
-    assert wrong.status_code == 200
-    assert "2 attempt(s) left" in wrong.text and "Wrong code" in wrong.text
+    assert back_to(page, wrong)  # 303 back to the page: a reload shows it again, never re-posts
+    told = await shown_after(alipay.http, wrong)
+    assert "Wrong PIN. 2 attempts left." in told.text and 'role="alert"' in told.text
     assert database.balance(account) == before
 
     right = await alipay.http.post(page, data={"code": PIN, **form})
-    assert right.status_code == 303
-    location = right.headers["location"]
+    assert back_to(page, right) and "?" not in right.headers["location"]  # final: no notice, our result page
+    result = await shown_after(alipay.http, right)
+    assert 'data-outcome="success"' in result.text and created["paymentId"] in result.text
+    location = handed_on(result) or ""
     assert location.startswith(REDIRECT) and re.search(r"[?&]status=success\b", location)
 
     inquiry = await alipay.call(INQUIRY, inquiry_body(request.payment_request_id, settings))
@@ -170,7 +174,7 @@ async def test_pin_verified_on_the_page_debits_once(
     # Typing the PIN again and repeating pay #2 move no more money.
     await client.get_workflow_handle(f"pay/{request.payment_request_id}").result()
     again = await alipay.http.post(page, data={"code": PIN, **form})
-    assert again.status_code == 303 and "status=success" in again.headers["location"]
+    assert back_to(page, again) and status_handed_on(await shown_after(alipay.http, again)) == "success"
     repeated = await alipay.call(PAY, request.to_wire())
     assert result_of(repeated) == ("S", "SUCCESS") and repeated["paymentId"] == created["paymentId"]
     assert database.balance(account) == before - PRICE.value
@@ -191,7 +195,7 @@ async def test_page_with_wrong_payment_id_is_not_found(
         await alipay.http.get(f"/easypay/verify/unknown-{uuid.uuid4().hex}/{created['paymentId']}")
     ).status_code == 404
     # The guess cost no attempt on the real page.
-    assert "3 attempt(s) left" in (await alipay.http.get(urlsplit(created["paymentUrl"]).path)).text
+    assert "3 attempts left" in (await alipay.http.get(urlsplit(created["paymentUrl"]).path)).text
 
 
 # --- refusals: answered 200, signed, F with the specific code; nothing started or changed ----

@@ -48,6 +48,7 @@ from api.services import Services
 from sandbox.alipayplus.driver import ACQUIRER_ID, apply_token_request, easy_pay_order
 from sandbox.code_service import ENTRY_CODE_PREFIX, ORDER_CODE_PREFIX, CodeService
 from tests.api.conftest import result_of
+from tests.page_steps import back_to
 from workers.settings import CodeSolution, Settings
 from workflows.mpm_payment import USER_CANCELLED
 from workflows.payment_order import PaymentState
@@ -241,7 +242,10 @@ class Phone:
             if page not in self.forms:
                 await self.open(page, user_agent)
         data = {**self.forms.get(page, {}), "action": action}
-        return await self.http.post(page, data=data, headers={"User-Agent": user_agent})
+        pressed = await self.http.post(page, data=data, headers={"User-Agent": user_agent})
+        if back_to(page, pressed):  # our result page: the post says 303 back to the page, as the web view follows
+            return await self.http.get(pressed.headers["location"], headers={"User-Agent": user_agent})
+        return pressed
 
 
 Phones = Callable[[], Phone]

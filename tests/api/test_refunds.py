@@ -9,7 +9,6 @@ workflow tests, not here.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from alipayplus import (
 from api.pages import form_fields
 from sandbox.alipayplus.driver import ACQUIRER_ID, easy_pay_order, refund_request
 from tests.api.conftest import new_id, result_of, set_at
+from tests.page_steps import back_to, handed_on, shown_after, status_handed_on
 from workers.settings import Settings
 
 from .conftest import AlipayPlusCaller
@@ -93,7 +93,8 @@ class Wallet:
         payment = await self.order()
         form = form_fields((await self.alipay.http.get(payment.page)).text)  # the page's token
         right = await self.alipay.http.post(payment.page, data={"code": PIN, **form})
-        assert right.status_code == 303 and "status=success" in right.headers["location"]
+        assert back_to(payment.page, right)
+        assert status_handed_on(await shown_after(self.alipay.http, right)) == "success"
         # Debited and recorded (not awaiting the workflow's end: that would let the test server skip time).
         inquiry = await self.inquire(payment.request.payment_request_id)
         assert result_of(inquiry, "paymentResult") == ("S", "SUCCESS"), inquiry
@@ -214,7 +215,7 @@ async def test_refund_of_a_payment_still_verifying(wallet: Wallet) -> None:
     assert result_of(answer) == ("F", "ORDER_STATUS_INVALID") and "refundId" not in answer
     assert wallet.balance() == before
     # the order itself is untouched: the user can still pay it
-    assert "3 attempt(s) left" in (await wallet.alipay.http.get(payment.page)).text
+    assert "3 attempts left" in (await wallet.alipay.http.get(payment.page)).text
 
 
 async def test_refund_in_another_currency(wallet: Wallet) -> None:
@@ -294,9 +295,10 @@ async def test_cancel_of_an_unpaid_order_closes_it(wallet: Wallet) -> None:
     inquiry = await wallet.inquire(request_id)
 
     assert result_of(answer) == ("S", "SUCCESS") and set(answer) == {"result"}
-    # the page no longer takes the PIN: back to Alipay+'s result page with status=fail
-    assert pin.status_code == 303, pin.text
-    assert pin.headers["location"].startswith(REDIRECT) and re.search(r"[?&]status=fail\b", pin.headers["location"])
+    # the page no longer takes the PIN: it shows the closed order, on to Alipay+'s result page with status=fail
+    assert back_to(payment.page, pin), pin.text
+    shown = await shown_after(wallet.alipay.http, pin)
+    assert (handed_on(shown) or "").startswith(REDIRECT) and status_handed_on(shown) == "fail"
     assert result_of(inquiry) == ("S", "SUCCESS")
     assert result_of(inquiry, "paymentResult") == ("F", "ORDER_IS_CLOSED")
     assert "paymentId" not in inquiry

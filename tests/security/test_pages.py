@@ -41,6 +41,7 @@ from sandbox.alipayplus.peer import SandboxAlipayPlus
 from sandbox.code_service import CodeService
 from tests.api.conftest import AlipayPlusCaller, code_service_transport, result_of
 from tests.api.test_mpm import KRW_USER, Order, Phone, access_token, krw_balance, mpm_pay, ordered, status_shown
+from tests.page_steps import back_to, handed_on, shown_after
 from workers.settings import Settings
 from workflows.payment_order import PaymentOrderWorkflow, PaymentState
 
@@ -201,18 +202,20 @@ async def test_every_verification_page_answer_carries_the_headers(
     form = form_of(shown)
     wrong = await user.post(payment.page, data={"code": WRONG, **form})
     unreadable = await user.post(payment.page, data={"code": "1" * 17, **form})  # over the field's limit
+    told = await shown_after(user, wrong)
     right = await user.post(payment.page, data={"code": PIN, **form})
-    final = await user.get(payment.page)  # the page once paid: straight on to Alipay+'s result page
+    final = await user.get(payment.page)  # the page once paid: our result page, on to Alipay+'s
     forged = await user.post(payment.page, data={"code": PIN})
     invalid = f"/easypay/verify/{payment.request.payment_request_id}/{uuid.uuid4().hex}"
     not_found = await user.get(invalid)
 
-    assert shown.status_code == 200 and wrong.status_code == 200 and "Wrong code" in wrong.text
+    assert shown.status_code == 200 and back_to(payment.page, wrong) and "Wrong PIN" in told.text
     assert unreadable.status_code == 422 and "1" * 17 not in unreadable.text  # an HTML page, nothing echoed
-    assert right.status_code == 303 and right.headers["location"].startswith(ALIPAY_RESULT)
-    assert final.status_code == 303 and not_found.status_code == 404
+    assert back_to(payment.page, right)
+    assert final.status_code == 200 and (handed_on(final) or "").startswith(ALIPAY_RESULT)
+    assert not_found.status_code == 404
     assert_refused(forged)
-    for response in (shown, wrong, unreadable, right, final, not_found):
+    for response in (shown, wrong, told, unreadable, right, final, not_found):
         assert_page_headers(response)
 
 
@@ -309,8 +312,8 @@ async def test_a_post_without_the_pages_token_is_refused_and_uses_no_attempt(
 
     # The page's own form still works, with every attempt left.
     form = form_of(await user.get(payment.page))
-    answered = await user.post(payment.page, data={"code": WRONG, **form})
-    assert answered.status_code == 200 and f"{settings.verification_attempts - 1} attempt(s) left" in answered.text
+    answered = await shown_after(user, await user.post(payment.page, data={"code": WRONG, **form}))
+    assert f"{settings.verification_attempts - 1} attempts left" in answered.text
 
 
 @pytest.mark.parametrize(
@@ -360,8 +363,7 @@ async def test_our_own_origin_and_same_origin_fetches_are_accepted(
     wrong = await user.post(payment.page, data={"code": WRONG, **form}, headers=ours)
     right = await user.post(payment.page, data={"code": PIN, **form}, headers=ours)
 
-    assert wrong.status_code == 200 and "Wrong code" in wrong.text
-    assert right.status_code == 303 and "status=success" in right.headers["location"]
+    assert back_to(payment.page, wrong) and back_to(payment.page, right)
     assert (await state_of(client, payment.workflow_id)).status is PaymentStatus.SUCCESS
 
 
@@ -383,7 +385,7 @@ async def test_resend_needs_its_own_forms_token(
     for refused in (forged, with_code_token, cross_site):
         assert_refused(refused)
     assert after.otp_challenge_id == before.otp_challenge_id  # no new code was sent
-    assert resent.status_code == 200 and "A new code was sent" in resent.text
+    assert back_to(payment.page, resent) and "A new code was sent" in (await shown_after(user, resent)).text
     assert_page_headers(resent)
 
 
@@ -393,10 +395,12 @@ async def test_the_page_after_a_resend_posts_the_code_to_the_page_not_to_resend(
     """The forms' actions name the page (they used to be relative to the URL the answer came from)."""
     payment = await ordered_easy_pay(alipay, env, settings, login_id=OTP_USER[0])
     resent = await user.post(f"{payment.page}/resend", data=form_of(await user.get(payment.page), "/resend"))
+    shown = await shown_after(user, resent)
 
-    actions = re.findall(r'<form method="post" action="([^"]*)"', resent.text)
+    actions = re.findall(r'<form id="[a-z-]+" method="post" action="([^"]*)"', shown.text)
 
-    assert actions == [payment.page, f"{payment.page}/resend"]
+    assert back_to(payment.page, resent)  # the browser is back on the page, not on …/resend
+    assert actions == [payment.page, f"{payment.page}/resend", f"{payment.page}/cancel"]
 
 
 async def test_mpm_confirm_needs_the_token_of_this_pages_session(
@@ -425,7 +429,7 @@ async def test_mpm_confirm_needs_the_token_of_this_pages_session(
             await payer.http.post(order.page, data={"action": "confirm", **form}, headers={"Origin": EVIL_ORIGIN}),
         ]
         state = await state_of(client, f"pay/{order.payment_request_id}")
-        confirmed = await payer.http.post(order.page, data={"action": "confirm", **form})
+        confirmed = await shown_after(payer.http, await payer.http.post(order.page, data={"action": "confirm", **form}))
 
     assert form != others
     for response in refused:
@@ -464,12 +468,15 @@ async def test_a_redirect_off_the_allow_list_ends_on_our_result_page(
     form = form_of(await user.get(payment.page))
 
     right = await user.post(payment.page, data={"code": PIN, **form})
+    shown = await shown_after(user, right)
     again = await user.get(payment.page)
     state = await state_of(client, payment.workflow_id)
 
-    for response in (right, again):
+    assert back_to(payment.page, right)  # never off to the merchant's address straight from the post
+    for response in (shown, again):
         assert response.status_code == 200 and "location" not in response.headers, response.headers
-        assert "<h1>Payment succeeded</h1>" in response.text and "evil" not in response.text
+        assert "<h1>Payment successful</h1>" in response.text and "evil" not in response.text
+        assert handed_on(response) is None  # no Continue to an address off the allow-list
         assert_page_headers(response)
     assert state.status is PaymentStatus.SUCCESS and state.redirect_url  # the payment itself is as final as ever
     assert pin_balance(database) == before - PRICE.value
@@ -484,9 +491,11 @@ async def test_the_reproductions_redirect_is_refused_after_a_failure_too(
     answers = [
         await user.post(payment.page, data={"code": WRONG, **form}) for _ in range(settings.verification_attempts)
     ]
+    shown = await shown_after(user, answers[-1])
 
-    assert answers[-1].status_code == 200 and "location" not in answers[-1].headers
-    assert "<h1>Payment failed</h1>" in answers[-1].text
+    assert back_to(payment.page, answers[-1]) and shown.status_code == 200 and "location" not in shown.headers
+    assert "<h1>Payment failed</h1>" in shown.text and "evil" not in shown.text
+    assert "Wrong PIN entered too many times." in shown.text
 
 
 @pytest.mark.parametrize(
@@ -494,18 +503,20 @@ async def test_the_reproductions_redirect_is_refused_after_a_failure_too(
     [ALIPAY_RESULT, "http://127.0.0.1:8001/sandbox/result?paymentRequestId=1", "https://AC.Alipay.com/page"],
     ids=["alipay+", "sandbox", "upper-case host"],
 )
-async def test_an_allowed_host_still_gets_the_303_with_status_success(
+async def test_an_allowed_host_is_handed_the_user_with_status_success(
     alipay: AlipayPlusCaller, env: WorkflowEnvironment, settings: Settings, user: httpx.AsyncClient, redirect_url: str
 ) -> None:
     payment = await ordered_easy_pay(alipay, env, settings, redirect_url=redirect_url)
     form = form_of(await user.get(payment.page))
 
     right = await user.post(payment.page, data={"code": PIN, **form})
+    shown = await shown_after(user, right)
 
-    assert right.status_code == 303
-    assert right.headers["location"].startswith(redirect_url)
-    assert re.search(r"[?&]status=success$", right.headers["location"])
-    assert_page_headers(right)
+    assert back_to(payment.page, right) and 'data-outcome="success"' in shown.text
+    continue_to = handed_on(shown) or ""
+    assert continue_to.startswith(redirect_url.replace("&", "&amp;")) or continue_to.startswith(redirect_url)
+    assert re.search(r"[?&]status=success$", continue_to)
+    assert_page_headers(shown)
 
 
 async def test_mpm_refuses_a_script_as_the_merchants_address(

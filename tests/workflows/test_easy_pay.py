@@ -33,8 +33,9 @@ from tests.conftest import save_history
 from workers.settings import Settings
 from workers.worker import build_worker
 from workflows.auth_notify import AuthNotifyWorkflow
-from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow, PaymentState
+from workflows.easy_pay import MAX_OTP_RESENDS, EasyPayOrder, EasyPayWorkflow, PaymentState
 from workflows.notify_payment import NotifyPaymentInput, NotifyPaymentWorkflow
+from workflows.payment_order import USER_CANCELLED, Refusal
 
 PIN_USER = ("852-11112222", "2160220037535021")
 OTP_USER = ("852-95303585", "2160220037535020")
@@ -366,3 +367,28 @@ async def test_notify_retries_survive_a_worker_restart(
     assert report.delivery is Delivery.ACKNOWLEDGED
     bodies = [received.body for received in alipayplus.notifications(request_id)]
     assert len(bodies) == 2 and bodies[0] == bodies[1]  # the same body, resent
+
+
+async def test_the_user_cancels_on_the_page_and_nothing_is_debited(
+    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker, database: Ledger
+) -> None:
+    account = Ledger.user_account_id(OTP_USER[1])
+    before = database.balance(account)
+    handle = await start(client, settings, await order(env, settings, OTP_USER[0]))
+    shown = await handle.query(EasyPayWorkflow.state)
+
+    declined = await handle.execute_update(EasyPayWorkflow.decline)
+    late_code = await handle.execute_update(EasyPayWorkflow.submit_code, otp(settings, shown))
+    declined_again = await handle.execute_update(EasyPayWorkflow.decline)
+    final = await handle.result()
+
+    assert shown.otp_resends_left == MAX_OTP_RESENDS and shown.paying_account == "•••-••••3585"  # what the page shows
+    assert not declined.accepted and declined.state.status is PaymentStatus.CLOSED
+    assert declined.state.payment_result.result_code == ResultCode.ORDER_IS_CLOSED
+    assert declined.state.payment_result.result_message == USER_CANCELLED
+    assert declined.state.redirect_url and declined.state.redirect_url.endswith("status=fail")
+    assert late_code.refusal is Refusal.NOT_WAITING and not late_code.accepted  # the code comes too late
+    assert declined_again.refusal is Refusal.NOT_WAITING
+    assert final.status is PaymentStatus.CLOSED and final.payment_time is None
+    assert database.balance(account) == before
+    await save_history(handle, "easy_pay_declined")
