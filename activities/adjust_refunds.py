@@ -21,9 +21,9 @@ from temporalio import activity
 
 from alipayplus import Amount, Result, ResultCode
 from alipayplus.nfc import AdjustRefundRequest, AdjustRefundResponse, AdjustRefundScenario
+from wallet.ledger import Ledger
+from wallet.records import AdjustRefundRecord, WalletUser, read_payment
 
-from .ledger import Ledger
-from .records import AdjustRefundRecord, WalletUser, read_payment
 from .refunds import at_payment_rate
 
 

@@ -21,9 +21,8 @@ from sqlmodel import Session, col
 from temporalio import activity
 
 from alipayplus import Amount, ResultCode
-
-from .ledger import IdempotencyConflict, Ledger, PostingKind, PostingRefused
-from .records import PaymentRecord, PaymentStatus, read_payment
+from wallet.ledger import IdempotencyConflict, Ledger, PostingKind, PostingRefused
+from wallet.records import PaymentRecord, PaymentStatus, read_payment
 
 UTC_PLUS_8 = timezone(timedelta(hours=8))
 

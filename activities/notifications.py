@@ -27,9 +27,8 @@ from alipayplus import (
     SignedClient,
     TransportError,
 )
-
-from .records import AccessToken
-from .secrets import derive_token, token_digest
+from wallet.records import AccessToken
+from wallet.secrets import derive_token, token_digest
 
 
 class Delivery(StrEnum):

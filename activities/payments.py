@@ -17,16 +17,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from alipayplus import Amount, PayRequest, ResultCode
-
-from .credentials import Attempt, Credentials
-from .evaluation import evaluate_account
-from .ledger import InsufficientFunds, Ledger, PostingRefused
-from .nfc_tokens import NfcTokens
-from .oauth import access_token_owner
-from .records import OtpChallenge, PaymentRecord, PaymentStatus, VerificationMethod, WalletUser
-from .secrets import keyed_digest, pin_verifier_matches
-from .sms import SmsGateway
-from .users import UserStore
+from wallet.credentials import Attempt, Credentials
+from wallet.evaluation import evaluate_account
+from wallet.ledger import InsufficientFunds, Ledger, PostingRefused
+from wallet.nfc_tokens import NfcTokens
+from wallet.oauth import access_token_owner
+from wallet.records import OtpChallenge, PaymentRecord, PaymentStatus, VerificationMethod, WalletUser
+from wallet.secrets import keyed_digest, pin_verifier_matches
+from wallet.sms import SmsGateway
+from wallet.users import UserStore
 
 
 class AccountCheck(BaseModel):

@@ -17,9 +17,8 @@ from sqlmodel import Session, col
 from temporalio import activity
 
 from alipayplus import Amount, RefundRequest, RefundResponse, Result, ResultCode
-
-from .ledger import Ledger, PostingKind, PostingRefused
-from .records import PaymentRecord, PaymentStatus, RefundRecord, read_payment
+from wallet.ledger import Ledger, PostingKind, PostingRefused
+from wallet.records import PaymentRecord, PaymentStatus, RefundRecord, read_payment
 
 
 class RefundApplication(BaseModel):

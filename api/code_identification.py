@@ -17,7 +17,6 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
-from activities.secrets import keyed_digest
 from alipayplus import ResultStatus
 from alipayplus.sdk import (
     CodeIdentificationInitRequest,
@@ -26,7 +25,8 @@ from alipayplus.sdk import (
     IdentifyCodeResult,
     PostCodeMatchAction,
 )
-from workers.settings import CodeSolution, Settings
+from wallet.secrets import keyed_digest
+from wallet.settings import CodeSolution, Settings
 
 log = logging.getLogger(__name__)
 AnswerT = TypeVar("AnswerT", CodeIdentificationInitResult, IdentifyCodeResult)

@@ -19,13 +19,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 
-from activities.db import create_engine_for
 from activities.nfc_proxy import NfcProxy
-from activities.nfc_tokens import NfcTokens
-from activities.oauth import AppSessions, Authorizations, TokenLifetimes
-from workers.settings import Settings
-from workers.temporal import connect
-from workers.worker import alipayplus_client, mastercard_client
+from wallet.clients import alipayplus_client, mastercard_client
+from wallet.db import create_engine_for
+from wallet.nfc_tokens import NfcTokens
+from wallet.oauth import AppSessions, Authorizations, TokenLifetimes
+from wallet.settings import Settings
+from wallet.temporal import connect
 
 from .code_identification import CodeIdentification
 from .limits import BoundedRequests, document_refusals

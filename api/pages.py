@@ -42,9 +42,9 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
-from activities.records import PaymentStatus, VerificationMethod
 from alipayplus import ResultCode
-from workers.settings import Settings
+from wallet.records import PaymentStatus, VerificationMethod
+from wallet.settings import Settings
 from workflows.payment_order import USER_CANCELLED, PaymentState
 
 log = logging.getLogger(__name__)

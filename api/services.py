@@ -9,11 +9,11 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from activities.credentials import Credentials
 from activities.nfc_proxy import NfcProxy
-from activities.nfc_tokens import NfcTokens
-from activities.oauth import AppSessions, Authorizations
-from workers.settings import Settings
+from wallet.credentials import Credentials
+from wallet.nfc_tokens import NfcTokens
+from wallet.oauth import AppSessions, Authorizations
+from wallet.settings import Settings
 
 from .code_identification import CodeIdentification
 

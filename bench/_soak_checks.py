@@ -22,11 +22,11 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.ledger import Ledger, PostingKind
 from activities.notifications import Delivery, DeliveryReport
-from activities.records import Entry, PaymentRecord, PaymentStatus, Posting, RefundRecord
 from alipayplus import ResultCode, TransportError
 from sandbox.alipayplus.driver import AlipayPlusDriver
+from wallet.ledger import Ledger, PostingKind
+from wallet.records import Entry, PaymentRecord, PaymentStatus, Posting, RefundRecord
 
 from ._soak_load import Flow, Kill
 from ._soak_proxy import ProxyCall

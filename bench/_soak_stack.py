@@ -24,9 +24,9 @@ from pathlib import Path
 
 import httpx
 
+from wallet.settings import Settings
+from wallet.temporal import temporal_cli
 from workers.dev_stack import SQLITE_PRAGMAS
-from workers.settings import Settings
-from workers.temporal import temporal_cli
 from workflows import search_attributes
 
 START_TIMEOUT = 90.0  # seconds for one process to become ready (a loaded 2-core machine is slow)

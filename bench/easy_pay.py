@@ -51,8 +51,6 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from activities.db import create_engine_for
-from activities.ledger import Ledger
 from alipayplus import (
     Amount,
     ErrorResponse,
@@ -69,9 +67,11 @@ from alipayplus import (
 from api.pages import form_fields, link
 from sandbox.alipayplus.driver import AlipayPlusDriver
 from sandbox.alipayplus.peer import SandboxAlipayPlus
+from wallet.db import create_engine_for
+from wallet.ledger import Ledger
+from wallet.settings import Settings
 from workers.cli import _exit
 from workers.dev_stack import DevStack, Ports, _serving, dev_stack
-from workers.settings import Settings
 
 LEVELS = (1, 10, 50)
 PIN_USER, PIN = "852-11112222", "246810"

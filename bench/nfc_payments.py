@@ -41,11 +41,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from activities.db import create_engine_for
-from activities.ledger import Ledger
 from alipayplus import Amount
 from sandbox.alipayplus.card_events import CardEvent
 from sandbox.pos import HttpCardNetwork, PosConfig, PosTerminal, TapOutcome
+from wallet.db import create_engine_for
+from wallet.ledger import Ledger
 from workers.cli import _exit
 from workers.demo import Demo, ledger_line
 from workers.demo_nfc import PIN_USER, ActivatedPhone, activated_phone

@@ -48,17 +48,17 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 
 import workers
-from activities.db import create_engine_for
-from activities.ledger import Ledger
-from activities.users import UserStore
 from alipayplus import Signer
 from sandbox.alipayplus.driver import AlipayPlusDriver
 from sandbox.alipayplus.peer import SandboxAlipayPlus
+from wallet.db import create_engine_for
+from wallet.keys import ensure_dev_keys
+from wallet.ledger import Ledger
+from wallet.settings import Settings
+from wallet.temporal import connect
+from wallet.users import UserStore
 from workers.cli import _exit
 from workers.dev_stack import Ports, dev_settings
-from workers.keys import ensure_dev_keys
-from workers.settings import Settings
-from workers.temporal import connect
 
 from ._soak_checks import (
     Check,

@@ -19,17 +19,17 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.credentials import GuessPolicy
-from activities.db import create_engine_for, migrate
-from activities.ledger import Ledger
-from activities.records import UserStatus, VerificationMethod, WalletUser
-from activities.users import UserStore
 from alipayplus import Amount, SignedClient
 from sandbox.alipayplus.app import create_app as create_sandbox_app
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from sandbox.alipayplus.transport import TimeoutASGITransport
-from workers.settings import Settings
-from workers.temporal import data_converter, temporal_test_server
+from wallet.credentials import GuessPolicy
+from wallet.db import create_engine_for, migrate
+from wallet.ledger import Ledger
+from wallet.records import UserStatus, VerificationMethod, WalletUser
+from wallet.settings import Settings
+from wallet.temporal import data_converter, temporal_test_server
+from wallet.users import UserStore
 from workers.worker import activities_for, build_worker
 from workflows import search_attributes
 

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from .settings import VAR_DIR, Settings
+from wallet.settings import VAR_DIR, Settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console()
@@ -110,7 +110,8 @@ def dev(var_dir: VarDir = VAR_DIR) -> None:
 @app.command()
 def worker() -> None:
     """Run the payments worker against the configured Temporal cluster."""
-    from .temporal import connect
+    from wallet.temporal import connect
+
     from .worker import build_worker
 
     async def run() -> int:
@@ -231,8 +232,8 @@ def redeliver(
     same workflow, with the same message and a fresh schedule."""
     from activities.deliveries import NotRedeliverable
     from activities.deliveries import redeliver as start_again
+    from wallet.temporal import connect
 
-    from .temporal import connect
     from .worker import delivery_schedule
 
     async def run() -> int:
@@ -255,7 +256,7 @@ def unlock(
     by: Annotated[str, typer.Option(help="Who lifts it, for the audit record")] = "operator",
 ) -> None:
     """Lift an account's lockout or backoff after too many wrong PINs or OTPs, before it ends by itself."""
-    from activities.db import create_engine_for
+    from wallet.db import create_engine_for
 
     settings = Settings()
     engine = create_engine_for(settings.database_url)
@@ -269,10 +270,10 @@ def unlock(
 @app.command()
 def migrate(demo_users: Annotated[bool, typer.Option(help="Also create and fund the demo users")] = False) -> None:
     """Upgrade the database at DATABASE_URL to the newest schema."""
-    from activities.db import create_engine_for
-    from activities.db import migrate as upgrade
-    from activities.ledger import Ledger
-    from activities.users import UserStore
+    from wallet.db import create_engine_for
+    from wallet.db import migrate as upgrade
+    from wallet.ledger import Ledger
+    from wallet.users import UserStore
 
     settings = Settings()
     upgrade(settings.database_url)
@@ -318,8 +319,7 @@ def sandbox(
     from sandbox.alipayplus.peer import SandboxAlipayPlus
     from sandbox.code_service import CodeService
     from sandbox.nfc import SandboxAntNfc, SandboxMastercard
-
-    from .temporal import connect
+    from wallet.temporal import connect
 
     async def run() -> int:
         settings = Settings()

@@ -28,13 +28,13 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlmodel import col
 
-from activities.db import create_engine_for
-from activities.ledger import RETURNS, Ledger, LedgerCheck, PostingKind
-from activities.nfc_tokens import NfcTokens
-from activities.records import Account, AccountKind, Entry, Posting
-from activities.users import DEMO_USERS
 from alipayplus import Amount, AuthorizationInfo, PayRequest, PayResponse, RefundResponse, Result
 from api.pages import form_fields, link
+from wallet.db import create_engine_for
+from wallet.ledger import RETURNS, Ledger, LedgerCheck, PostingKind
+from wallet.nfc_tokens import NfcTokens
+from wallet.records import Account, AccountKind, Entry, Posting
+from wallet.users import DEMO_USERS
 
 from .demo_mpm import MPM_SCENARIOS
 from .demo_nfc import NFC_SCENARIOS

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, select
 
-from activities.records import TokenActivation
-from activities.users import DEMO_PIN
 from hce_device.nfc_sdk import (
     CREDENTIALS,
     TOKEN,
@@ -28,6 +26,8 @@ from hce_device.nfc_sdk import (
     TokenStatus,
 )
 from hce_device.secure_store import DeviceKeystore, SecureStore
+from wallet.records import TokenActivation
+from wallet.users import DEMO_PIN
 
 from .scenario import Outcome, Scenario
 

@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from activities.ledger import PostingKind
 from alipayplus import Amount, PayRequest, Result
 from hce_device.card import TransactionListener
 from sandbox.alipayplus.card_events import CardAuthorization, CardEventResult, ConversionStep, MppCall
 from sandbox.pos import HttpCardNetwork, PosConfig, PosTerminal, TapOutcome
+from wallet.ledger import PostingKind
 
 from .demo_nfc import PIN_USER, ActivatedPhone, activated_phone, credentials_left
 from .scenario import Outcome, Scenario

@@ -22,9 +22,6 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.db import create_engine_for, migrate
-from activities.ledger import Ledger
-from activities.users import UserStore
 from api.main import create_app, create_ops_app
 from sandbox.alipayplus.app import create_app as create_sandbox_app
 from sandbox.alipayplus.card_events import CardEventConverter
@@ -34,11 +31,14 @@ from sandbox.alipayplus.mpm import SandboxMpm
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from sandbox.code_service import CodeService
 from sandbox.nfc import SandboxAntNfc, SandboxMastercard
+from wallet.db import create_engine_for, migrate
+from wallet.keys import ensure_dev_keys, ensure_ops_token
+from wallet.ledger import Ledger
+from wallet.settings import VAR_DIR, CodeSolution, Settings
+from wallet.temporal import data_converter, temporal_cli
+from wallet.users import UserStore
 from workflows import search_attributes
 
-from .keys import ensure_dev_keys, ensure_ops_token
-from .settings import VAR_DIR, CodeSolution, Settings
-from .temporal import data_converter, temporal_cli
 from .worker import build_worker
 
 # The dev server on a SQLite file is 2-3x faster with these (TEMPORAL-NOTES.md).

@@ -17,13 +17,12 @@ import httpx
 from rich.console import Console
 from rich.markup import escape
 
-from activities.records import VerificationMethod
-from activities.users import DEMO_USERS, DemoUser
 from alipayplus import Amount, AuthorizationInfo, PayResponse, TransportError
 from sandbox.alipayplus.driver import AlipayPlusDriver
 from sandbox.alipayplus.peer import SandboxAlipayPlus
-
-from .settings import Settings
+from wallet.records import VerificationMethod
+from wallet.settings import Settings
+from wallet.users import DEMO_USERS, DemoUser
 
 DEFAULT_LOGIN_ID = "852-11112222"  # the demo's PIN user (workers.demo.PIN_USER)
 DEFAULT_AMOUNT = 5000  # minor units: IDR 50.00, the demo's price

@@ -13,17 +13,20 @@ from temporalio.worker import Worker
 
 from activities.adjust_refunds import AdjustRefundActivities
 from activities.cancellation import CancelActivities
-from activities.db import create_engine_for
 from activities.deliveries import DeliveryActivities
-from activities.ledger import Ledger
 from activities.nfc_proxy import NfcActivities, NfcProxy
-from activities.nfc_tokens import NfcTokenActivities, NfcTokens
+from activities.nfc_tokens import NfcTokenActivities
 from activities.notifications import NotificationActivities
 from activities.payments import PaymentActivities
 from activities.refunds import RefundActivities
-from activities.sms import HttpSmsGateway, SmsGateway
-from activities.users import UserStore
 from alipayplus import SignedClient
+from wallet.clients import alipayplus_client, mastercard_client
+from wallet.db import create_engine_for
+from wallet.ledger import Ledger
+from wallet.nfc_tokens import NfcTokens
+from wallet.settings import Settings
+from wallet.sms import HttpSmsGateway, SmsGateway
+from wallet.users import UserStore
 from workflows.account_evaluation import AccountEvaluationWorkflow
 from workflows.adjust_refund import AdjustRefundWorkflow
 from workflows.auth_notify import AuthNotifyWorkflow
@@ -38,7 +41,6 @@ from workflows.refund import RefundWorkflow
 from workflows.token import TokenWorkflow
 
 from .interceptors import PermanentFailures
-from .settings import Settings
 
 WORKFLOWS: Sequence[type] = (
     AccountEvaluationWorkflow,
@@ -59,18 +61,6 @@ def delivery_schedule(settings: Settings) -> DeliverySchedule:
     """The deployment's notifyPayment / authNotify schedule: the workflow's default where unset."""
     configured = {"delays": settings.delivery_retry_delays, "horizon": settings.delivery_horizon}
     return DeliverySchedule(**{name: value for name, value in configured.items() if value is not None})
-
-
-def alipayplus_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> SignedClient:
-    """The MPP's signed client to Alipay+: our key signs, Alipay+'s key checks the answers."""
-    return SignedClient(
-        settings.alipayplus_base_url, settings.signer, settings.verifier, timeout=5.0, transport=transport
-    )
-
-
-def mastercard_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """Mastercard's digitization service, for the SDK requests the proxy sends there."""
-    return httpx.AsyncClient(base_url=settings.mastercard_base_url, timeout=10.0, transport=transport)
 
 
 def activities_for(

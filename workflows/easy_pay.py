@@ -24,10 +24,10 @@ from ._options import DB_RETRY, DB_TIMEOUT, is_permanent, reason
 from .payment_order import USER_CANCELLED, PageOutcome, PaymentOrderWorkflow, PaymentState, Refusal, with_status
 
 with workflow.unsafe.imports_passed_through():
-    from activities.credentials import Attempt, Verdict
     from activities.payments import CodeAttempt, CodeCheck, OtpRequest, OtpSent, PaymentActivities
-    from activities.records import PaymentStatus, VerificationMethod
     from alipayplus import PayRequest, ResultCode
+    from wallet.credentials import Attempt, Verdict
+    from wallet.records import PaymentStatus, VerificationMethod
 
 PRODUCT = "EASY_PAY"
 MAX_OTP_RESENDS = 5

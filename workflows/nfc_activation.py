@@ -35,7 +35,8 @@ from ._options import DB_RETRY, DB_TIMEOUT
 
 with workflow.unsafe.imports_passed_through():
     from activities.nfc_proxy import NfcActivities, SdkAnswer, SdkCall
-    from activities.nfc_tokens import DeviceSlot, NewDeviceNotice, NfcTokenActivities, TokenOwnerRecord
+    from activities.nfc_tokens import NewDeviceNotice, NfcTokenActivities
+    from wallet.nfc_tokens import DeviceSlot, TokenOwnerRecord
 
 # within the step's deadline, as often as it takes; then a clear failure
 PROXY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))

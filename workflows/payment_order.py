@@ -27,12 +27,12 @@ from .auth_notify import AuthNotifyInput
 from .notify_payment import NotifyPaymentInput
 
 with workflow.unsafe.imports_passed_through():
-    from activities.credentials import Verdict
     from activities.deliveries import DeliveryActivities
     from activities.notifications import AuthorizationGrant
     from activities.payments import AccountCheck, DebitRequest, PaymentActivities, PaymentRecordUpdate
-    from activities.records import PaymentStatus, VerificationMethod
     from alipayplus import Amount, NotifyPaymentRequest, PayRequest, PayResponse, Quote, Result, ResultCode
+    from wallet.credentials import Verdict
+    from wallet.records import PaymentStatus, VerificationMethod
 
 AccountCheckActivity = Callable[[PaymentActivities, PayRequest], AccountCheck]
 USER_CANCELLED = "The user cancelled the payment."  # the result message of an order its user cancelled on our page

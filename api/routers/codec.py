@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload, Payloads
 
-from workers.codec import EncryptionCodec
+from wallet.codec import EncryptionCodec
 
 from .ops import require_operator, require_operator_in_path
 

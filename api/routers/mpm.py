@@ -19,8 +19,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from activities.records import PaymentStatus
-from activities.secrets import token_digest
+from wallet.records import PaymentStatus
+from wallet.secrets import token_digest
 from workflows.mpm_payment import PRODUCT, Decision, MpmPaymentWorkflow
 from workflows.payment_order import PaymentState
 

@@ -26,13 +26,13 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
-from activities.credentials import Verdict
 from activities.nfc_proxy import ProxyRefused, SdkCall
-from activities.nfc_tokens import TokenOwnerRecord
-from activities.records import NfcTokenStatus, PaymentStatus, payment_by_custom_data, stored_amount
-from activities.users import UserStore
 from alipayplus import Amount, TransportError
 from alipayplus.nfc import CUSTOM_DATA_PATTERN
+from wallet.credentials import Verdict
+from wallet.nfc_tokens import TokenOwnerRecord
+from wallet.records import NfcTokenStatus, PaymentStatus, payment_by_custom_data, stored_amount
+from wallet.users import UserStore
 from workflows import search_attributes
 from workflows.nfc_activation import ActivationRequest, DeviceStep, NfcActivationWorkflow, Progress
 from workflows.token import (

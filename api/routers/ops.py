@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
 
-from workers.keys import InsecureSecretError, read_secret_file
+from wallet.keys import InsecureSecretError, read_secret_file
 
 router = APIRouter(tags=["ops"])
 

@@ -16,7 +16,6 @@ from temporalio.common import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.records import PaymentRecord, PaymentStatus, stored_amount
 from alipayplus import (
     InquiryPaymentRequest,
     InquiryPaymentResponse,
@@ -26,6 +25,7 @@ from alipayplus import (
     ResultCode,
 )
 from alipayplus.nfc import NFC_PAYMENT_METHOD_TYPE
+from wallet.records import PaymentRecord, PaymentStatus, stored_amount
 from workflows import easy_pay, mpm_payment, nfc_payment, search_attributes
 from workflows.account_evaluation import AccountEvaluationWorkflow
 from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow

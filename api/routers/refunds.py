@@ -10,7 +10,6 @@ from sqlmodel import Session
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from activities.adjust_refunds import AdjustRefundOutcome, IllegalAdjustRefund, adjustment_credit
-from activities.records import AdjustRefundRecord, RefundRecord
 from activities.refunds import RefundOutcome
 from alipayplus import (
     CancelPaymentRequest,
@@ -21,6 +20,7 @@ from alipayplus import (
     ResultCode,
 )
 from alipayplus.nfc import AdjustRefundRequest, AdjustRefundResponse
+from wallet.records import AdjustRefundRecord, RefundRecord
 from workflows import search_attributes
 from workflows.adjust_refund import PRODUCT as ADJUST_REFUND
 from workflows.adjust_refund import AdjustRefundOrder, AdjustRefundWorkflow

@@ -9,9 +9,9 @@ from fastapi import APIRouter
 from temporalio.client import WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 
-from activities.token_activations import record_token_activation
 from alipayplus import Result, ResultCode
 from alipayplus.nfc import TokenActivationNotificationRequest, TokenActivationNotificationResponse
+from wallet.token_activations import record_token_activation
 from workflows import search_attributes
 from workflows.token import TokenActivated, TokenStart, TokenWorkflow
 

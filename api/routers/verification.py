@@ -25,9 +25,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from activities.credentials import Verdict
-from activities.records import PaymentStatus, VerificationMethod
-from activities.secrets import keyed_digest
+from wallet.credentials import Verdict
+from wallet.records import PaymentStatus, VerificationMethod
+from wallet.secrets import keyed_digest
 from workflows.easy_pay import PRODUCT, EasyPayWorkflow
 from workflows.payment_order import PageOutcome, PaymentState, Refusal
 

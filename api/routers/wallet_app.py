@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from activities.credentials import Attempt, Verdict
+from wallet.credentials import Attempt, Verdict
 
 from ..code_identification import CodeVerdict
 from ..services import ClientAddress, ServicesDep

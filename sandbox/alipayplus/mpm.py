@@ -59,7 +59,7 @@ from .driver import _UTC8, MPM_PAYMENT_EXPIRY, PSP_ID, AlipayPlusDriver, apply_t
 from .peer import Received, SandboxAlipayPlus, _CamelModel
 
 if TYPE_CHECKING:
-    from workers.settings import Settings
+    from wallet.settings import Settings
 
 logger = logging.getLogger(__name__)
 

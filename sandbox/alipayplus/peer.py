@@ -19,7 +19,7 @@ from pydantic.alias_generators import to_camel
 from alipayplus import AuthNotifyRequest, KeyRegistry, NotifyPaymentRequest, Signer, Verifier
 
 if TYPE_CHECKING:
-    from workers.settings import Settings
+    from wallet.settings import Settings
 
 Api = Literal["notifyPayment", "authNotify"]
 _OTP = re.compile(r"\s*(\d{6})\b")  # the MPP's SMS text starts with the code

@@ -18,12 +18,12 @@ from fastapi import FastAPI
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.ledger import Ledger
 from alipayplus import KeyRegistry, Verifier
 from api.main import create_app
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from sandbox.code_service import CodeService, code_service_router
-from workers.settings import Settings
+from wallet.ledger import Ledger
+from wallet.settings import Settings
 
 
 @pytest.fixture(scope="module")

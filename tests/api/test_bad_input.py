@@ -24,7 +24,7 @@ from api.services import Services
 from sandbox.alipayplus.driver import ACQUIRER_ID, adjust_refund_request, nfc_pay_request, refund_request
 from tests.api.conftest import drop_at, new_id, result_of, set_at
 from tests.unit.test_messages import inside
-from workers.settings import Settings
+from wallet.settings import Settings
 
 from .conftest import AlipayPlusCaller, BodyEdit
 from .test_inbound import PIN_USER, PRICE, assert_no_workflow, new_order

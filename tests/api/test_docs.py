@@ -27,7 +27,7 @@ import pytest
 from api import pages
 from api.main import create_app, create_ops_app
 from api.routers import home
-from workers.settings import Settings
+from wallet.settings import Settings
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -21,13 +21,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from activities.ledger import Ledger
 from alipayplus import Amount, InquiryPaymentRequest, PayRequest, Signer, format_datetime
 from api.pages import form_fields
 from sandbox.alipayplus.driver import easy_pay_order, sample_requests
 from tests.api.conftest import result_of, set_at
 from tests.page_steps import back_to, handed_on, shown_after, status_handed_on
-from workers.settings import Settings
+from wallet.ledger import Ledger
+from wallet.settings import Settings
 
 from .conftest import AlipayPlusCaller
 

@@ -28,10 +28,6 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from activities.ledger import Ledger
-from activities.oauth import Authorizations, TokenLifetimes
-from activities.records import OAuthToken, PaymentStatus
-from activities.secrets import token_digest
 from alipayplus import Amount, ApplyTokenRequest, InquiryPaymentRequest, PayRequest, Result, ResultCode
 from api.code_identification import (
     INVALID_CODE_MESSAGE,
@@ -49,7 +45,11 @@ from sandbox.alipayplus.driver import ACQUIRER_ID, apply_token_request, easy_pay
 from sandbox.code_service import ENTRY_CODE_PREFIX, ORDER_CODE_PREFIX, CodeService
 from tests.api.conftest import result_of
 from tests.page_steps import back_to
-from workers.settings import CodeSolution, Settings
+from wallet.ledger import Ledger
+from wallet.oauth import Authorizations, TokenLifetimes
+from wallet.records import OAuthToken, PaymentStatus
+from wallet.secrets import token_digest
+from wallet.settings import CodeSolution, Settings
 from workflows.mpm_payment import USER_CANCELLED
 from workflows.payment_order import PaymentState
 

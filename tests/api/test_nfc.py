@@ -11,13 +11,13 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.nfc_tokens import NfcTokens, TokenOwnerRecord
 from api.main import create_app
 from sandbox.alipayplus.app import create_app as create_sandbox_app
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from sandbox.code_service import CodeService
 from sandbox.nfc import SandboxAntNfc, SandboxMastercard
-from workers.settings import Settings
+from wallet.nfc_tokens import NfcTokens, TokenOwnerRecord
+from wallet.settings import Settings
 
 from .conftest import code_service_transport
 

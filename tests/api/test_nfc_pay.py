@@ -20,15 +20,15 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.ledger import Ledger
-from activities.records import UserStatus, payment_by_custom_data
 from alipayplus import Amount, CancelPaymentRequest, InquiryPaymentRequest, PayRequest, RefundRequest
 from alipayplus.nfc import AdjustRefundRequest, AdjustRefundScenario
 from sandbox.alipayplus.driver import NFC_ACQUIRER_ID, adjust_refund_request, nfc_pay_request, refund_request
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.api.conftest import drop_at, new_id, result_of, set_at
 from tests.conftest import new_user
-from workers.settings import Settings
+from wallet.ledger import Ledger
+from wallet.records import UserStatus, payment_by_custom_data
+from wallet.settings import Settings
 
 from .conftest import AlipayPlusCaller
 from .test_refunds import assert_no_workflow

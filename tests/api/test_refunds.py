@@ -21,7 +21,6 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from activities.ledger import Ledger
 from alipayplus import (
     Amount,
     CancelPaymentRequest,
@@ -33,7 +32,8 @@ from api.pages import form_fields
 from sandbox.alipayplus.driver import ACQUIRER_ID, easy_pay_order, refund_request
 from tests.api.conftest import new_id, result_of, set_at
 from tests.page_steps import back_to, handed_on, shown_after, status_handed_on
-from workers.settings import Settings
+from wallet.ledger import Ledger
+from wallet.settings import Settings
 
 from .conftest import AlipayPlusCaller
 

@@ -12,12 +12,12 @@ from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from activities.db import create_engine_for
-from activities.nfc_tokens import NfcTokens, TokenOwnerRecord
-from activities.records import TokenActivation
 from alipayplus.nfc import TokenActivationNotificationRequest
 from tests.api.conftest import result_of
-from workers.settings import Settings
+from wallet.db import create_engine_for
+from wallet.nfc_tokens import NfcTokens, TokenOwnerRecord
+from wallet.records import TokenActivation
+from wallet.settings import Settings
 from workflows.token import TokenLifecycle, TokenWorkflow
 
 from .conftest import AlipayPlusCaller

@@ -30,15 +30,15 @@ from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from activities.ledger import Ledger
-from activities.nfc_tokens import TokenOwnerRecord
-from activities.records import AppSession, NfcTokenStatus
-from activities.secrets import token_digest
 from alipayplus import Amount, PayRequest
 from api.services import Services
 from sandbox.alipayplus.driver import nfc_pay_request
 from tests.conftest import new_user
-from workers.settings import Settings
+from wallet.ledger import Ledger
+from wallet.nfc_tokens import TokenOwnerRecord
+from wallet.records import AppSession, NfcTokenStatus
+from wallet.secrets import token_digest
+from wallet.settings import Settings
 from workflows.token import TokenStart, TokenWorkflow
 
 from .conftest import AlipayPlusCaller, new_id, result_of

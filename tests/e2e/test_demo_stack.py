@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import pytest
 from rich.console import Console
 
-from activities.db import create_engine_for
-from activities.ledger import Ledger, LedgerCheck
-from activities.users import DEMO_USERS
+from wallet.db import create_engine_for
+from wallet.ledger import Ledger, LedgerCheck
+from wallet.users import DEMO_USERS
 from workers.demo import SCENARIOS, Outcome, Scenario, run_scenarios
 from workers.dev_stack import Ports, dev_stack
 

@@ -27,16 +27,16 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 from temporalio.service import RetryConfig
 
-from activities.db import create_engine_for
-from activities.ledger import Ledger
-from activities.records import Posting
-from activities.users import DEMO_PIN, DEMO_USERS
 from alipayplus import Amount, PayRequest, PayResponse, RefundResponse, ResultCode, ResultStatus
 from api.main import create_app
 from api.pages import form_fields, link
 from sandbox.alipayplus.driver import AlipayPlusDriver
+from wallet.db import create_engine_for
+from wallet.ledger import Ledger
+from wallet.records import Posting
+from wallet.temporal import data_converter
+from wallet.users import DEMO_PIN, DEMO_USERS
 from workers.dev_stack import DevStack, Ports, _serving, dev_stack
-from workers.temporal import data_converter
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -16,8 +16,8 @@ from temporalio.client import WorkflowHandle
 from temporalio.worker import Replayer
 
 from sandbox.alipayplus.inquiry import InquiryScheduleWorkflow
-from workers.settings import Settings
-from workers.temporal import data_converter
+from wallet.settings import Settings
+from wallet.temporal import data_converter
 from workers.worker import WORKFLOWS
 
 

@@ -15,11 +15,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.nfc_proxy import SdkCall
-from activities.nfc_tokens import NfcTokenActivities, NfcTokens
-from activities.users import UserStore
+from activities.nfc_tokens import NfcTokenActivities
 from tests.conftest import save_history
 from tests.workflows.test_nfc_activation import CUSTOMER, DEVICE, POLL, Phone, ScriptedNetwork, Texts
-from workers.settings import Settings
+from wallet.nfc_tokens import NfcTokens
+from wallet.settings import Settings
+from wallet.users import UserStore
 from workflows.nfc_activation import ActivationRequest, NfcActivationWorkflow, Phase
 
 from .conftest import Stall, assert_replays

@@ -20,7 +20,7 @@ from activities.notifications import AuthorizationGrant, Delivery, DeliveryRepor
 from alipayplus import Amount, NotifyPaymentRequest, Result
 from sandbox.alipayplus.peer import Received, SandboxAlipayPlus
 from tests.conftest import save_history
-from workers.settings import Settings
+from wallet.settings import Settings
 from workers.worker import build_worker
 from workflows import search_attributes
 from workflows.auth_notify import AuthNotifyInput, AuthNotifyWorkflow

@@ -17,14 +17,14 @@ from temporalio.worker import Worker
 
 from activities.notifications import Delivery
 from activities.payments import PaymentRecordUpdate
-from activities.records import PaymentRecord, PaymentStatus
 from activities.refunds import RefundApplication, RefundOutcome
 from alipayplus import Result, ResultCode, ResultStatus
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.workflows.test_easy_pay import PIN_USER, PRICE, order, ordered
 from tests.workflows.test_refunds import paid, refund, refund_of
+from wallet.records import PaymentRecord, PaymentStatus
+from wallet.settings import Settings
 from workers.interceptors import cannot_succeed
-from workers.settings import Settings
 from workers.worker import build_worker
 from workflows.easy_pay import PaymentState
 from workflows.notify_payment import NotifyPaymentWorkflow

@@ -32,7 +32,7 @@ from hce_device.secure_store import DeviceKeystore, SecureStore
 
 API = "http://mpp.test"
 SESSION = "session-1"
-PIN = "246810"  # the demo users' wallet PIN (activities.users.DEMO_PIN)
+PIN = "246810"  # the demo users' wallet PIN (wallet.users.DEMO_PIN)
 WRONG_PIN = "135790"
 MAX_WRONG_PINS = 3  # the fake's guessing limit: then 429 with Retry-After
 QUOTA_FULL = "Too many devices: delete the token on another device first."

@@ -21,12 +21,12 @@ from starlette.requests import Request
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.ledger import Ledger
 from api.limits import JsonDepth, read_bounded
 from api.main import create_app
 from sandbox.code_service import CodeService
 from tests.api.conftest import code_service_transport
-from workers.settings import Settings
+from wallet.ledger import Ledger
+from wallet.settings import Settings
 
 pytestmark = pytest.mark.timeout(60)
 

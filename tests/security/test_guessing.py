@@ -28,19 +28,6 @@ from sqlmodel import select as select_models
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.credentials import (
-    ACCOUNT_POLICY,
-    ADDRESS_POLICY,
-    Attempt,
-    Credentials,
-    GuessPolicy,
-    Verdict,
-    address_subject,
-    customer_subject,
-)
-from activities.ledger import Ledger
-from activities.records import CredentialCounter, CredentialLockout, PaymentStatus, WalletUser
-from activities.secrets import keyed_digest, pin_verifier_matches
 from alipayplus import Amount, KeyRegistry, SignedClient, Verifier
 from api.main import create_app
 from sandbox.alipayplus.app import create_app as create_sandbox_app
@@ -50,7 +37,20 @@ from sandbox.code_service import CodeService
 from tests.api.conftest import AlipayPlusCaller, code_service_transport
 from tests.conftest import SandboxSms, new_user, save_history
 from tests.security.test_pages import form_of, ordered_easy_pay, state_of
-from workers.settings import Settings
+from wallet.credentials import (
+    ACCOUNT_POLICY,
+    ADDRESS_POLICY,
+    Attempt,
+    Credentials,
+    GuessPolicy,
+    Verdict,
+    address_subject,
+    customer_subject,
+)
+from wallet.ledger import Ledger
+from wallet.records import CredentialCounter, CredentialLockout, PaymentStatus, WalletUser
+from wallet.secrets import keyed_digest, pin_verifier_matches
+from wallet.settings import Settings
 from workers.worker import activities_for, build_worker
 
 pytestmark = pytest.mark.timeout(90)

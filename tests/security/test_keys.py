@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import FIXTURES
+from wallet.keys import KeyFileModeError, ensure_dev_keys, read_secret_file
+from wallet.settings import Settings
 from workers import keys
-from workers.keys import KeyFileModeError, ensure_dev_keys, read_secret_file
-from workers.settings import Settings
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 

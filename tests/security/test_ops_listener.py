@@ -28,14 +28,14 @@ from fastapi import FastAPI
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
-from activities.ledger import Ledger
 from api.main import create_app, create_ops_app
 from api.routers.ops import OpsConfigError
 from sandbox.code_service import CodeService, code_service_router
-from workers.codec import EncryptionCodec
+from wallet.codec import EncryptionCodec
+from wallet.keys import ensure_dev_keys, ensure_ops_token
+from wallet.ledger import Ledger
+from wallet.settings import Settings
 from workers.dev_stack import Ports, _serving, dev_settings, ui_codec_endpoint
-from workers.keys import ensure_dev_keys, ensure_ops_token
-from workers.settings import Settings
 
 pytestmark = pytest.mark.timeout(60)
 

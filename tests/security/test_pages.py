@@ -29,8 +29,6 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.ledger import Ledger
-from activities.records import PaymentStatus
 from alipayplus import Amount, KeyRegistry, PayRequest, Verifier
 from api import pages
 from api.main import create_app
@@ -42,7 +40,9 @@ from sandbox.code_service import CodeService
 from tests.api.conftest import AlipayPlusCaller, code_service_transport, result_of
 from tests.api.test_mpm import KRW_USER, Order, Phone, access_token, krw_balance, mpm_pay, ordered, status_shown
 from tests.page_steps import back_to, handed_on, shown_after
-from workers.settings import Settings
+from wallet.ledger import Ledger
+from wallet.records import PaymentStatus
+from wallet.settings import Settings
 from workflows.payment_order import PaymentOrderWorkflow, PaymentState
 
 pytestmark = pytest.mark.timeout(60)

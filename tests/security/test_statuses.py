@@ -40,9 +40,6 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.ledger import Ledger
-from activities.records import WalletUser
-from activities.secrets import token_digest
 from alipayplus import Amount, KeyRegistry, PayRequest, Verifier
 from api import pages
 from api.main import APS_PREFIX, create_app, create_ops_app
@@ -54,7 +51,10 @@ from sandbox.code_service import CodeService
 from tests.api.conftest import AlipayPlusCaller, code_service_transport, result_of
 from tests.api.test_mpm import User, access_token, mpm_pay, ordered
 from tests.conftest import new_user
-from workers.settings import Settings
+from wallet.ledger import Ledger
+from wallet.records import WalletUser
+from wallet.secrets import token_digest
+from wallet.settings import Settings
 
 pytestmark = pytest.mark.timeout(90)  # a run takes ~20 s on 2 cores
 

@@ -46,10 +46,10 @@ from alipayplus import (
 from alipayplus._signing import parse_request_time
 from api.inbound import inbound
 from tests.conftest import FIXTURES
-from workers.codec import ENCODING
-from workers.keys import InsecureSecretError
-from workers.settings import Settings
-from workers.temporal import connect, data_converter
+from wallet.codec import ENCODING
+from wallet.keys import InsecureSecretError
+from wallet.settings import Settings
+from wallet.temporal import connect, data_converter
 
 CLIENT_ID = "SANDBOX_5YC47N2ZQHJ004124"
 PATH = InquiryPaymentRequest.PATH

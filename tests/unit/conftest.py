@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
-from activities.db import create_engine_for, migrate
-from activities.ledger import Ledger
-from activities.users import UserStore
+from wallet.db import create_engine_for, migrate
+from wallet.ledger import Ledger
+from wallet.users import UserStore
 
 
 @pytest.fixture

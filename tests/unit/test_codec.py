@@ -6,7 +6,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from temporalio.api.common.v1 import Payload
 
-from workers.codec import ENCODING, EncryptionCodec
+from wallet.codec import ENCODING, EncryptionCodec
 
 OLD, NEW = bytes(32), bytes(range(32))
 PLAIN = Payload(metadata={"encoding": b"json/plain"}, data=b'{"userLoginId":"852-95303585"}')

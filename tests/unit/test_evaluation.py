@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from activities.evaluation import evaluate_account
-from activities.ledger import Ledger
-from activities.records import WalletUser
-from activities.users import UserStore
 from alipayplus import Amount, ResultCode
+from wallet.evaluation import evaluate_account
+from wallet.ledger import Ledger
+from wallet.records import WalletUser
+from wallet.users import UserStore
 
 ACTIVE_PIN_USER = "2160220037535021"
 FROZEN_USER = "2160220037535022"

@@ -14,8 +14,9 @@ from sqlalchemy import Engine, func, inspect, text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlmodel import Session, SQLModel, col, select
 
-from activities.db import migrate
-from activities.ledger import (
+from alipayplus import Amount
+from wallet.db import migrate
+from wallet.ledger import (
     IdempotencyConflict,
     InsufficientFunds,
     Ledger,
@@ -23,10 +24,9 @@ from activities.ledger import (
     PostingReceipt,
     UnknownAccount,
 )
-from activities.records import Entry, PaymentRecord, PaymentStatus, Posting, UserStatus, VerificationMethod
-from activities.secrets import keyed_digest, pin_verifier_matches, token_digest
-from activities.users import DEMO_PIN, UserStore
-from alipayplus import Amount
+from wallet.records import Entry, PaymentRecord, PaymentStatus, Posting, UserStatus, VerificationMethod
+from wallet.secrets import keyed_digest, pin_verifier_matches, token_digest
+from wallet.users import DEMO_PIN, UserStore
 
 from .racing import race
 

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from activities.records import PaymentRecord
 from alipayplus import (
     Amount,
     ApplyTokenRequest,
@@ -28,6 +27,7 @@ from alipayplus.nfc import AdjustRefundRequest, TokenActivationNotificationReque
 from api.inbound import describe
 from sandbox.alipayplus.driver import sample_requests
 from tests.api.conftest import BodyEdit, set_at
+from wallet.records import PaymentRecord
 
 
 def _scalars(value: object) -> list[object]:

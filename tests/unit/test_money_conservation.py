@@ -28,17 +28,17 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from activities.cancellation import CancelActivities, CancelApplication, Cancellation, CancelOutcome
-from activities.credentials import Credentials
-from activities.db import create_engine_for, migrate
-from activities.ledger import Ledger, PostingKind
-from activities.nfc_tokens import NfcTokens
 from activities.payments import CodeCheck, DebitRequest, DebitResult, PaymentActivities, PaymentRecordUpdate
-from activities.records import Account, Entry, PaymentRecord, PaymentStatus, Posting, VerificationMethod
 from activities.refunds import RefundActivities, RefundApplication, RefundOutcome, credit_for
-from activities.secrets import keyed_digest
-from activities.users import DEMO_PIN, DEMO_USERS, UserStore
 from alipayplus import Amount, PayRequest, RefundRequest, ResultCode
 from sandbox.alipayplus.driver import ACQUIRER_ID, PSP_ID, easy_pay_order
+from wallet.credentials import Credentials
+from wallet.db import create_engine_for, migrate
+from wallet.ledger import Ledger, PostingKind
+from wallet.nfc_tokens import NfcTokens
+from wallet.records import Account, Entry, PaymentRecord, PaymentStatus, Posting, VerificationMethod
+from wallet.secrets import keyed_digest
+from wallet.users import DEMO_PIN, DEMO_USERS, UserStore
 
 from .racing import race
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from activities.records import PaymentStatus, VerificationMethod
 from alipayplus import Amount, Quote, Result, ResultCode
 from api import pages
 from sandbox.alipayplus.driver import easy_pay_order
+from wallet.records import PaymentStatus, VerificationMethod
 from workflows.easy_pay import LOCKED_MESSAGE
 from workflows.payment_order import USER_CANCELLED, PaymentState, masked_login, rate_text
 

@@ -23,13 +23,13 @@ from activities.adjust_refunds import (
     AdjustRefundOutcome,
     adjust_refund_key,
 )
-from activities.ledger import Ledger
-from activities.records import AdjustRefundRecord, Posting, UserStatus, read_payment
 from alipayplus import Amount, PayRequest, ResultCode, ResultStatus
 from alipayplus.nfc import AdjustRefundRequest, AdjustRefundResponse, AdjustRefundScenario
 from sandbox.alipayplus.driver import adjust_refund_request, nfc_pay_request, refund_request
 from tests.conftest import new_user, save_history
-from workers.settings import Settings
+from wallet.ledger import Ledger
+from wallet.records import AdjustRefundRecord, Posting, UserStatus, read_payment
+from wallet.settings import Settings
 from workflows import search_attributes
 from workflows.adjust_refund import PRODUCT, AdjustRefundOrder, AdjustRefundWorkflow
 

@@ -12,11 +12,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.ledger import Ledger
 from activities.notifications import Delivery
 from activities.payments import otp_code
-from activities.records import PaymentStatus
-from activities.secrets import keyed_digest
 from alipayplus import (
     Amount,
     AuthorizationInfo,
@@ -30,7 +27,10 @@ from alipayplus import (
 from sandbox.alipayplus.driver import easy_pay_order
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.conftest import save_history
-from workers.settings import Settings
+from wallet.ledger import Ledger
+from wallet.records import PaymentStatus
+from wallet.secrets import keyed_digest
+from wallet.settings import Settings
 from workers.worker import build_worker
 from workflows.auth_notify import AuthNotifyWorkflow
 from workflows.easy_pay import MAX_OTP_RESENDS, EasyPayOrder, EasyPayWorkflow, PaymentState

@@ -19,16 +19,16 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.ledger import Ledger
 from activities.notifications import Delivery
-from activities.oauth import Authorizations, TokenLifetimes
-from activities.records import OAuthToken, PaymentStatus, read_payment
-from activities.secrets import token_digest
 from alipayplus import Amount, ApplyTokenRequest, GrantType, Order, PayRequest, ResultCode, ResultStatus
 from sandbox.alipayplus.driver import ALIPAYPLUS_ACQUIRER_ID, mpm_order
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.conftest import new_user, save_history
-from workers.settings import Settings
+from wallet.ledger import Ledger
+from wallet.oauth import Authorizations, TokenLifetimes
+from wallet.records import OAuthToken, PaymentStatus, read_payment
+from wallet.secrets import token_digest
+from wallet.settings import Settings
 from workflows.mpm_payment import USER_CANCELLED, Decision, MpmOrder, MpmPaymentWorkflow
 from workflows.notify_payment import NotifyPaymentWorkflow
 from workflows.payment_order import PaymentOrderWorkflow, PaymentState

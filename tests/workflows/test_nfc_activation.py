@@ -20,10 +20,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.nfc_proxy import SdkAnswer, SdkCall
-from activities.nfc_tokens import NfcTokenActivities, NfcTokens, TokenOwnerRecord
-from activities.records import NfcDevice
-from activities.users import UserStore
+from activities.nfc_tokens import NfcTokenActivities
 from tests.conftest import save_history
+from wallet.nfc_tokens import NfcTokens, TokenOwnerRecord
+from wallet.records import NfcDevice
+from wallet.users import UserStore
 from workflows.nfc_activation import (
     STEPS,
     ActivationRequest,

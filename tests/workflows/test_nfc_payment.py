@@ -20,19 +20,19 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.ledger import Ledger
 from activities.notifications import Delivery
-from activities.records import (
+from alipayplus import Amount, PayRequest, PayResponse, ResultCode, ResultStatus
+from sandbox.alipayplus.driver import nfc_pay_request, refund_request
+from sandbox.alipayplus.peer import SandboxAlipayPlus
+from tests.conftest import new_user, save_history
+from wallet.ledger import Ledger
+from wallet.records import (
     PaymentStatus,
     UserStatus,
     payment_by_custom_data,
     read_payment,
 )
-from alipayplus import Amount, PayRequest, PayResponse, ResultCode, ResultStatus
-from sandbox.alipayplus.driver import nfc_pay_request, refund_request
-from sandbox.alipayplus.peer import SandboxAlipayPlus
-from tests.conftest import new_user, save_history
-from workers.settings import Settings
+from wallet.settings import Settings
 from workflows import search_attributes
 from workflows.nfc_payment import PRODUCT, NfcOrder, NfcPaymentWorkflow
 from workflows.notify_payment import NotifyPaymentWorkflow

@@ -13,12 +13,12 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.ledger import Ledger
-from activities.records import PaymentStatus
 from alipayplus import Amount, CancelPaymentRequest, CancelPaymentResponse, PayRequest, RefundRequest, ResultCode
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.conftest import save_history
-from workers.settings import Settings
+from wallet.ledger import Ledger
+from wallet.records import PaymentStatus
+from wallet.settings import Settings
 from workflows.cancel_payment import CancelOrder, CancelPaymentWorkflow
 from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow, PaymentState
 from workflows.refund import RefundOrder, RefundWorkflow

@@ -3,7 +3,7 @@
 Money columns hold integer minor units as BIGINT (IDR sums outgrow 32 bits), never floats.
 Every datetime column is a ``UtcDateTime``: callers pass timezone-aware datetimes and always
 read back aware UTC, on SQLite as on PostgreSQL. The schema is created by the Alembic migrations in
-``activities/migrations`` (``activities.db.migrate``), not by ``create_all``.
+``wallet/migrations`` (``wallet.db.migrate``), not by ``create_all``.
 """
 
 from datetime import UTC, datetime

@@ -1,6 +1,6 @@
 """Alembic environment for the wallet schema.
 
-Two ways in: ``activities.db.migrate(url)`` passes an open connection in
+Two ways in: ``wallet.db.migrate(url)`` passes an open connection in
 ``config.attributes["connection"]`` and owns its transaction; the ``alembic`` command line
 (``alembic upgrade head`` from the repository root) takes the database from ``DATABASE_URL``
 (default ``sqlite:///var/mpp.sqlite``, relative to the working directory).
@@ -19,8 +19,8 @@ from sqlalchemy import Enum as SqlEnum
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
-from activities.db import create_engine_for
-from activities.records import UtcDateTime  # importing records registers the tables
+from wallet.db import create_engine_for
+from wallet.records import UtcDateTime  # importing records registers the tables
 
 DEFAULT_DATABASE_URL = "sqlite:///var/mpp.sqlite"
 # Any constant works; every migrator of this schema must use the same one.

@@ -15,9 +15,9 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
-from activities.credentials import ACCOUNT_POLICY, ADDRESS_POLICY, Credentials, GuessPolicy
-from activities.secrets import PIN_SCRYPT_COST
 from alipayplus import KeyRegistry, Signer, Verifier
+from wallet.credentials import ACCOUNT_POLICY, ADDRESS_POLICY, Credentials, GuessPolicy
+from wallet.secrets import PIN_SCRYPT_COST
 
 from .codec import EncryptionCodec
 from .keys import InsecureSecretError, read_secret_file
@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     redirect_hosts: list[str] = ["ac.alipay.com", "127.0.0.1", "localhost"]  # Easy Pay: Alipay+'s result page
     mpm_redirect_hosts: list[str] = ["*"]  # MPM: the merchant's page, trusted by seed 003 (narrow it here)
 
-    # Guessing PINs and OTPs (activities.credentials), one counter per account and per client address, JSON
+    # Guessing PINs and OTPs (wallet.credentials), one counter per account and per client address, JSON
     # like MPP_ACCOUNT_GUESSING='{"free_failures":5,"backoff":"PT30S","backoff_max":"PT15M","lockout_after":10,
     # "lockout_for":"P1D","forget_after":"P1D"}'; PINs are stored as scrypt with N = 2**pin_scrypt_cost
     account_guessing: GuessPolicy = ACCOUNT_POLICY
@@ -145,13 +145,13 @@ class Settings(BaseSettings):
     # this from now, either way (F PARAM_ILLEGAL). Unset by default: the spec sets no window and Alipay+ resends
     # a request later. Request-Time must be ISO 8601 with an offset either way.
     request_time_window: timedelta | None = Field(default=None, gt=timedelta(0))
-    # Refuse a private key or secret file that group or others may read (workers.keys.read_secret_file);
+    # Refuse a private key or secret file that group or others may read (wallet.keys.read_secret_file);
     # off only for test keys committed to git, which git stores as 0644
     key_file_mode_check: bool = True
 
     def temporal_transport_problem(self) -> str | None:
         """Why connecting to Temporal as configured would be unsafe, or None: an API key (Temporal
-        Cloud) is a bearer credential, never sent without TLS (as workers.temporal.connect sets it up)."""
+        Cloud) is a bearer credential, never sent without TLS (as wallet.temporal.connect sets it up)."""
         uses_tls = self.temporal_tls or self.temporal_tls_cert_file or self.temporal_tls_ca_file
         if self.temporal_api_key and not uses_tls:
             return (

@@ -1,1 +1,0 @@
-"""Alembic migrations for the wallet schema (run them with ``activities.db.migrate``)."""

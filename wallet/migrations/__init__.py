@@ -1,0 +1,1 @@
+"""Alembic migrations for the wallet schema (run them with ``wallet.db.migrate``)."""
