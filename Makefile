@@ -49,7 +49,8 @@ test: lint $(CHROMIUM)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy alipayplus wallet workflows activities api workers sandbox bench hce_device
+	$(BIN)/mypy alipayplus wallet workflows activities api workers devstack sandbox bench hce_device
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.easy_pay

@@ -24,20 +24,20 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from workflows import search_attributes
-from workflows.auth_notify import AuthNotifyInput, AuthNotifyWorkflow
-from workflows.delivery import DELIVERING, DeliveryInput, DeliverySchedule
-from workflows.notify_payment import NotifyPaymentInput, NotifyPaymentWorkflow
-
-from .notifications import Delivery, DeliveryReport
-
-
-def payment_notification_id(payment_request_id: str) -> str:
-    return f"notify/{payment_request_id}"
-
-
-def auth_notification_id(reference_agreement_id: str) -> str:
-    return f"auth/{reference_agreement_id}"
+from wallet import search_attributes
+from wallet.deliveries import (
+    AUTH_NOTIFY_WORKFLOW,
+    DELIVERING,
+    NOTIFY_PAYMENT_WORKFLOW,
+    AuthNotifyInput,
+    Delivery,
+    DeliveryInput,
+    DeliveryReport,
+    DeliverySchedule,
+    NotifyPaymentInput,
+    auth_notification_id,
+    payment_notification_id,
+)
 
 
 @dataclass
@@ -49,13 +49,13 @@ class DeliveryActivities:
     @activity.defn
     async def start_payment_notification(self, notice: NotifyPaymentInput) -> str:
         workflow_id = payment_notification_id(notice.request.payment_request_id)
-        await _start(self.temporal, self.task_queue, NotifyPaymentWorkflow.run, self._scheduled(notice), workflow_id)
+        await _start(self.temporal, self.task_queue, NOTIFY_PAYMENT_WORKFLOW, self._scheduled(notice), workflow_id)
         return workflow_id
 
     @activity.defn
     async def start_auth_notification(self, notice: AuthNotifyInput) -> str:
         workflow_id = auth_notification_id(notice.grant.reference_agreement_id)
-        await _start(self.temporal, self.task_queue, AuthNotifyWorkflow.run, self._scheduled(notice), workflow_id)
+        await _start(self.temporal, self.task_queue, AUTH_NOTIFY_WORKFLOW, self._scheduled(notice), workflow_id)
         return workflow_id
 
     def _scheduled(self, notice: Any) -> Any:
@@ -70,14 +70,14 @@ async def redeliver(client: Client, workflow_id: str, task_queue: str, schedule:
     """Deliver again what the delivery ``workflow_id`` (``notify/…`` or ``auth/…``) stopped sending
     (Alipay+ answered F, or it gave up): a new run of the same id, with the same message, a fresh
     attempt count and horizon. Returns the new run's id."""
-    kinds: dict[str, tuple[Any, type[DeliveryInput]]] = {
-        "notify": (NotifyPaymentWorkflow.run, NotifyPaymentInput),
-        "auth": (AuthNotifyWorkflow.run, AuthNotifyInput),
+    kinds: dict[str, tuple[str, type[DeliveryInput]]] = {
+        "notify": (NOTIFY_PAYMENT_WORKFLOW, NotifyPaymentInput),
+        "auth": (AUTH_NOTIFY_WORKFLOW, AuthNotifyInput),
     }
     kind = workflow_id.split("/", 1)[0]
     if kind not in kinds:
         raise NotRedeliverable(f"{workflow_id}: not a delivery (notify/… or auth/…)")
-    run, input_type = kinds[kind]
+    workflow, input_type = kinds[kind]
     handle = client.get_workflow_handle(workflow_id)
     try:
         description = await handle.describe()
@@ -93,7 +93,7 @@ async def redeliver(client: Client, workflow_id: str, task_queue: str, schedule:
     [notice] = await client.data_converter.decode(started.input.payloads, [input_type])
     again = notice.model_copy(update={"schedule": schedule, "attempts_so_far": 0, "first_attempt_at": None})
     new = await client.start_workflow(
-        run,
+        workflow,
         again,
         id=workflow_id,
         task_queue=task_queue,
@@ -104,10 +104,10 @@ async def redeliver(client: Client, workflow_id: str, task_queue: str, schedule:
     return new.result_run_id or ""
 
 
-async def _start(client: Client, task_queue: str, run: Any, notice: DeliveryInput, workflow_id: str) -> None:
+async def _start(client: Client, task_queue: str, workflow: str, notice: DeliveryInput, workflow_id: str) -> None:
     try:
         await client.start_workflow(
-            run,
+            workflow,  # by name: the workflows import this module's activities, not the other way round
             notice,
             id=workflow_id,
             task_queue=task_queue,

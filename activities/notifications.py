@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 
-from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 from temporalio import activity
@@ -27,31 +25,9 @@ from alipayplus import (
     SignedClient,
     TransportError,
 )
+from wallet.deliveries import AuthorizationGrant, Delivery, DeliveryReport
 from wallet.records import AccessToken
 from wallet.secrets import derive_token, token_digest
-
-
-class Delivery(StrEnum):
-    ACKNOWLEDGED = "ACKNOWLEDGED"  # S: stop
-    REJECTED = "REJECTED"  # F: do not blind-retry; an operator must look
-    UNKNOWN = "UNKNOWN"  # U, timeout or no answer: retry the same body
-    GAVE_UP = "GAVE_UP"  # how a delivery ends when no attempt got S or F before its horizon
-
-
-class DeliveryReport(BaseModel):
-    delivery: Delivery
-    detail: str
-
-
-class AuthorizationGrant(BaseModel):
-    """What one-click consent on pay #2 authorises: a token bound to the agreement."""
-
-    reference_agreement_id: str
-    auth_client_id: str
-    customer_id: str
-    user_login_id: str | None = None
-    acquirer_id: str
-    psp_id: str
 
 
 def _report(status: ResultStatus, code: str) -> DeliveryReport:

@@ -131,7 +131,7 @@ class RefundActivities:
         answer = _answer_record(application, ResultCode.SUCCESS, None, credit, application.now)
         try:
             self.ledger.return_to_user(
-                f"refund/{request.refund_request_id}",
+                f"refund/{request.refund_request_id}",  # the posting's idempotency key
                 PostingKind.REFUND,
                 payment.payment_request_id,
                 Ledger.user_account_id(payment.customer_id or ""),

@@ -30,6 +30,7 @@ from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, W
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from wallet import workflow_ids
 from workflows.payment_order import PaymentOrderWorkflow, PaymentState
 
 T = TypeVar("T")
@@ -182,7 +183,7 @@ async def payment_behind_page(
 
     Raises ``Late`` if the server was too busy to say within the page's deadline.
     """
-    handle = client.get_workflow_handle(f"pay/{payment_request_id}")
+    handle = client.get_workflow_handle(workflow_ids.payment(payment_request_id))
     try:
         state = await payment_state(handle)
     except RPCError:

@@ -22,9 +22,9 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.notifications import Delivery, DeliveryReport
 from alipayplus import ResultCode, TransportError
 from sandbox.alipayplus.driver import AlipayPlusDriver
+from wallet.deliveries import Delivery, DeliveryReport
 from wallet.ledger import Ledger, PostingKind
 from wallet.records import Entry, PaymentRecord, PaymentStatus, Posting, RefundRecord
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import httpx
 
+from devstack.stack import SQLITE_PRAGMAS
+from wallet import search_attributes
 from wallet.settings import Settings
 from wallet.temporal import temporal_cli
-from workers.dev_stack import SQLITE_PRAGMAS
-from workflows import search_attributes
 
 START_TIMEOUT = 90.0  # seconds for one process to become ready (a loaded 2-core machine is slow)
 STOP_TIMEOUT = 30.0  # seconds for a SIGTERM to end a process before it gets SIGKILL
@@ -79,8 +79,9 @@ def search_attribute_flags() -> list[str]:
 
 
 def mpp_command(*args: str) -> list[str]:
-    """``python -m workers.cli …`` with this interpreter (so ``PYTHONPATH`` picks the code under test)."""
-    return [sys.executable, "-m", "workers.cli", *args]
+    """``python -m devstack.cli …`` (the installed ``mpp``: production commands and ``sandbox``) with this
+    interpreter (so ``PYTHONPATH`` picks the code under test)."""
+    return [sys.executable, "-m", "devstack.cli", *args]
 
 
 def _orphan_guard() -> list[str]:

@@ -65,13 +65,13 @@ from alipayplus import (
     SignatureError,
 )
 from api.pages import form_fields, link
+from devstack.stack import DevStack, Ports, _serving, dev_stack
 from sandbox.alipayplus.driver import AlipayPlusDriver
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from wallet.db import create_engine_for
 from wallet.ledger import Ledger
 from wallet.settings import Settings
 from workers.cli import _exit
-from workers.dev_stack import DevStack, Ports, _serving, dev_stack
 
 LEVELS = (1, 10, 50)
 PIN_USER, PIN = "852-11112222", "246810"

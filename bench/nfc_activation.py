@@ -26,11 +26,11 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from devstack.demo.nfc import APDU_SERVICE, PIN, PIN_USER, Fingerprint, WalletPin
+from devstack.stack import DevStack, Ports, dev_stack
 from hce_device.nfc_sdk import AlipayPlusNfcSdk, NfcDevice, TokenStatus
 from hce_device.secure_store import DeviceKeystore, SecureStore
 from workers.cli import _exit
-from workers.demo_nfc import APDU_SERVICE, PIN, PIN_USER, Fingerprint, WalletPin
-from workers.dev_stack import DevStack, Ports, dev_stack
 
 SINGLE_RUNS = 5
 CONCURRENT_PHONES = 10

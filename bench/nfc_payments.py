@@ -42,14 +42,14 @@ from rich.console import Console
 from rich.table import Table
 
 from alipayplus import Amount
+from devstack.demo import Demo, ledger_line
+from devstack.demo.nfc import PIN_USER, ActivatedPhone, activated_phone
+from devstack.stack import DevStack, Ports, dev_stack
 from sandbox.alipayplus.card_events import CardEvent
 from sandbox.pos import HttpCardNetwork, PosConfig, PosTerminal, TapOutcome
 from wallet.db import create_engine_for
 from wallet.ledger import Ledger
 from workers.cli import _exit
-from workers.demo import Demo, ledger_line
-from workers.demo_nfc import PIN_USER, ActivatedPhone, activated_phone
-from workers.dev_stack import DevStack, Ports, dev_stack
 
 PHONES = 10
 SEQUENTIAL_TAPS = 30

@@ -49,6 +49,7 @@ from temporalio.client import Client
 
 import workers
 from alipayplus import Signer
+from devstack.stack import Ports, dev_settings
 from sandbox.alipayplus.driver import AlipayPlusDriver
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from wallet.db import create_engine_for
@@ -58,7 +59,6 @@ from wallet.settings import Settings
 from wallet.temporal import connect
 from wallet.users import UserStore
 from workers.cli import _exit
-from workers.dev_stack import Ports, dev_settings
 
 from ._soak_checks import (
     Check,

@@ -23,6 +23,7 @@ from alipayplus import Amount, SignedClient
 from sandbox.alipayplus.app import create_app as create_sandbox_app
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from sandbox.alipayplus.transport import TimeoutASGITransport
+from wallet import search_attributes
 from wallet.credentials import GuessPolicy
 from wallet.db import create_engine_for, migrate
 from wallet.ledger import Ledger
@@ -31,7 +32,6 @@ from wallet.settings import Settings
 from wallet.temporal import data_converter, temporal_test_server
 from wallet.users import UserStore
 from workers.worker import activities_for, build_worker
-from workflows import search_attributes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LENIENT_GUESSING = GuessPolicy(

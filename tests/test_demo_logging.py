@@ -8,7 +8,7 @@ import logging
 
 from rich.console import Console
 
-from workers.demo_logging import WORKFLOW_LOGGER, demo_logging
+from devstack.demo.console import WORKFLOW_LOGGER, demo_logging
 
 NOTIFY = {"workflow_id": "notify/demo1p", "workflow_type": "NotifyPaymentWorkflow", "attempt": 1}
 
@@ -59,4 +59,4 @@ def test_other_warnings_still_warn_and_levels_stay() -> None:
 
     assert "WARNING" in text and "redirect allow-list entry 'x y' ignored" in text
     assert {name: logging.getLogger(name).level for name in levels} == levels
-    assert all(type(handler).__module__ != "workers.demo_logging" for handler in logging.getLogger().handlers)
+    assert all(type(handler).__module__ != "devstack.demo.console" for handler in logging.getLogger().handlers)

@@ -18,8 +18,8 @@ from rich.console import Console
 
 from alipayplus import Amount
 from api.pages import form_fields
-from workers.dev_stack import DevStack, Ports, dev_stack
-from workers.sandbox_pay import pay_by_hand
+from devstack.sandbox_pay import pay_by_hand
+from devstack.stack import DevStack, Ports, dev_stack
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,13 +1,13 @@
-"""``mpp``: run the wallet backend.
+"""``mpp``'s production commands: run the wallet backend against a configured Temporal cluster and database.
 
-mpp demo     the embedded stack, every Easy Pay scenario, a summary; exits non-zero on a wrong state
-mpp dev      the embedded stack, kept running until Ctrl-C
-mpp worker   the payments worker, against the configured Temporal cluster and database
-mpp api      the HTTP API, against the configured Temporal cluster and database
-mpp migrate  bring the database schema up to date (optionally with the demo users)
-mpp sandbox  the sandbox Alipay+ alone, to try a deployment without the real network
-mpp sandbox pay  open an Easy Pay order on the running `mpp dev` stack and print its paymentUrl
+mpp worker     the payments worker, against the configured Temporal cluster and database
+mpp api        the HTTP API, against the configured Temporal cluster and database
 mpp redeliver  send a notifyPayment or authNotify again that Alipay+ refused (F) or that gave up
+mpp unlock     lift an account's lockout after too many wrong PINs or OTPs
+mpp migrate    bring the database schema up to date (optionally with the demo users)
+
+The ``mpp`` installed as a script is ``devstack.cli.app``: these commands plus the embedded stack's
+(``demo``, ``dev``, ``sandbox``). Nothing here imports ``devstack``, ``sandbox`` or ``hce_device``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from wallet.settings import VAR_DIR, Settings
+from wallet.settings import Settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console()
@@ -55,56 +54,6 @@ async def _until_interrupted() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-
-
-async def _serve(app: Any, host: str, port: int) -> None:
-    """Serve until SIGINT or SIGTERM, then finish the requests in flight and return, so the process
-    ends with exit code 0 and whatever runs after ``serve`` (a worker's shutdown) runs too."""
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield  # uvicorn would re-raise the signal after shutdown, killing the process with it
-
-    server = Server(uvicorn.Config(app, host=host, port=port))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    await server.serve()
-
-
-VarDir = Annotated[Path, typer.Option(help="Where keys and databases live")]
-
-
-@app.command()
-def demo(var_dir: VarDir = VAR_DIR) -> None:
-    """Run every Easy Pay scenario through the real HTTP API and print a summary."""
-    from .demo import run_demo
-    from .demo_logging import demo_logging
-
-    async def run() -> int:
-        with demo_logging(console):  # the retries the scenarios provoke read as progress, not warnings
-            return await run_demo(var_dir, console)
-
-    _exit(run)
-
-
-@app.command()
-def dev(var_dir: VarDir = VAR_DIR) -> None:
-    """Start the embedded stack and keep it running until Ctrl-C."""
-    from .dev_stack import dev_stack
-
-    async def run() -> int:
-        async with dev_stack(var_dir) as stack:
-            console.print(f"API         {stack.api_url}  (OpenAPI at {stack.api_url}/docs)")
-            console.print(f"Sandbox     {stack.sandbox_url}  (Alipay+, SMS gateway)")
-            console.print(f"Temporal    {stack.settings.temporal_address}  Web UI {stack.web_ui_url}")
-            console.print("Ctrl-C stops everything.")
-            await _until_interrupted()
-        return 0
-
-    _exit(run)
 
 
 @app.command()
@@ -282,107 +231,6 @@ def migrate(demo_users: Annotated[bool, typer.Option(help="Also create and fund 
         UserStore(engine).seed_demo_users(Ledger(engine), settings.secret_key, settings.pin_scrypt_cost)
         engine.dispose()
     console.print(f"schema up to date{' with demo users' if demo_users else ''}")
-
-
-# `mpp sandbox` serves the sandbox Alipay+ as before; `mpp sandbox pay` is a sub-command beside it.
-sandbox_app = typer.Typer(invoke_without_command=True, add_completion=False)
-app.add_typer(sandbox_app, name="sandbox")
-
-
-@sandbox_app.callback()
-def sandbox(
-    context: typer.Context,
-    port: Annotated[int, typer.Option(help="Port of the sandbox Alipay+")] = 8001,
-    alipayplus_private_key_file: Annotated[Path, typer.Option(help="Its signing key")] = VAR_DIR
-    / "keys"
-    / "alipayplus_private.pem",
-) -> None:
-    """Serve the sandbox Alipay+ (notify receiver, SMS gateway, MPM with its merchants, the server
-    SDK's code identification, the Ant NFC server, Mastercard's authorizations and their conversion
-    into NFC pay, cancel, refund and adjustRefund) and run its inquiry worker.
-
-    `mpp sandbox pay` instead opens an Easy Pay order on the running `mpp dev` stack."""
-    if context.invoked_subcommand is not None:
-        return
-    from temporalio.worker import Worker
-
-    from sandbox.alipayplus.app import create_app
-    from sandbox.alipayplus.card_events import CardEventConverter
-    from sandbox.alipayplus.driver import AlipayPlusDriver, TokenActivationNotifier
-    from sandbox.alipayplus.inquiry import (
-        SANDBOX_TASK_QUEUE,
-        InquiryScheduleWorkflow,
-        InquiryStarter,
-        SandboxActivities,
-    )
-    from sandbox.alipayplus.mpm import SandboxMpm
-    from sandbox.alipayplus.peer import SandboxAlipayPlus
-    from sandbox.code_service import CodeService
-    from sandbox.nfc import SandboxAntNfc, SandboxMastercard
-    from wallet.temporal import connect
-
-    async def run() -> int:
-        settings = Settings()
-        peer = SandboxAlipayPlus.from_settings(settings, alipayplus_private_key_file)
-        client = await connect(settings)
-        async with (
-            AlipayPlusDriver.for_peer(peer, settings.public_base_url) as driver,
-            Worker(
-                client,
-                task_queue=SANDBOX_TASK_QUEUE,
-                workflows=[InquiryScheduleWorkflow],
-                activities=SandboxActivities(driver).all(),
-            ),
-        ):
-            mpm = SandboxMpm.from_settings(settings, driver, peer=peer)
-            inquiries = InquiryStarter(client)
-            mpm.on_pay_in_process = inquiries
-            mastercard = SandboxMastercard()
-            ant_nfc = SandboxAntNfc(mastercard, on_token_active=TokenActivationNotifier(driver))
-            card_events = CardEventConverter.behind(
-                mastercard, ant_nfc, driver, psp_id=settings.psp_id, on_pay_in_process=inquiries
-            )
-            sandbox_http = create_app(
-                peer,
-                mpm=mpm,
-                code_service=CodeService(),
-                ant_nfc=ant_nfc,
-                mastercard=mastercard,
-                card_events=card_events,
-            )
-            await _serve(sandbox_http, "127.0.0.1", port)
-        return 0
-
-    _exit(run)
-
-
-@sandbox_app.command("pay")
-def sandbox_pay(
-    user: Annotated[str, typer.Option(help="The payer's login id (a demo user: see the README)")] = "852-11112222",
-    amount: Annotated[int, typer.Option(min=1, help="In minor units of --currency (5000 IDR is IDR 50.00)")] = 5000,
-    currency: Annotated[str, typer.Option(help="ISO 4217 code")] = "IDR",
-    one_click: Annotated[bool, typer.Option(help="Ask for one-click consent too (authNotify follows)")] = False,
-    var_dir: VarDir = VAR_DIR,
-) -> None:
-    """Send Easy Pay pay #1 and pay #2 to the running `mpp dev` stack, as the sandbox Alipay+ does,
-    and print the paymentUrl to open in a browser (with the PIN, or where the SMS code arrives)."""
-    from pydantic import ValidationError
-
-    from alipayplus import Amount
-
-    from .dev_stack import dev_settings
-    from .sandbox_pay import pay_by_hand
-
-    async def run() -> int:
-        try:
-            price = Amount(currency=currency.upper(), value=amount)
-        except ValidationError as exc:  # an unknown currency
-            console.print(f"[red]no order:[/] {exc.errors()[0]['msg']}")
-            return 2
-        keys = var_dir / "keys" / "alipayplus_private.pem"
-        return await pay_by_hand(dev_settings(var_dir), keys, console, login_id=user, amount=price, one_click=one_click)
-
-    _exit(run)
 
 
 if __name__ == "__main__":

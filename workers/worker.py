@@ -22,6 +22,7 @@ from activities.refunds import RefundActivities
 from alipayplus import SignedClient
 from wallet.clients import alipayplus_client, mastercard_client
 from wallet.db import create_engine_for
+from wallet.deliveries import DeliverySchedule
 from wallet.ledger import Ledger
 from wallet.nfc_tokens import NfcTokens
 from wallet.settings import Settings
@@ -31,7 +32,6 @@ from workflows.account_evaluation import AccountEvaluationWorkflow
 from workflows.adjust_refund import AdjustRefundWorkflow
 from workflows.auth_notify import AuthNotifyWorkflow
 from workflows.cancel_payment import CancelPaymentWorkflow
-from workflows.delivery import DeliverySchedule
 from workflows.easy_pay import EasyPayWorkflow
 from workflows.mpm_payment import MpmPaymentWorkflow
 from workflows.nfc_activation import NfcActivationWorkflow

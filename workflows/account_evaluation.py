@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from . import search_attributes
 from ._options import DB_RETRY, DB_TIMEOUT, processed
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
     from alipayplus import PayRequest, PayResponse, Result, ResultCode
+    from wallet import search_attributes
 
 
 @workflow.defn

@@ -13,13 +13,13 @@ from __future__ import annotations
 from pydantic import BaseModel
 from temporalio import workflow
 
-from . import search_attributes
 from ._options import DB_RETRY, DB_TIMEOUT, processed
 
 with workflow.unsafe.imports_passed_through():
     from activities.adjust_refunds import AdjustRefundActivities, AdjustRefundApplication
     from alipayplus import Result, ResultCode
     from alipayplus.nfc import AdjustRefundRequest, AdjustRefundResponse
+    from wallet import search_attributes
 
 PRODUCT = "ADJUST_REFUND"
 

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from .delivery import DeliveryInput, DeliveryWorkflow
+from .delivery import DeliveryWorkflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.notifications import AuthorizationGrant, DeliveryReport, NotificationActivities
-
-
-class AuthNotifyInput(DeliveryInput):
-    grant: AuthorizationGrant
+    from activities.notifications import NotificationActivities
+    from wallet.deliveries import AuthNotifyInput, DeliveryReport
 
 
 @workflow.defn

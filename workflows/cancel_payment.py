@@ -16,13 +16,13 @@ from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from . import search_attributes
 from ._options import DB_RETRY, DB_TIMEOUT, processed
 from .payment_order import PaymentOrderWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.cancellation import CancelActivities, CancelApplication, Cancellation
     from alipayplus import CancelPaymentRequest, CancelPaymentResponse, Result, ResultCode
+    from wallet import search_attributes, workflow_ids
 
 PRODUCT = "CANCEL"
 
@@ -49,7 +49,9 @@ class CancelPaymentWorkflow:
         if outcome is None:  # nothing changed: a final F rather than a cancel Alipay+ retries forever
             return CancelPaymentResponse(result=Result.of(ResultCode.PROCESS_FAIL))
         if outcome.cancellation in (Cancellation.CLOSED_UNPAID, Cancellation.REVERSED):
-            payment = workflow.get_external_workflow_handle(f"pay/{payment_request_id}")  # any product's order
+            payment = workflow.get_external_workflow_handle(
+                workflow_ids.payment(payment_request_id)
+            )  # any product's order
             with contextlib.suppress(ApplicationError):  # it has finished already; its record says closed
                 await payment.signal(PaymentOrderWorkflow.cancel)
         workflow.upsert_search_attributes([search_attributes.PAYMENT_STATUS.value_set(outcome.cancellation.value)])

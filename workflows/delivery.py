@@ -13,67 +13,28 @@ delivered again later with ``mpp redeliver`` (a new run of the same workflow id)
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from . import search_attributes
 from ._options import is_permanent, reason
 
 with workflow.unsafe.imports_passed_through():
-    from activities.notifications import Delivery, DeliveryReport
+    from wallet import search_attributes
+    from wallet.deliveries import (
+        DELIVERING,
+        Delivery,
+        DeliveryInput,
+        DeliveryProgress,
+        DeliveryReport,
+    )
 
-DELIVERING = "DELIVERING"  # DeliveryStatus while attempts go on; a final Delivery value once it ends
 DELIVERY_STATUS_PATCH = "delivery-status"  # workflow.patched: older histories end without the upsert
 # One call per slot of the schedule: Temporal must not retry it on its own, because a timeout or a
 # lost worker is caught below and counted as an unanswered attempt like any other.
 ONE_CALL = RetryPolicy(maximum_attempts=1)
-
-
-class DeliverySchedule(BaseModel):
-    """When to try again after an unanswered attempt, and when to stop trying."""
-
-    delays: list[timedelta] = Field(
-        default=[
-            timedelta(seconds=5),
-            timedelta(seconds=30),
-            timedelta(minutes=1),
-            timedelta(minutes=2),
-            timedelta(minutes=5),
-            timedelta(minutes=10),
-            timedelta(minutes=30),
-            timedelta(hours=1),
-        ],
-        min_length=1,
-    )  # before attempts 2, 3, …; the last one repeats
-    horizon: timedelta = timedelta(days=3)  # no attempt starts later than this after the first
-    attempt_timeout: timedelta = timedelta(seconds=10)  # one signed call (the client gives up at 5 s)
-
-    def delay_before(self, attempt: int) -> timedelta:
-        """The wait before attempt ``attempt`` (1-based; attempt 1 goes at once)."""
-        return self.delays[min(attempt - 2, len(self.delays) - 1)]
-
-
-class DeliveryInput(BaseModel):
-    """What every delivery run carries: its schedule, and where an earlier run left off."""
-
-    schedule: DeliverySchedule = DeliverySchedule()
-    attempts_so_far: int = 0
-    first_attempt_at: datetime | None = None  # set by the first run; the horizon counts from it
-
-
-class DeliveryProgress(BaseModel):
-    """The ``delivery`` query: how far the delivery has come."""
-
-    status: str  # DELIVERING, or the final Delivery: ACKNOWLEDGED, REJECTED, GAVE_UP
-    attempts: int
-    first_attempt_at: datetime | None
-    gives_up_at: datetime | None
-    last_detail: str | None
 
 
 class DeliveryWorkflow:

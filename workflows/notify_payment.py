@@ -1,7 +1,7 @@
 """notification delivery: tell Alipay+ a payment's final result until it answers S.
 
-Id ``notify/{paymentRequestId}``; started by the payment workflow on a final state and
-left running after it (parent close policy ABANDON). Every attempt sends the same body;
+Id ``notify/{paymentRequestId}``; started once the payment is final, by an activity of the
+payment's workflow (``activities.deliveries``, by type name), and outlives it. Every attempt sends the same body;
 the schedule, its horizon and what counts as unanswered are ``delivery.DeliveryWorkflow``'s.
 """
 
@@ -9,15 +9,11 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from .delivery import DeliveryInput, DeliveryWorkflow
+from .delivery import DeliveryWorkflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.notifications import DeliveryReport, NotificationActivities
-    from alipayplus import NotifyPaymentRequest
-
-
-class NotifyPaymentInput(DeliveryInput):
-    request: NotifyPaymentRequest
+    from activities.notifications import NotificationActivities
+    from wallet.deliveries import DeliveryReport, NotifyPaymentInput
 
 
 @workflow.defn

@@ -21,17 +21,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel
 from temporalio import workflow
 
-from . import search_attributes
 from ._options import ACTIVITY_FAILURES, DB_RETRY, DB_TIMEOUT, is_permanent, processed, reason
-from .auth_notify import AuthNotifyInput
-from .notify_payment import NotifyPaymentInput
 
 with workflow.unsafe.imports_passed_through():
     from activities.deliveries import DeliveryActivities
-    from activities.notifications import AuthorizationGrant
     from activities.payments import AccountCheck, DebitRequest, PaymentActivities, PaymentRecordUpdate
     from alipayplus import Amount, NotifyPaymentRequest, PayRequest, PayResponse, Quote, Result, ResultCode
+    from wallet import search_attributes
     from wallet.credentials import Verdict
+    from wallet.deliveries import AuthNotifyInput, AuthorizationGrant, NotifyPaymentInput
     from wallet.records import PaymentStatus, VerificationMethod
 
 AccountCheckActivity = Callable[[PaymentActivities, PayRequest], AccountCheck]

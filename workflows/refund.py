@@ -14,12 +14,12 @@ from datetime import timedelta
 from pydantic import BaseModel
 from temporalio import workflow
 
-from . import search_attributes
 from ._options import DB_RETRY, DB_TIMEOUT, processed
 
 with workflow.unsafe.imports_passed_through():
     from activities.refunds import RefundActivities, RefundApplication
     from alipayplus import RefundRequest, RefundResponse, Result, ResultCode
+    from wallet import search_attributes
 
 PRODUCT = "REFUND"
 

@@ -29,11 +29,11 @@ from temporalio.workflow import UpdateMethodMultiParam
 from activities.nfc_proxy import ProxyRefused, SdkCall
 from alipayplus import Amount, TransportError
 from alipayplus.nfc import CUSTOM_DATA_PATTERN
+from wallet import search_attributes, workflow_ids
 from wallet.credentials import Verdict
 from wallet.nfc_tokens import TokenOwnerRecord
 from wallet.records import NfcTokenStatus, PaymentStatus, payment_by_custom_data, stored_amount
 from wallet.users import UserStore
-from workflows import search_attributes
 from workflows.nfc_activation import ActivationRequest, DeviceStep, NfcActivationWorkflow, Progress
 from workflows.token import (
     Credential,
@@ -87,7 +87,7 @@ class ProxiedAnswer(CamelModel):
 
 
 def _workflow_id(customer_id: str, device_id: str) -> str:
-    return f"activation/{customer_id}/{device_id}"
+    return workflow_ids.activation(customer_id, device_id)
 
 
 def _handle(services: Services, customer_id: str, device_id: str) -> WorkflowHandle[NfcActivationWorkflow, Progress]:
@@ -288,7 +288,7 @@ async def _token_and_state(
     the caller's (``nfc_token``: recorded by its activation) is not found, and no workflow is started
     for it."""
     owner = await asyncio.to_thread(services.nfc_tokens.owner_of, token_reference_id)
-    handle = services.temporal.get_workflow_handle_for(TokenWorkflow.run, f"token/{token_reference_id}")
+    handle = services.temporal.get_workflow_handle_for(TokenWorkflow.run, workflow_ids.token(token_reference_id))
     if owner is not None and owner.customer_id != customer_id:
         raise HTTPException(404, "No such token.")
     try:

@@ -25,8 +25,9 @@ from alipayplus import (
     ResultCode,
 )
 from alipayplus.nfc import NFC_PAYMENT_METHOD_TYPE
+from wallet import search_attributes, workflow_ids
 from wallet.records import PaymentRecord, PaymentStatus, stored_amount
-from workflows import easy_pay, mpm_payment, nfc_payment, search_attributes
+from workflows import easy_pay, mpm_payment, nfc_payment
 from workflows.account_evaluation import AccountEvaluationWorkflow
 from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow
 from workflows.mpm_payment import MpmOrder, MpmPaymentWorkflow
@@ -96,7 +97,7 @@ async def _evaluate_account(request: PayRequest, services: Services) -> PayRespo
             services.temporal.execute_workflow(
                 AccountEvaluationWorkflow.run,
                 request,
-                id=f"evaluation/{request.payment_request_id}",
+                id=workflow_ids.evaluation(request.payment_request_id),
                 task_queue=settings.temporal_task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,  # a read: re-evaluating is harmless
@@ -137,7 +138,7 @@ async def _create_order(request: PayRequest, services: Services, product: str, r
     start = start_once(
         run,
         order,
-        workflow_id=f"pay/{request.payment_request_id}",
+        workflow_id=workflow_ids.payment(request.payment_request_id),
         task_queue=services.settings.temporal_task_queue,
         search_attributes=search_attributes.at_start(product, request.payment_request_id, PaymentStatus.PROCESSING),
     )
@@ -186,7 +187,7 @@ async def inquiry_payment(request: InquiryPaymentRequest, services: Services) ->
         return _inquiry_from_record(record)
     try:
         state = await asyncio.wait_for(
-            services.temporal.get_workflow_handle(f"pay/{request.payment_request_id}").query(
+            services.temporal.get_workflow_handle(workflow_ids.payment(request.payment_request_id)).query(
                 PaymentOrderWorkflow.state  # by name: any product's order
             ),
             services.settings.inquiry_answer_deadline.total_seconds(),

@@ -20,8 +20,8 @@ from alipayplus import (
     ResultCode,
 )
 from alipayplus.nfc import AdjustRefundRequest, AdjustRefundResponse
+from wallet import search_attributes, workflow_ids
 from wallet.records import AdjustRefundRecord, RefundRecord
-from workflows import search_attributes
 from workflows.adjust_refund import PRODUCT as ADJUST_REFUND
 from workflows.adjust_refund import AdjustRefundOrder, AdjustRefundWorkflow
 from workflows.cancel_payment import PRODUCT as CANCEL
@@ -47,7 +47,7 @@ async def refund(request: RefundRequest, services: Services) -> RefundResponse:
     start = start_once(
         RefundWorkflow.run,
         RefundOrder(request=request, window=settings.refund_window),
-        workflow_id=f"refund/{request.refund_request_id}",
+        workflow_id=workflow_ids.refund(request.refund_request_id),
         task_queue=settings.temporal_task_queue,
         search_attributes=search_attributes.at_start(REFUND, request.payment_request_id, "PROCESSING"),
     )
@@ -78,7 +78,7 @@ async def cancel_payment(request: CancelPaymentRequest, services: Services) -> C
             services.temporal.execute_workflow(
                 CancelPaymentWorkflow.run,
                 CancelOrder(request=request, cutoff=settings.cancel_cutoff),
-                id=f"cancel/{request.payment_request_id}",
+                id=workflow_ids.cancellation(request.payment_request_id),
                 task_queue=settings.temporal_task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,  # a concurrent repeat joins it
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,  # a cancel is idempotent: rerun it
@@ -101,7 +101,7 @@ async def adjust_refund(request: AdjustRefundRequest, services: Services) -> Adj
     start = start_once(
         AdjustRefundWorkflow.run,
         AdjustRefundOrder(request=request),
-        workflow_id=f"adjust-refund/{request.refund_request_id}",
+        workflow_id=workflow_ids.adjust_refund(request.refund_request_id),
         task_queue=settings.temporal_task_queue,
         search_attributes=search_attributes.at_start(ADJUST_REFUND, request.payment_request_id, "PROCESSING"),
     )

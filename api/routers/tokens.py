@@ -11,8 +11,8 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 
 from alipayplus import Result, ResultCode
 from alipayplus.nfc import TokenActivationNotificationRequest, TokenActivationNotificationResponse
+from wallet import search_attributes, workflow_ids
 from wallet.token_activations import record_token_activation
-from workflows import search_attributes
 from workflows.token import TokenActivated, TokenStart, TokenWorkflow
 
 from ..inbound import inbound
@@ -60,7 +60,7 @@ async def start_token(
             replenish_below=settings.nfc_replenish_below,
             replenish_count=settings.nfc_replenish_count,
         ),
-        id=f"token/{token_reference_id}",
+        id=workflow_ids.token(token_reference_id),
         task_queue=settings.temporal_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=TypedSearchAttributes(attributes),

@@ -1,8 +1,8 @@
 """Browser tests: Debian's Chromium, driven by Playwright, on our pages served by the embedded stack.
 
-* ``stack``: the embedded dev stack (``workers.dev_stack``) on free ports, one for the package, as
+* ``stack``: the embedded dev stack (``devstack.stack``) on free ports, one for the package, as
   the end-to-end tests start it; ``shop`` creates Easy Pay orders and asks Alipay+'s inquiry where a
-  payment ended, as ``make demo`` does (``workers.demo.Demo``).
+  payment ended, as ``make demo`` does (``devstack.demo.Demo``).
 * ``browser``: one ``/usr/bin/chromium`` for the package (the ``chromium`` package, which ``make test``
   installs when it is missing); never a browser Playwright downloads. Without it the tests fail and say so.
 * ``context`` / ``page``: a fresh phone per test (390x844, touch, a mobile user agent: Android's unless a
@@ -27,8 +27,8 @@ import pytest
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright, expect
 
-from workers.demo import OTP_PHONE, Demo, forget_earlier_runs
-from workers.dev_stack import DevStack, Ports, dev_stack
+from devstack.demo import OTP_PHONE, Demo, forget_earlier_runs
+from devstack.stack import DevStack, Ports, dev_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Chromium's own traffic off (the machines running the tests may have no internet): no QUIC, no

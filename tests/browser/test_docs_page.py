@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import ConsoleMessage, Page, Request, expect
 
-from workers.dev_stack import DevStack
+from devstack.stack import DevStack
 
 from .conftest import AxeCheck, Shot
 

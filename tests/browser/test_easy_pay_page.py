@@ -18,8 +18,8 @@ import pytest
 from playwright.async_api import Page, expect
 
 from alipayplus import PayRequest
-from workers.demo import OTP_USER, PIN, PIN_USER, PRICE, Demo
-from workers.dev_stack import DevStack
+from devstack.demo import OTP_USER, PIN, PIN_USER, PRICE, Demo
+from devstack.stack import DevStack
 
 from .conftest import AxeCheck, OtpPhone, Shot
 from .pages import expect_result, press, query, same_page

@@ -18,11 +18,11 @@ import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
 from alipayplus import Amount
+from devstack.demo import PIN, PIN_USER, Demo
+from devstack.stack import DevStack
 from hce_device.alipayplus_client_sdk import DeviceInfo
 from hce_device.wallet_app import WalletApp
 from sandbox.alipayplus.mpm import DEFAULT_EXCHANGE_RATES
-from workers.demo import PIN, PIN_USER, Demo
-from workers.dev_stack import DevStack
 
 from .conftest import ANDROID_UA, IOS_UA, AxeCheck, Shot
 from .pages import expect_result, press

@@ -16,11 +16,11 @@ from playwright.async_api import Page, Response, expect
 
 from alipayplus import Amount
 from alipayplus.sdk import AcceptanceMarkLogo
+from devstack.demo import PIN, PIN_USER
+from devstack.stack import DevStack
 from hce_device.alipayplus_client_sdk import DeviceInfo
 from hce_device.wallet_app import WalletApp
 from sandbox.alipayplus.mpm import ACCEPTANCE_MARKS
-from workers.demo import PIN, PIN_USER
-from workers.dev_stack import DevStack
 
 from .conftest import ANDROID_UA, AxeCheck, Shot
 

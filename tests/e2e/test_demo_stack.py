@@ -1,4 +1,4 @@
-"""End to end on the real Temporal dev server: the embedded stack (``workers.dev_stack``) on
+"""End to end on the real Temporal dev server: the embedded stack (``devstack.stack``) on
 free ports, every demo scenario run once through the real HTTP API, each checked on its own.
 
 Independent of the session's time-skipping server: its own ports, var dir, keys and database.
@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import pytest
 from rich.console import Console
 
+from devstack.demo import SCENARIOS, Outcome, Scenario, run_scenarios
+from devstack.stack import Ports, dev_stack
 from wallet.db import create_engine_for
 from wallet.ledger import Ledger, LedgerCheck
 from wallet.users import DEMO_USERS
-from workers.demo import SCENARIOS, Outcome, Scenario, run_scenarios
-from workers.dev_stack import Ports, dev_stack
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -30,13 +30,13 @@ from temporalio.service import RetryConfig
 from alipayplus import Amount, PayRequest, PayResponse, RefundResponse, ResultCode, ResultStatus
 from api.main import create_app
 from api.pages import form_fields, link
+from devstack.stack import DevStack, Ports, _serving, dev_stack
 from sandbox.alipayplus.driver import AlipayPlusDriver
 from wallet.db import create_engine_for
 from wallet.ledger import Ledger
 from wallet.records import Posting
 from wallet.temporal import data_converter
 from wallet.users import DEMO_PIN, DEMO_USERS
-from workers.dev_stack import DevStack, Ports, _serving, dev_stack
 
 pytestmark = pytest.mark.timeout(300)
 

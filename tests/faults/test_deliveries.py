@@ -16,16 +16,24 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.deliveries import NotRedeliverable, redeliver
-from activities.notifications import AuthorizationGrant, Delivery, DeliveryReport
 from alipayplus import Amount, NotifyPaymentRequest, Result
 from sandbox.alipayplus.peer import Received, SandboxAlipayPlus
 from tests.conftest import save_history
+from wallet import search_attributes
+from wallet.deliveries import (
+    AuthNotifyInput,
+    AuthorizationGrant,
+    Delivery,
+    DeliveryInput,
+    DeliveryProgress,
+    DeliveryReport,
+    DeliverySchedule,
+    NotifyPaymentInput,
+)
 from wallet.settings import Settings
 from workers.worker import build_worker
-from workflows import search_attributes
-from workflows.auth_notify import AuthNotifyInput, AuthNotifyWorkflow
-from workflows.delivery import DeliveryInput, DeliveryProgress, DeliverySchedule
-from workflows.notify_payment import NotifyPaymentInput, NotifyPaymentWorkflow
+from workflows.auth_notify import AuthNotifyWorkflow
+from workflows.notify_payment import NotifyPaymentWorkflow
 
 from .conftest import Stall, assert_replays, named, replacing
 

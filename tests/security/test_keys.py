@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import FIXTURES
+from wallet import keys
 from wallet.keys import KeyFileModeError, ensure_dev_keys, read_secret_file
 from wallet.settings import Settings
-from workers import keys
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 

@@ -30,12 +30,12 @@ from temporalio.client import Client
 
 from api.main import create_app, create_ops_app
 from api.routers.ops import OpsConfigError
+from devstack.stack import Ports, _serving, dev_settings, ui_codec_endpoint
 from sandbox.code_service import CodeService, code_service_router
 from wallet.codec import EncryptionCodec
 from wallet.keys import ensure_dev_keys, ensure_ops_token
 from wallet.ledger import Ledger
 from wallet.settings import Settings
-from workers.dev_stack import Ports, _serving, dev_settings, ui_codec_endpoint
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,6 +15,7 @@ Hypothesis drives the examples from a worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -35,8 +36,9 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import status_code_conformance
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -52,7 +54,7 @@ from tests.api.conftest import AlipayPlusCaller, code_service_transport, result_
 from tests.api.test_mpm import User, access_token, mpm_pay, ordered
 from tests.conftest import new_user
 from wallet.ledger import Ledger
-from wallet.records import WalletUser
+from wallet.records import NfcDevice, WalletUser
 from wallet.secrets import token_digest
 from wallet.settings import Settings
 
@@ -117,7 +119,7 @@ def ops_app(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Fas
 
 
 @pytest.fixture(scope="module")
-def user(app: FastAPI, engine: Engine, database: Ledger) -> User:
+async def user(app: FastAPI, engine: Engine, database: Ledger, client: Client) -> AsyncIterator[User]:
     """A user of this test alone (KRW, for MPM's sample pay): the generated NFC activations must not use
     up a shared user's devices, nor the generated page posts a shared user's money or attempts."""
     services: Services = app.state.services
@@ -128,7 +130,20 @@ def user(app: FastAPI, engine: Engine, database: Ledger) -> User:
         wallet_user.pin_digest = services.credentials.new_pin_verifier(customer_id, PIN)
         session.add(wallet_user)
         session.commit()
-        return User(wallet_user.login_id, customer_id)
+        login_id = wallet_user.login_id
+    yield User(login_id, customer_id)
+    await _stop_activations(client, engine, customer_id)
+
+
+async def _stop_activations(client: Client, engine: Engine, customer_id: str) -> None:
+    """End the activations the examples started with the user's right PIN. Their Mastercard step has
+    no peer in this session, so they would retry for good, and a running activity holds the shared
+    time-skipping server's clock: later tests waiting for a 3-minute expiry would wait in real time."""
+    with Session(engine) as session:
+        devices = session.exec(select(NfcDevice.device_id).where(col(NfcDevice.customer_id) == customer_id)).all()
+    for device_id in devices:
+        with contextlib.suppress(RPCError):  # never started (refused later on), or already over
+            await client.get_workflow_handle(f"activation/{customer_id}/{device_id}").terminate("status test over")
 
 
 @pytest.fixture(scope="module")

@@ -27,10 +27,10 @@ from alipayplus import Amount, PayRequest, ResultCode, ResultStatus
 from alipayplus.nfc import AdjustRefundRequest, AdjustRefundResponse, AdjustRefundScenario
 from sandbox.alipayplus.driver import adjust_refund_request, nfc_pay_request, refund_request
 from tests.conftest import new_user, save_history
+from wallet import search_attributes
 from wallet.ledger import Ledger
 from wallet.records import AdjustRefundRecord, Posting, UserStatus, read_payment
 from wallet.settings import Settings
-from workflows import search_attributes
 from workflows.adjust_refund import PRODUCT, AdjustRefundOrder, AdjustRefundWorkflow
 
 from .test_nfc_payment import pay

@@ -12,7 +12,6 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.notifications import Delivery
 from activities.payments import otp_code
 from alipayplus import (
     Amount,
@@ -27,6 +26,7 @@ from alipayplus import (
 from sandbox.alipayplus.driver import easy_pay_order
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.conftest import save_history
+from wallet.deliveries import Delivery, NotifyPaymentInput
 from wallet.ledger import Ledger
 from wallet.records import PaymentStatus
 from wallet.secrets import keyed_digest
@@ -34,7 +34,7 @@ from wallet.settings import Settings
 from workers.worker import build_worker
 from workflows.auth_notify import AuthNotifyWorkflow
 from workflows.easy_pay import MAX_OTP_RESENDS, EasyPayOrder, EasyPayWorkflow, PaymentState
-from workflows.notify_payment import NotifyPaymentInput, NotifyPaymentWorkflow
+from workflows.notify_payment import NotifyPaymentWorkflow
 from workflows.payment_order import USER_CANCELLED, Refusal
 
 PIN_USER = ("852-11112222", "2160220037535021")

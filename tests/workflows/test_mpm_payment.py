@@ -19,11 +19,11 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.notifications import Delivery
 from alipayplus import Amount, ApplyTokenRequest, GrantType, Order, PayRequest, ResultCode, ResultStatus
 from sandbox.alipayplus.driver import ALIPAYPLUS_ACQUIRER_ID, mpm_order
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.conftest import new_user, save_history
+from wallet.deliveries import Delivery
 from wallet.ledger import Ledger
 from wallet.oauth import Authorizations, TokenLifetimes
 from wallet.records import OAuthToken, PaymentStatus, read_payment

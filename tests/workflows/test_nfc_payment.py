@@ -20,11 +20,12 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.notifications import Delivery
 from alipayplus import Amount, PayRequest, PayResponse, ResultCode, ResultStatus
 from sandbox.alipayplus.driver import nfc_pay_request, refund_request
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.conftest import new_user, save_history
+from wallet import search_attributes
+from wallet.deliveries import Delivery
 from wallet.ledger import Ledger
 from wallet.records import (
     PaymentStatus,
@@ -33,7 +34,6 @@ from wallet.records import (
     read_payment,
 )
 from wallet.settings import Settings
-from workflows import search_attributes
 from workflows.nfc_payment import PRODUCT, NfcOrder, NfcPaymentWorkflow
 from workflows.notify_payment import NotifyPaymentWorkflow
 from workflows.payment_order import PaymentOrderWorkflow, PaymentState

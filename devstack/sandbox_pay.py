@@ -1,6 +1,6 @@
 """``mpp sandbox pay``: open an Easy Pay order on the running dev stack, for a person to pay by hand.
 
-The sandbox Alipay+'s part, as ``workers.demo`` plays it: pay #1 (evaluation), then pay #2 (the
+The sandbox Alipay+'s part, as ``devstack.demo`` plays it: pay #1 (evaluation), then pay #2 (the
 order), both signed with the sandbox's key; the MPP answers pay #2 U with the paymentUrl of our
 verification page, which this prints. No inquiry schedule is started: it would cancel the order
 after two minutes, sooner than a newcomer may type the code; the sandbox learns the result from
@@ -24,7 +24,7 @@ from wallet.records import VerificationMethod
 from wallet.settings import Settings
 from wallet.users import DEMO_USERS, DemoUser
 
-DEFAULT_LOGIN_ID = "852-11112222"  # the demo's PIN user (workers.demo.PIN_USER)
+DEFAULT_LOGIN_ID = "852-11112222"  # the demo's PIN user (devstack.demo.PIN_USER)
 DEFAULT_AMOUNT = 5000  # minor units: IDR 50.00, the demo's price
 DEFAULT_CURRENCY = "IDR"
 ONE_CLICK_CLIENT_ID = "2188120040699147"  # the merchant the demo's one-click consent names

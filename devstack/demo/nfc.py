@@ -3,16 +3,17 @@
 The phone is ``hce_device.nfc_sdk.AlipayPlusNfcSdk`` (the Alipay+ NFC SDK's role) on our real
 API; behind our proxy, the sandbox Ant server and Mastercard. Each scenario reports
 isPaymentAvailable() along the way and the final status. ``activated_phone`` gives the NFC payment
-scenarios (``workers.demo_nfc_pay``) and ``bench.nfc_payments`` a phone ready to tap.
+scenarios (``devstack.demo.nfc_pay``) and ``bench.nfc_payments`` a phone ready to tap.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -29,12 +30,7 @@ from hce_device.secure_store import DeviceKeystore, SecureStore
 from wallet.records import TokenActivation
 from wallet.users import DEMO_PIN
 
-from .scenario import Outcome, Scenario
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
-    from .demo import Demo
+from .session import Demo, Outcome, Scenario
 
 PIN = DEMO_PIN  # the demo users' login and wallet PIN
 PIN_USER, FROZEN_USER, KRW_USER = "852-11112222", "852-33334444", "82-1012345678"

@@ -8,21 +8,17 @@ reports where the payment ended as Alipay+ learns it (inquiryPayment) and where 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from alipayplus import Result
 from hce_device.alipayplus_client_sdk import DeviceInfo
 from hce_device.wallet_app import WalletApp
 from sandbox.alipayplus.driver import apply_token_request
 
-from .dev_stack import BLOCKED_CODE_PREFIX
-from .scenario import Outcome, Scenario
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
-    from .demo import Demo
+from ..stack import BLOCKED_CODE_PREFIX
+from .session import Demo, Outcome, Scenario
 
 PIN_USER, FROZEN_USER, PIN = "852-11112222", "852-33334444", "246810"
 ANDROID = DeviceInfo(os="Android", mcc="525", time_zone="Asia/Singapore")  # a visitor in Singapore

@@ -1,6 +1,6 @@
 """``make demo``'s NFC payment scenarios (issue 6): taps at a POS and what the acquirer sends later.
 
-Each scenario activates its own phone (``workers.demo_nfc.activated_phone``: the PIN user's card at
+Each scenario activates its own phone (``devstack.demo.nfc.activated_phone``: the PIN user's card at
 status 2) and taps it on a sandbox POS terminal (``sandbox.pos.PosTerminal``) whose CVM limit is
 low, so a high-value tap needs the phone's verification. The terminal sends the authorization over
 HTTP to the sandbox Mastercard, which verifies the ARQC and hands it to Alipay+'s card-event
@@ -19,7 +19,6 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 from alipayplus import Amount, PayRequest, Result
 from hce_device.card import TransactionListener
@@ -27,11 +26,8 @@ from sandbox.alipayplus.card_events import CardAuthorization, CardEventResult, C
 from sandbox.pos import HttpCardNetwork, PosConfig, PosTerminal, TapOutcome
 from wallet.ledger import PostingKind
 
-from .demo_nfc import PIN_USER, ActivatedPhone, activated_phone, credentials_left
-from .scenario import Outcome, Scenario
-
-if TYPE_CHECKING:
-    from .demo import Demo
+from .nfc import PIN_USER, ActivatedPhone, activated_phone, credentials_left
+from .session import Demo, Outcome, Scenario
 
 CURRENCY = "IDR"
 TAP = Amount(currency=CURRENCY, value=250_00)  # IDR 250.00: the user's balance is shared with ~40 scenarios

@@ -31,15 +31,14 @@ from sandbox.alipayplus.mpm import SandboxMpm
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from sandbox.code_service import CodeService
 from sandbox.nfc import SandboxAntNfc, SandboxMastercard
+from wallet import search_attributes
 from wallet.db import create_engine_for, migrate
 from wallet.keys import ensure_dev_keys, ensure_ops_token
 from wallet.ledger import Ledger
 from wallet.settings import VAR_DIR, CodeSolution, Settings
 from wallet.temporal import data_converter, temporal_cli
 from wallet.users import UserStore
-from workflows import search_attributes
-
-from .worker import build_worker
+from workers.worker import build_worker
 
 # The dev server on a SQLite file is 2-3x faster with these (TEMPORAL-NOTES.md).
 SQLITE_PRAGMAS = ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]
