@@ -16,10 +16,11 @@ from temporalio import workflow
 from ._options import DB_RETRY, DB_TIMEOUT, processed
 
 with workflow.unsafe.imports_passed_through():
-    from activities.adjust_refunds import AdjustRefundActivities, AdjustRefundApplication
+    from activities.adjust_refunds import AdjustRefundActivities
     from alipayplus import Result, ResultCode
     from alipayplus.nfc import AdjustRefundRequest, AdjustRefundResponse
     from wallet import search_attributes
+    from wallet.adjust_refunds import AdjustRefundApplication
 
 PRODUCT = "ADJUST_REFUND"
 

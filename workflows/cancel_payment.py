@@ -20,9 +20,10 @@ from ._options import DB_RETRY, DB_TIMEOUT, processed
 from .payment_order import PaymentOrderWorkflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.cancellation import CancelActivities, CancelApplication, Cancellation
+    from activities.cancellation import CancelActivities
     from alipayplus import CancelPaymentRequest, CancelPaymentResponse, Result, ResultCode
     from wallet import search_attributes, workflow_ids
+    from wallet.cancellation import CancelApplication, Cancellation
 
 PRODUCT = "CANCEL"
 

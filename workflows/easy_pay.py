@@ -24,9 +24,10 @@ from ._options import DB_RETRY, DB_TIMEOUT, is_permanent, reason
 from .payment_order import USER_CANCELLED, PageOutcome, PaymentOrderWorkflow, PaymentState, Refusal, with_status
 
 with workflow.unsafe.imports_passed_through():
-    from activities.payments import CodeAttempt, CodeCheck, OtpRequest, OtpSent, PaymentActivities
+    from activities.payments import PaymentActivities
     from alipayplus import PayRequest, ResultCode
     from wallet.credentials import Attempt, Verdict
+    from wallet.payments import CodeAttempt, CodeCheck, OtpRequest, OtpSent
     from wallet.records import PaymentStatus, VerificationMethod
 
 PRODUCT = "EASY_PAY"

@@ -25,11 +25,12 @@ from ._options import ACTIVITY_FAILURES, DB_RETRY, DB_TIMEOUT, is_permanent, pro
 
 with workflow.unsafe.imports_passed_through():
     from activities.deliveries import DeliveryActivities
-    from activities.payments import AccountCheck, DebitRequest, PaymentActivities, PaymentRecordUpdate
+    from activities.payments import PaymentActivities
     from alipayplus import Amount, NotifyPaymentRequest, PayRequest, PayResponse, Quote, Result, ResultCode
     from wallet import search_attributes
     from wallet.credentials import Verdict
     from wallet.deliveries import AuthNotifyInput, AuthorizationGrant, NotifyPaymentInput
+    from wallet.payments import AccountCheck, DebitRequest, PaymentRecordUpdate
     from wallet.records import PaymentStatus, VerificationMethod
 
 AccountCheckActivity = Callable[[PaymentActivities, PayRequest], AccountCheck]

@@ -17,9 +17,10 @@ from temporalio import workflow
 from ._options import DB_RETRY, DB_TIMEOUT, processed
 
 with workflow.unsafe.imports_passed_through():
-    from activities.refunds import RefundActivities, RefundApplication
+    from activities.refunds import RefundActivities
     from alipayplus import RefundRequest, RefundResponse, Result, ResultCode
     from wallet import search_attributes
+    from wallet.refunds import RefundApplication
 
 PRODUCT = "REFUND"
 

@@ -9,8 +9,6 @@ from fastapi import APIRouter
 from sqlmodel import Session
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from activities.adjust_refunds import AdjustRefundOutcome, IllegalAdjustRefund, adjustment_credit
-from activities.refunds import RefundOutcome
 from alipayplus import (
     CancelPaymentRequest,
     CancelPaymentResponse,
@@ -21,7 +19,9 @@ from alipayplus import (
 )
 from alipayplus.nfc import AdjustRefundRequest, AdjustRefundResponse
 from wallet import search_attributes, workflow_ids
+from wallet.adjust_refunds import AdjustRefundOutcome, IllegalAdjustRefund, adjustment_credit
 from wallet.records import AdjustRefundRecord, RefundRecord
+from wallet.refunds import RefundOutcome
 from workflows.adjust_refund import PRODUCT as ADJUST_REFUND
 from workflows.adjust_refund import AdjustRefundOrder, AdjustRefundWorkflow
 from workflows.cancel_payment import PRODUCT as CANCEL

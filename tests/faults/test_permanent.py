@@ -15,14 +15,14 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.payments import PaymentRecordUpdate
-from activities.refunds import RefundApplication, RefundOutcome
 from alipayplus import Result, ResultCode, ResultStatus
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.workflows.test_easy_pay import PIN_USER, PRICE, order, ordered
 from tests.workflows.test_refunds import paid, refund, refund_of
 from wallet.deliveries import Delivery
+from wallet.payments import PaymentRecordUpdate
 from wallet.records import PaymentRecord, PaymentStatus
+from wallet.refunds import RefundApplication, RefundOutcome
 from wallet.settings import Settings
 from workers.interceptors import cannot_succeed
 from workers.worker import build_worker

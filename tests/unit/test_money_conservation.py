@@ -27,16 +27,19 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
-from activities.cancellation import CancelActivities, CancelApplication, Cancellation, CancelOutcome
-from activities.payments import CodeCheck, DebitRequest, DebitResult, PaymentActivities, PaymentRecordUpdate
-from activities.refunds import RefundActivities, RefundApplication, RefundOutcome, credit_for
+from activities.cancellation import CancelActivities
+from activities.payments import PaymentActivities
+from activities.refunds import RefundActivities
 from alipayplus import Amount, PayRequest, RefundRequest, ResultCode
 from sandbox.alipayplus.driver import ACQUIRER_ID, PSP_ID, easy_pay_order
+from wallet.cancellation import CancelApplication, Cancellation, CancelOutcome
 from wallet.credentials import Credentials
 from wallet.db import create_engine_for, migrate
 from wallet.ledger import Ledger, PostingKind
 from wallet.nfc_tokens import NfcTokens
+from wallet.payments import CodeCheck, DebitRequest, DebitResult, PaymentRecordUpdate
 from wallet.records import Account, Entry, PaymentRecord, PaymentStatus, Posting, VerificationMethod
+from wallet.refunds import RefundApplication, RefundOutcome, credit_for
 from wallet.secrets import keyed_digest
 from wallet.users import DEMO_PIN, DEMO_USERS, UserStore
 

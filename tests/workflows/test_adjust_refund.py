@@ -17,17 +17,13 @@ from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.worker import Worker
 
-from activities.adjust_refunds import (
-    AdjustRefundActivities,
-    AdjustRefundApplication,
-    AdjustRefundOutcome,
-    adjust_refund_key,
-)
+from activities.adjust_refunds import AdjustRefundActivities
 from alipayplus import Amount, PayRequest, ResultCode, ResultStatus
 from alipayplus.nfc import AdjustRefundRequest, AdjustRefundResponse, AdjustRefundScenario
 from sandbox.alipayplus.driver import adjust_refund_request, nfc_pay_request, refund_request
 from tests.conftest import new_user, save_history
 from wallet import search_attributes
+from wallet.adjust_refunds import AdjustRefundApplication, AdjustRefundOutcome, adjust_refund_key
 from wallet.ledger import Ledger
 from wallet.records import AdjustRefundRecord, Posting, UserStatus, read_payment
 from wallet.settings import Settings

@@ -12,7 +12,6 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.payments import otp_code
 from alipayplus import (
     Amount,
     AuthorizationInfo,
@@ -28,6 +27,7 @@ from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.conftest import save_history
 from wallet.deliveries import Delivery, NotifyPaymentInput
 from wallet.ledger import Ledger
+from wallet.payments import otp_code
 from wallet.records import PaymentStatus
 from wallet.secrets import keyed_digest
 from wallet.settings import Settings
