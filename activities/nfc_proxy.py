@@ -11,7 +11,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -20,11 +20,13 @@ from temporalio.exceptions import ApplicationError
 
 from alipayplus import ResultStatus, SignedClient
 from alipayplus.nfc import SDK_SUCCESS, SdkProxyRequest, SdkProxyResponse
+from alipayplus.nfc_sdk import SdkData, SdkRequestData, SdkRequestHeader, SdkResponseHeader
 
 log = logging.getLogger(__name__)
 
 SDK_VERSION = "1.0.0"
 ANT_TIMEOUT_SECONDS = 15.0  # Alipay+ gives sdkProxy 10 s: ours must be longer (spec §4.1)
+AnswerT = TypeVar("AnswerT", bound=SdkData)
 
 
 class Destination(StrEnum):
@@ -61,9 +63,14 @@ class SdkCall(BaseModel):
     sdk_request_data: str = ""
 
     @classmethod
-    def of(cls, customer_id: str, api: str, payload: dict[str, Any], request_id: str | None = None) -> SdkCall:
-        header = {"api": api, "requestId": request_id or uuid.uuid4().hex, "sdkVersion": SDK_VERSION}
-        return cls(customer_id=customer_id, sdk_request_header=json.dumps(header), sdk_request_data=json.dumps(payload))
+    def of(cls, customer_id: str, data: SdkRequestData, request_id: str | None = None) -> SdkCall:
+        """The SDK's request ``data`` (its ``API`` in the header), as the SDK writes it (``json.dumps``)."""
+        header = SdkRequestHeader(api=data.API, request_id=request_id or uuid.uuid4().hex, sdk_version=SDK_VERSION)
+        return cls(
+            customer_id=customer_id,
+            sdk_request_header=json.dumps(header.model_dump(exclude_none=True)),
+            sdk_request_data=json.dumps(data.model_dump(mode="json", exclude_none=True)),
+        )
 
     @property
     def api(self) -> str:
@@ -83,15 +90,15 @@ class SdkAnswer(BaseModel):
 
     @property
     def code(self) -> str:
-        return str(json.loads(self.sdk_response_header).get("code", ""))
+        return SdkResponseHeader.model_validate_json(self.sdk_response_header).code
 
     @property
     def succeeded(self) -> bool:
         return self.code == SDK_SUCCESS
 
-    def payload(self) -> dict[str, Any]:
-        data = json.loads(self.sdk_response_data or "{}")
-        return data if isinstance(data, dict) else {}
+    def data(self, answer_type: type[AnswerT]) -> AnswerT:
+        """The answer's payload as ``answer_type``; raises ``pydantic.ValidationError`` naming the bad field."""
+        return answer_type.model_validate_json(self.sdk_response_data or "{}")
 
 
 @dataclass

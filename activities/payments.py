@@ -18,7 +18,7 @@ from wallet.payments import (
     PaymentRecordUpdate,
     Payments,
 )
-from wallet.records import PaymentStatus
+from wallet.states import PaymentStatus
 
 
 class PaymentActivities(Payments):

@@ -1,7 +1,7 @@
 """The Alipay+ protocol as the wallet (MPP) speaks it: messages, money, results, signatures."""
 
 from ._amount import Amount, minor_unit_exponent
-from ._base import Message
+from ._base import CamelModel, Message
 from ._client import SignedClient, TransportError
 from ._result import Result, ResultCode, ResultStatus
 from ._signing import KeyRegistry, SignatureError, SignatureHeader, Signer, Verifier, content_to_sign, sign, verify
@@ -42,6 +42,7 @@ __all__ = [
     "AuthNotifyResponse",
     "AuthorizationInfo",
     "AuthorizationNotifyType",
+    "CamelModel",
     "CancelPaymentRequest",
     "CancelPaymentResponse",
     "RefundRequest",

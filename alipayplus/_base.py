@@ -1,4 +1,5 @@
-"""The base of every Alipay+ message: camelCase on the wire, snake_case in Python."""
+"""The base of every camelCase JSON model, and of every Alipay+ message: camelCase on the wire,
+snake_case in Python."""
 
 from __future__ import annotations
 
@@ -12,14 +13,23 @@ from pydantic.alias_generators import to_camel
 from ._types import INBOUND
 
 
-class Message(BaseModel):
+class CamelModel(BaseModel):
+    """JSON in camelCase, Python in snake_case: read by either name, written by the camelCase one;
+    unknown fields ignored. Alipay+'s messages, our app's API, the workflows' state and the
+    sandbox's controls all speak it (a subclass adds what it needs, e.g. ``frozen``)."""
+
     model_config = ConfigDict(
         alias_generator=to_camel,
         validate_by_name=True,
         validate_by_alias=True,
         serialize_by_alias=True,
-        extra="ignore",  # Alipay+ adds fields over time; unknown ones are not an error
+        extra="ignore",
     )
+
+
+class Message(CamelModel):
+    """An Alipay+ message: a ``CamelModel`` with the wire's rules (Alipay+ adds fields over time;
+    unknown ones are not an error)."""
 
     def to_wire(self) -> bytes:
         """The JSON body: camelCase, every scalar a string, absent fields omitted."""

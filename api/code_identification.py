@@ -14,10 +14,9 @@ from enum import StrEnum
 from typing import TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import ValidationError
 
-from alipayplus import ResultStatus
+from alipayplus import CamelModel, ResultStatus
 from alipayplus.sdk import (
     CodeIdentificationInitRequest,
     CodeIdentificationInitResult,
@@ -44,9 +43,7 @@ class Verdict(StrEnum):
     RETRY_LATER = "RETRY_LATER"  # the identification service stayed unsure
 
 
-class CodeVerdict(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
-
+class CodeVerdict(CamelModel):
     verdict: Verdict
     message: str
     post_code_match_action: PostCodeMatchAction | None = None

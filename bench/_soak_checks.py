@@ -26,7 +26,8 @@ from alipayplus import ResultCode, TransportError
 from sandbox.alipayplus.driver import AlipayPlusDriver
 from wallet.deliveries import Delivery, DeliveryReport
 from wallet.ledger import Ledger, PostingKind
-from wallet.records import Entry, PaymentRecord, PaymentStatus, Posting, RefundRecord
+from wallet.records import Entry, PaymentRecord, Posting, RefundRecord
+from wallet.states import PaymentStatus
 
 from ._soak_load import Flow, Kill
 from ._soak_proxy import ProxyCall

@@ -20,8 +20,8 @@ from rich.markup import escape
 from alipayplus import Amount, AuthorizationInfo, PayResponse, TransportError
 from sandbox.alipayplus.driver import AlipayPlusDriver
 from sandbox.alipayplus.peer import SandboxAlipayPlus
-from wallet.records import VerificationMethod
 from wallet.settings import Settings
+from wallet.states import VerificationMethod
 from wallet.users import DEMO_USERS, DemoUser
 
 DEFAULT_LOGIN_ID = "852-11112222"  # the demo's PIN user (devstack.demo.PIN_USER)

@@ -27,8 +27,9 @@ from wallet import search_attributes
 from wallet.credentials import GuessPolicy
 from wallet.db import create_engine_for, migrate
 from wallet.ledger import Ledger
-from wallet.records import UserStatus, VerificationMethod, WalletUser
+from wallet.records import WalletUser
 from wallet.settings import Settings
+from wallet.states import UserStatus, VerificationMethod
 from wallet.temporal import data_converter, temporal_test_server
 from wallet.users import UserStore
 from workers.worker import activities_for, build_worker

@@ -21,7 +21,8 @@ from sqlmodel import Session, col
 
 from alipayplus import Amount, ResultCode
 from wallet.ledger import IdempotencyConflict, Ledger, PostingKind, PostingRefused
-from wallet.records import PaymentRecord, PaymentStatus, read_payment
+from wallet.records import PaymentRecord, read_payment
+from wallet.states import PaymentStatus
 
 UTC_PLUS_8 = timezone(timedelta(hours=8))
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from alipayplus import Amount, ResultCode
 
-from .records import UserStatus, WalletUser
+from .records import WalletUser
+from .states import UserStatus
 
 
 def evaluate_account(user: WalletUser | None, amount: Amount, debited_today: int, balance: int) -> ResultCode:

@@ -22,7 +22,8 @@ from sqlmodel import col
 
 from alipayplus import Amount
 
-from .records import Account, AccountKind, Entry, Posting, utc_now
+from .records import Account, Entry, Posting, utc_now
+from .states import AccountKind
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 200  # the posting.idempotency_key column
 

@@ -21,9 +21,10 @@ from wallet.evaluation import evaluate_account
 from wallet.ledger import InsufficientFunds, Ledger, PostingRefused
 from wallet.nfc_tokens import NfcTokens
 from wallet.oauth import access_token_owner
-from wallet.records import OtpChallenge, PaymentRecord, PaymentStatus, VerificationMethod, WalletUser
+from wallet.records import OtpChallenge, PaymentRecord, WalletUser
 from wallet.secrets import keyed_digest, pin_verifier_matches
 from wallet.sms import SmsGateway
+from wallet.states import PaymentStatus, VerificationMethod
 from wallet.users import UserStore
 
 

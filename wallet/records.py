@@ -16,6 +16,8 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from alipayplus import Amount
 
+from .states import AccountKind, PaymentStatus, UserStatus, VerificationMethod
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """A timestamp stored in UTC that always comes back timezone-aware (UTC).
@@ -60,29 +62,6 @@ def _string_enum(enum: type[StrEnum]) -> SqlEnum:
         validate_strings=True,
         values_callable=lambda members: [member.value for member in members],
     )
-
-
-class UserStatus(StrEnum):
-    ACTIVE = "ACTIVE"
-    FROZEN = "FROZEN"
-
-
-class VerificationMethod(StrEnum):
-    PIN = "PIN"
-    OTP = "OTP"
-
-
-class AccountKind(StrEnum):
-    USER = "USER"
-    SETTLEMENT = "SETTLEMENT"
-    FUNDING = "FUNDING"
-
-
-class PaymentStatus(StrEnum):
-    PROCESSING = "PROCESSING"
-    SUCCESS = "SUCCESS"
-    FAIL = "FAIL"
-    CLOSED = "CLOSED"
 
 
 class Account(SQLModel, table=True):

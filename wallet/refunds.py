@@ -17,7 +17,8 @@ from sqlmodel import Session, col
 
 from alipayplus import Amount, RefundRequest, RefundResponse, Result, ResultCode
 from wallet.ledger import Ledger, PostingKind, PostingRefused
-from wallet.records import PaymentRecord, PaymentStatus, RefundRecord, read_payment
+from wallet.records import PaymentRecord, RefundRecord, read_payment
+from wallet.states import PaymentStatus
 
 
 class RefundApplication(BaseModel):

@@ -11,8 +11,9 @@ from sqlmodel import Session, col, select
 from alipayplus import Amount
 
 from .ledger import Ledger
-from .records import UserStatus, VerificationMethod, WalletUser
+from .records import WalletUser
 from .secrets import PIN_SCRYPT_COST, keyed_digest, pin_verifier
+from .states import UserStatus, VerificationMethod
 
 DEMO_PIN = "246810"
 

@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from alipayplus import PayRequest, ResultCode
     from wallet.credentials import Attempt, Verdict
     from wallet.payments import CodeAttempt, CodeCheck, OtpRequest, OtpSent
-    from wallet.records import PaymentStatus, VerificationMethod
+    from wallet.states import PaymentStatus, VerificationMethod
 
 PRODUCT = "EASY_PAY"
 MAX_OTP_RESENDS = 5

@@ -25,7 +25,7 @@ from .payment_order import USER_CANCELLED, PageOutcome, PaymentOrderWorkflow, Pa
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
     from alipayplus import PayRequest, ResultCode
-    from wallet.records import PaymentStatus
+    from wallet.states import PaymentStatus
 
 PRODUCT = "MPM"
 __all__ = ["PRODUCT", "USER_CANCELLED", "Decision", "MpmOrder", "MpmPaymentWorkflow"]

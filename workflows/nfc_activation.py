@@ -23,10 +23,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, ValidationError
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -36,6 +35,29 @@ from ._options import DB_RETRY, DB_TIMEOUT
 with workflow.unsafe.imports_passed_through():
     from activities.nfc_proxy import NfcActivities, SdkAnswer, SdkCall
     from activities.nfc_tokens import NewDeviceNotice, NfcTokenActivities
+    from alipayplus import CamelModel
+    from alipayplus.nfc_sdk import (
+        ApplyNfcTokenAnswer,
+        ApplyNfcTokenData,
+        GetPublicKeyData,
+        NotifyProvisionResultAnswer,
+        NotifyProvisionResultData,
+        NtuStatus,
+        PolledAnswer,
+        ProvisionAnswer,
+        ProvisionData,
+        PublicKeyAnswer,
+        QueryNtuResultAnswer,
+        QueryNtuResultData,
+        QueryTokenAnswer,
+        QueryTokenData,
+        ReplenishAnswer,
+        ReplenishData,
+        SdkData,
+        SdkRequestData,
+        TokenRequestStatus,
+        TokenStatus,
+    )
     from wallet.nfc_tokens import DeviceSlot, TokenOwnerRecord
 
 # within the step's deadline, as often as it takes; then a clear failure
@@ -45,6 +67,8 @@ CREDENTIALS_PER_REPLENISH = 10
 # and a failed activation's device slot released
 DEVICE_BOUND = "device-bound"
 NOTICE_WINDOW = timedelta(hours=1)  # the new-device SMS is retried this long, then only logged
+AnswerT = TypeVar("AnswerT", bound=SdkData)
+PolledT = TypeVar("PolledT", bound=PolledAnswer)
 
 STEPS = (
     "device fingerprint",
@@ -75,26 +99,13 @@ class DeviceStep(StrEnum):
     STORE_CREDENTIALS = "STORE_CREDENTIALS"
 
 
-class TokenStatus:
-    """Seed 000's token status codes, as the phone's isPaymentAvailable() reports them."""
-
-    NO_CARD = 0
-    PAYMENT_ALLOWED = 2
-    IN_ACTIVATION = 11
-    AWAITING_CONFIRMATION = 21
-
-
-class _Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
-
-
-class DeviceAction(_Camel):
+class DeviceAction(CamelModel):
     step: DeviceStep
     payload: dict[str, Any]
 
 
-class Progress(_Camel):
-    status_code: int
+class Progress(CamelModel):
+    status_code: int  # a TokenStatus
     phase: Phase
     step: int
     steps_total: int = len(STEPS)
@@ -127,7 +138,7 @@ class NfcActivationWorkflow:
         self._request = request
         self._step = 1
         self._phase = Phase.RUNNING
-        self._status = TokenStatus.IN_ACTIVATION
+        self._status: int = TokenStatus.IN_ACTIVATION
         self._failure: str | None = None
         self._token_reference_id: str | None = None
         self._device_action: DeviceAction | None = None
@@ -158,26 +169,35 @@ class NfcActivationWorkflow:
         # 2.1 the fingerprint came with the request (the API refused anything but SHA-256).
         # 2.2 Mastercard's public key, so the SDK's payloads can be encrypted to Mastercard.
         self._at(2)
-        public_key = await self._sdk("getPublicKey", {})
+        public_key = await self._sdk(GetPublicKeyData(), PublicKeyAnswer)
         # 2.3 apply, wait for approval, provision, store, notify, wait for Mastercard's update.
         self._at(3)
         application = await self._sdk(
-            "applyNfcToken", {"deviceFingerprint": request.device_id, "publicKeyId": public_key.get("publicKeyId")}
+            ApplyNfcTokenData(device_fingerprint=request.device_id, public_key_id=public_key.public_key_id),
+            ApplyNfcTokenAnswer,
         )
         self._at(4)
-        approved = await self._poll("queryToken", {"tokenRequestId": application.get("tokenRequestId")}, "APPROVED")
-        self._token_reference_id = str(approved["tokenReferenceId"])
+        approved = await self._poll(
+            QueryTokenData(token_request_id=application.token_request_id), QueryTokenAnswer, TokenRequestStatus.APPROVED
+        )
+        if approved.token_reference_id is None:
+            raise ActivationFailed("queryToken: approved without a tokenReferenceId")
+        reference = self._token_reference_id = approved.token_reference_id
         if workflow.patched(DEVICE_BOUND):
-            await self._record_owner(self._token_reference_id)
-        token = {"tokenReferenceId": self._token_reference_id}
+            await self._record_owner(reference)
+        token = {"tokenReferenceId": reference}  # what the phone is told of the token
         self._at(5)
-        provisioned = await self._sdk("provision", token)
+        provisioned = await self._sdk(ProvisionData(token_reference_id=reference), ProvisionAnswer)
         self._at(6)
-        await self._on_device(DeviceStep.STORE_TOKEN, {**token, "cardProfile": provisioned.get("cardProfile", {})})
+        # the card profile as the Ant server sent it (only the fields it sent)
+        profile = provisioned.card_profile.model_dump(exclude_unset=True)
+        await self._on_device(DeviceStep.STORE_TOKEN, {**token, "cardProfile": profile})
         self._at(7)
-        await self._sdk("notifyProvisionResult", {**token, "result": "SUCCESS"})
+        await self._sdk(
+            NotifyProvisionResultData(token_reference_id=reference, result="SUCCESS"), NotifyProvisionResultAnswer
+        )
         self._at(8)
-        await self._poll("queryNTUResult", token, "UPDATED")
+        await self._poll(QueryNtuResultData(token_reference_id=reference), QueryNtuResultAnswer, NtuStatus.UPDATED)
         if request.silent:  # silent activation ends here until the user confirms (status 21)
             await self._await_confirmation(request.confirmation_timeout)
         # 2.4 the phone activates its local token.
@@ -185,9 +205,12 @@ class NfcActivationWorkflow:
         await self._on_device(DeviceStep.ACTIVATE_LOCAL_TOKEN, token)
         # 2.5 credentials for the first taps.
         self._at(10)
-        replenished = await self._sdk("replenish", {**token, "count": CREDENTIALS_PER_REPLENISH})
+        replenished = await self._sdk(
+            ReplenishData(token_reference_id=reference, count=CREDENTIALS_PER_REPLENISH), ReplenishAnswer
+        )
         self._at(11)
-        await self._on_device(DeviceStep.STORE_CREDENTIALS, {"credentials": replenished.get("credentials", [])})
+        credentials = [credential.model_dump(exclude_unset=True) for credential in replenished.credentials]
+        await self._on_device(DeviceStep.STORE_CREDENTIALS, {"credentials": credentials})
         self._phase, self._status = Phase.DONE, TokenStatus.PAYMENT_ALLOWED
         if workflow.patched(DEVICE_BOUND):  # the phone already sees DONE; the user hears of the new device
             await self._notify_new_device()
@@ -227,9 +250,11 @@ class NfcActivationWorkflow:
     def _at(self, step: int) -> None:
         self._step = step
 
-    async def _sdk(self, api: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """One SDK request through the proxy; anything but SUCCESS ends the activation."""
-        call = SdkCall.of(self._request.customer_id, api, payload, request_id=str(workflow.uuid4()))
+    async def _sdk(self, data: SdkRequestData, answer_type: type[AnswerT]) -> AnswerT:
+        """One SDK request through the proxy, its answer read as ``answer_type``; anything but SUCCESS,
+        or an answer that is not one, ends the activation."""
+        api = data.API
+        call = SdkCall.of(self._request.customer_id, data, request_id=str(workflow.uuid4()))
         try:
             answer: SdkAnswer = await workflow.execute_activity_method(
                 NfcActivities.sdk_request,
@@ -244,7 +269,10 @@ class NfcActivationWorkflow:
             raise ActivationFailed(f"{api}: the proxy failed ({cause})") from None
         if not answer.succeeded:
             raise ActivationFailed(f"{api}: refused ({answer.code})")
-        return answer.payload()
+        try:
+            return answer.data(answer_type)
+        except ValidationError as exc:
+            raise ActivationFailed(f"{api}: the answer is not a {answer_type.__name__} ({_first_error(exc)})") from None
 
     async def _record_owner(self, token_reference_id: str) -> None:
         """Every token endpoint, Alipay+'s activation notice and a tap's pay check this record."""
@@ -278,18 +306,17 @@ class NfcActivationWorkflow:
         except ActivityError as error:  # the token works; the notice is not worth failing it for
             workflow.logger.warning("new-device SMS not sent: %s", error.cause or error)
 
-    async def _poll(self, api: str, payload: dict[str, Any], done: str) -> dict[str, Any]:
+    async def _poll(self, data: SdkRequestData, answer_type: type[PolledT], done: str) -> PolledT:
         """Ask again on a durable timer until ``done``; REJECTED or the poll limit end it."""
-        request = self._request
+        request, api = self._request, data.API
         for attempt in range(request.poll_limit):
             if attempt:
                 await workflow.sleep(request.poll_interval)
-            answer = await self._sdk(api, payload)
-            status = answer.get("status")
-            if status == done:
+            answer = await self._sdk(data, answer_type)
+            if answer.status == done:
                 return answer
-            if status == "REJECTED":
-                raise ActivationFailed(f"{api}: the application was rejected ({answer.get('reason', 'no reason')})")
+            if answer.status == TokenRequestStatus.REJECTED:
+                raise ActivationFailed(f"{api}: the application was rejected ({answer.reason or 'no reason'})")
         raise ActivationFailed(f"{api}: no answer after {request.poll_limit} polls")
 
     async def _on_device(self, step: DeviceStep, payload: dict[str, Any]) -> None:
@@ -313,3 +340,9 @@ class NfcActivationWorkflow:
         except TimeoutError:
             raise ActivationFailed("the user did not confirm the silent activation") from None
         self._phase, self._status = Phase.RUNNING, TokenStatus.IN_ACTIVATION
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "the payload"
+    return f"{where}: {error['msg']}"

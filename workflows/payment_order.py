@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from wallet.credentials import Verdict
     from wallet.deliveries import AuthNotifyInput, AuthorizationGrant, NotifyPaymentInput
     from wallet.payments import AccountCheck, DebitRequest, PaymentRecordUpdate
-    from wallet.records import PaymentStatus, VerificationMethod
+    from wallet.states import PaymentStatus, VerificationMethod
 
 AccountCheckActivity = Callable[[PaymentActivities, PayRequest], AccountCheck]
 USER_CANCELLED = "The user cancelled the payment."  # the result message of an order its user cancelled on our page

@@ -16,17 +16,25 @@ import asyncio
 import contextlib
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.nfc_proxy import NfcActivities, SdkAnswer, SdkCall
+    from alipayplus import CamelModel
     from alipayplus.nfc import AccountSource
+    from alipayplus.nfc_sdk import (
+        Credential,
+        DeleteTokenData,
+        LockTokenData,
+        ReplenishAnswer,
+        ReplenishData,
+        SdkRequestData,
+        UnlockTokenData,
+    )
 
 REPLENISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=5)
 MAX_FAILED_REPLENISHES = 3  # histories before REPLENISH_BACKOFF_PATCH: then only the phone's replenish() tried again
@@ -65,27 +73,15 @@ class TokenActivated(BaseModel):
     token_activated_time: datetime
 
 
-class Credential(BaseModel):
-    atc: int
-    single_use_key: str = Field(alias="singleUseKey")
-    expires_at: str | None = Field(default=None, alias="expiresAt")
-
-    model_config = ConfigDict(validate_by_name=True, serialize_by_alias=True)
-
-
-class TapReport(BaseModel):
+class TapReport(CamelModel):
     """The phone's report of one tap: the credential (ATC) it used, and its own reference."""
-
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
 
     atc: int = Field(ge=1)
     custom_data: str | None = None
     tapped_at: datetime
 
 
-class TokenState(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
-
+class TokenState(CamelModel):
     token_reference_id: str
     customer_id: str | None = None
     lifecycle: TokenLifecycle = TokenLifecycle.PENDING
@@ -95,7 +91,7 @@ class TokenState(BaseModel):
     used_atcs: list[int] = []  # credentials a tap consumed
     taps: int = 0
     replenishments: int = 0
-    undelivered: list[Credential] = []  # replenished, not yet collected by the phone
+    undelivered: list[Credential] = []  # replenished (the Ant server's), not yet collected by the phone
     replenish_failures: int = 0  # automatic replenishes failed in a row
     replenish_again_at: datetime | None = None  # after a failure, the next automatic one waits until then
 
@@ -192,7 +188,7 @@ class TokenWorkflow:
         async with self._managing:
             self._refuse_if_deleted()
             if self._state.lifecycle is not TokenLifecycle.LOCKED:
-                await self._ask_ant("lockToken")
+                await self._ask_ant(LockTokenData(token_reference_id=self._state.token_reference_id))
                 self._state.lifecycle = TokenLifecycle.LOCKED
         return self._state
 
@@ -202,7 +198,7 @@ class TokenWorkflow:
         async with self._managing:
             self._refuse_if_deleted()
             if self._state.lifecycle is TokenLifecycle.LOCKED:
-                await self._ask_ant("unlockToken")
+                await self._ask_ant(UnlockTokenData(token_reference_id=self._state.token_reference_id))
                 activated = self._state.activated_at is not None
                 self._state.lifecycle = TokenLifecycle.ACTIVE if activated else TokenLifecycle.PENDING
         return self._state
@@ -213,7 +209,7 @@ class TokenWorkflow:
         answers the same."""
         async with self._managing:
             if self._state.lifecycle is not TokenLifecycle.DELETED:
-                await self._ask_ant("deleteToken")
+                await self._ask_ant(DeleteTokenData(token_reference_id=self._state.token_reference_id))
                 self._state.lifecycle = TokenLifecycle.DELETED
                 self._state.undelivered = []  # never to be collected
         return self._state
@@ -270,7 +266,10 @@ class TokenWorkflow:
     async def _replenish(self) -> None:
         self._replenishing = True
         try:
-            answer = await self._sdk("replenish", {"count": self._start.replenish_count})
+            request = ReplenishData(
+                token_reference_id=self._state.token_reference_id, count=self._start.replenish_count
+            )
+            answer = await self._sdk(request)
         except ActivityError:
             return self._replenish_failed()  # the phone can still ask at once by replenish()
         finally:
@@ -279,7 +278,10 @@ class TokenWorkflow:
             return  # deleted meanwhile: nobody will collect them
         if not answer.succeeded:  # e.g. TOKEN_NOT_ACTIVE: nothing came, try again later
             return self._replenish_failed()
-        fresh = [Credential.model_validate(item) for item in answer.payload().get("credentials", [])]
+        try:
+            fresh = answer.data(ReplenishAnswer).credentials
+        except ValidationError:  # not credentials: as good as none, try again later
+            return self._replenish_failed()
         self._state.undelivered += [c for c in fresh if c.atc not in self._state.issued_atcs]
         self._state.replenishments += 1
         self._state.replenish_failures = 0
@@ -292,10 +294,11 @@ class TokenWorkflow:
             backoff = REPLENISH_BACKOFF[min(state.replenish_failures, len(REPLENISH_BACKOFF)) - 1]
             state.replenish_again_at = workflow.now() + backoff
 
-    async def _ask_ant(self, api: str) -> None:
+    async def _ask_ant(self, request: SdkRequestData) -> None:
         """A token-management SDK request; any answer but SUCCESS fails the update, state unchanged."""
+        api = request.API
         try:
-            answer = await self._sdk(api, {}, retry_policy=MANAGE_RETRY)
+            answer = await self._sdk(request, retry_policy=MANAGE_RETRY)
         except ActivityError as exc:
             raise ApplicationError(
                 f"{api}: the Ant server could not be reached", type=TokenRefusal.ANT_FAILED, non_retryable=True
@@ -305,17 +308,13 @@ class TokenWorkflow:
                 f"{api}: the Ant server answered {answer.code}", type=TokenRefusal.ANT_FAILED, non_retryable=True
             )
 
-    async def _sdk(self, api: str, payload: dict[str, Any], retry_policy: RetryPolicy = REPLENISH_RETRY) -> SdkAnswer:
-        call = SdkCall.of(
-            self._state.customer_id or "",
-            api,
-            {"tokenReferenceId": self._state.token_reference_id, **payload},
-            request_id=str(workflow.uuid4()),
-        )
+    async def _sdk(self, request: SdkRequestData, retry_policy: RetryPolicy = REPLENISH_RETRY) -> SdkAnswer:
+        """The token's SDK request (each names the token) through the proxy."""
+        call = SdkCall.of(self._state.customer_id or "", request, request_id=str(workflow.uuid4()))
         return await workflow.execute_activity_method(
             NfcActivities.sdk_request,
             call,
             start_to_close_timeout=REPLENISH_TIMEOUT,
             retry_policy=retry_policy,
-            summary=f"{api} for {self._state.token_reference_id}",
+            summary=f"{request.API} for {self._state.token_reference_id}",
         )

@@ -19,8 +19,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from wallet.records import PaymentStatus
 from wallet.secrets import token_digest
+from wallet.states import PaymentStatus
 from workflows.mpm_payment import PRODUCT, Decision, MpmPaymentWorkflow
 from workflows.payment_order import PaymentState
 

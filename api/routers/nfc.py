@@ -27,16 +27,17 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
 from activities.nfc_proxy import ProxyRefused, SdkCall
-from alipayplus import Amount, TransportError
+from alipayplus import Amount, CamelModel, TransportError
 from alipayplus.nfc import CUSTOM_DATA_PATTERN
+from alipayplus.nfc_sdk import Credential
 from wallet import search_attributes, workflow_ids
 from wallet.credentials import Verdict
 from wallet.nfc_tokens import TokenOwnerRecord
-from wallet.records import NfcTokenStatus, PaymentStatus, payment_by_custom_data, stored_amount
+from wallet.records import NfcTokenStatus, payment_by_custom_data, stored_amount
+from wallet.states import PaymentStatus
 from wallet.users import UserStore
 from workflows.nfc_activation import ActivationRequest, DeviceStep, NfcActivationWorkflow, Progress
 from workflows.token import (
-    Credential,
     TapReport,
     TokenLifecycle,
     TokenRefusal,
@@ -48,7 +49,7 @@ from ..inbound import describe
 from ..limits import read_bounded
 from ..services import ClientAddress, Services, ServicesDep
 from .tokens import TokenHandle, start_token
-from .wallet_app import SIGNED_IN, CamelModel, Customer, refuse_attempt
+from .wallet_app import SIGNED_IN, Customer, refuse_attempt
 
 router = APIRouter(prefix="/app/v1/nfc", tags=["wallet app: NFC"], responses=SIGNED_IN)
 PRODUCT = "NFC_ACTIVATION"

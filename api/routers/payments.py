@@ -26,7 +26,8 @@ from alipayplus import (
 )
 from alipayplus.nfc import NFC_PAYMENT_METHOD_TYPE
 from wallet import search_attributes, workflow_ids
-from wallet.records import PaymentRecord, PaymentStatus, stored_amount
+from wallet.records import PaymentRecord, stored_amount
+from wallet.states import PaymentStatus
 from workflows import easy_pay, mpm_payment, nfc_payment
 from workflows.account_evaluation import AccountEvaluationWorkflow
 from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow

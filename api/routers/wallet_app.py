@@ -11,9 +11,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
+from alipayplus import CamelModel
 from wallet.credentials import Attempt, Verdict
 
 from ..code_identification import CodeVerdict
@@ -21,12 +21,6 @@ from ..services import ClientAddress, ServicesDep
 
 router = APIRouter(prefix="/app/v1", tags=["wallet app"])
 SESSION_COOKIE = "mpp_session"
-
-
-class CamelModel(BaseModel):
-    """JSON for our own app: camelCase on the wire, as the Alipay+ messages are."""
-
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
 
 
 class Login(CamelModel):

@@ -22,7 +22,8 @@ from api.pages import form_fields
 from wallet.db import create_engine_for
 from wallet.ledger import RETURNS, PostingKind
 from wallet.nfc_tokens import NfcTokens
-from wallet.records import Account, AccountKind, Entry, Posting
+from wallet.records import Account, Entry, Posting
+from wallet.states import AccountKind
 from wallet.users import DEMO_USERS
 
 from ..stack import DevStack

@@ -42,6 +42,7 @@ from pydantic import BaseModel, Field
 
 from alipayplus import (
     Amount,
+    CamelModel,
     CancelPaymentRequest,
     CancelPaymentResponse,
     Message,
@@ -59,7 +60,6 @@ from sandbox.nfc.mastercard import SandboxMastercard, VerifiedAuthorization
 from sandbox.pos.authorization import AuthorizationDecision, DeclineReason
 
 from .driver import PSP_ID, adjust_refund_request, nfc_pay_request, refund_request, request_id
-from .peer import _CamelModel
 
 if TYPE_CHECKING:
     from sandbox.nfc.ant import SandboxAntNfc
@@ -126,7 +126,7 @@ _Refund = Literal[CardAction.REFUND, CardAction.IGNORE]
 _AdjustRefund = Literal[CardAction.ADJUST_REFUND, CardAction.IGNORE]
 
 
-class ConversionRules(_CamelModel):
+class ConversionRules(CamelModel):
     """Which call each card event becomes; defaults per spec §12's (inferred) table."""
 
     authorization: Literal[CardAction.PAY] = CardAction.PAY
@@ -161,7 +161,7 @@ class AuthorizationStatus(StrEnum):
     CANCELLED = "CANCELLED"  # cancelPayment answered S
 
 
-class CardAuthorization(_CamelModel):
+class CardAuthorization(CamelModel):
     """Alipay+'s memory of one authorization and the payment it became."""
 
     authorization_id: str  # the terminal's retrieval reference number
@@ -190,7 +190,7 @@ class CardAuthorization(_CamelModel):
         return self.amount.value - self.refunded
 
 
-class MppCall(_CamelModel):
+class MppCall(CamelModel):
     """One call to the MPP: the request as sent, and the answer (or why there was none)."""
 
     api: MppApi
@@ -204,7 +204,7 @@ class MppCall(_CamelModel):
         return self.result is not None and self.result.is_success
 
 
-class ConversionStep(_CamelModel):
+class ConversionStep(CamelModel):
     event: CardEvent
     action: CardAction
     amount: Amount | None = None
@@ -215,7 +215,7 @@ class ConversionStep(_CamelModel):
         return self.call is None or self.call.succeeded
 
 
-class CardEventResult(_CamelModel):
+class CardEventResult(CamelModel):
     """What one acquirer event became: the steps, each with its call and the MPP's answer."""
 
     kind: CardEventKind
@@ -587,26 +587,26 @@ class CardEventConverter:
 # --- local HTTP controls ----------------------------------------------------------------------
 
 
-class ReversalEvent(_CamelModel):
+class ReversalEvent(CamelModel):
     authorization_id: str
     amount: Amount | None = None  # None: the whole authorization
 
 
-class ClearingEvent(_CamelModel):
+class ClearingEvent(CamelModel):
     authorization_id: str
     amount: Amount
 
 
-class ExpiryEvent(_CamelModel):
+class ExpiryEvent(CamelModel):
     authorization_id: str
 
 
-class MerchantRefundEvent(_CamelModel):
+class MerchantRefundEvent(CamelModel):
     authorization_id: str
     amount: Amount
 
 
-class UnlinkedRefundEvent(_CamelModel):
+class UnlinkedRefundEvent(CamelModel):
     token_reference_id: str
     amount: Amount
 

@@ -29,6 +29,7 @@ from pydantic import Field
 from alipayplus import (
     Amount,
     ApplyTokenResponse,
+    CamelModel,
     Merchant,
     NotifyPaymentRequest,
     Order,
@@ -56,7 +57,7 @@ from sandbox._http import answer_sdk_call, local_only
 from sandbox.code_service import ENTRY_CODE_PREFIX, ORDER_CODE_PREFIX
 
 from .driver import _UTC8, MPM_PAYMENT_EXPIRY, PSP_ID, AlipayPlusDriver, apply_token_request, mpm_order, request_id
-from .peer import Received, SandboxAlipayPlus, _CamelModel
+from .peer import Received, SandboxAlipayPlus
 
 if TYPE_CHECKING:
     from wallet.settings import Settings
@@ -178,7 +179,7 @@ class PayExchange:
         }
 
 
-class OrderCodeRequest(_CamelModel):
+class OrderCodeRequest(CamelModel):
     """The merchant/ACQP asks Alipay+ for an order code (a sandbox control)."""
 
     amount: Amount

@@ -13,10 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
-
-from alipayplus import AuthNotifyRequest, KeyRegistry, NotifyPaymentRequest, Signer, Verifier
+from alipayplus import AuthNotifyRequest, CamelModel, KeyRegistry, NotifyPaymentRequest, Signer, Verifier
 
 if TYPE_CHECKING:
     from wallet.settings import Settings
@@ -34,11 +31,7 @@ class Behaviour(StrEnum):
     SILENT = "SILENT"  # sleep past the MPP's client timeout, then U
 
 
-class _CamelModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
-
-
-class Received(_CamelModel):
+class Received(CamelModel):
     """One notifyPayment/authNotify as received: the body as sent, and when."""
 
     body: dict[str, Any]
@@ -48,7 +41,7 @@ class Received(_CamelModel):
         return {**self.body, "receivedAt": self.received_at.isoformat()}
 
 
-class Sms(_CamelModel):
+class Sms(CamelModel):
     to: str
     text: str
     reference: str | None = None

@@ -5,7 +5,8 @@ user's customerId and Alipay+ hands them to the Ant server. ``SandboxAntNfc`` is
 memory (token applications, tokens, credentials) and ``ant_nfc_router`` is Alipay+'s sdkProxy
 in front of it: the MPP's signature is checked and the answer signed, exactly as for every other
 Alipay+ API. The Ant server's own outcome travels inside ``sdkResponseHeader.code``; a transport
-or envelope problem is Alipay+'s ``result``.
+or envelope problem is Alipay+'s ``result``. The payloads it reads and answers are
+``alipayplus.nfc_sdk``'s, the same the MPP's workflows send and read.
 """
 
 from __future__ import annotations
@@ -17,13 +18,40 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from alipayplus import Message, Result, ResultCode
+from alipayplus import Result, ResultCode
 from alipayplus.nfc import SDK_SUCCESS, SdkProxyRequest, SdkProxyResponse
+from alipayplus.nfc_sdk import (
+    ApplyNfcTokenAnswer,
+    ApplyNfcTokenData,
+    CardProfile,
+    Credential,
+    DeleteTokenData,
+    LockTokenData,
+    NotifyProvisionResultAnswer,
+    NotifyProvisionResultData,
+    NtuStatus,
+    ProvisionAnswer,
+    ProvisionData,
+    QueryNtuResultAnswer,
+    QueryNtuResultData,
+    QueryTokenAnswer,
+    QueryTokenData,
+    RefusalAnswer,
+    ReplenishAnswer,
+    ReplenishData,
+    SdkData,
+    SdkRequestData,
+    SdkRequestHeader,
+    SdkResponseHeader,
+    TokenRequestStatus,
+    TokenStateAnswer,
+    UnlockTokenData,
+)
 from sandbox._http import answer_signed_call, first_error, local_only
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 
@@ -58,36 +86,11 @@ AID = "A0000000041010"
 DEFAULT_REJECT_REASON = "The card network declined the token request"
 CREDENTIAL_TTL = timedelta(days=7)
 
-PayloadT = TypeVar("PayloadT", bound=Message)
-_NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+PayloadT = TypeVar("PayloadT", bound=SdkRequestData)
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-# --- payloads inside sdkRequestData -------------------------------------------------------
-
-
-class ApplyNfcTokenData(Message):
-    device_fingerprint: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
-    public_key_id: _NonEmpty
-
-
-class QueryTokenData(Message):
-    token_request_id: _NonEmpty
-
-
-class TokenReferenceData(Message):
-    token_reference_id: _NonEmpty
-
-
-class NotifyProvisionResultData(TokenReferenceData):
-    result: Literal["SUCCESS", "FAILURE"]
-
-
-class ReplenishData(TokenReferenceData):
-    count: int = Field(10, ge=1, le=100)
 
 
 # --- memory ------------------------------------------------------------------------------
@@ -103,7 +106,7 @@ class Application:
     public_key_id: str
     reject_reason: str | None = None  # decided at creation (customer / next application), told later
     polls: int = 0
-    status: Literal["PENDING", "APPROVED", "REJECTED"] = "PENDING"
+    status: TokenRequestStatus = TokenRequestStatus.PENDING
     token_reference_id: str | None = None
 
 
@@ -114,7 +117,7 @@ class AntToken:
     token_reference_id: str
     customer_id: str
     device_fingerprint: str
-    card_profile: dict[str, str] | None = None
+    card_profile: CardProfile | None = None
     state: TokenState | None = None  # None until provisioned
     ntu_polls: int = 0
     next_atc: int = 1
@@ -128,6 +131,11 @@ class AntAnswer:
     code: str
     data: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, code: str, payload: SdkData) -> AntAnswer:
+        """``payload`` as the JSON object it is sent as (absent optional fields left out)."""
+        return cls(code, payload.model_dump(mode="json", exclude_none=True))
+
 
 class AntError(Exception):
     """A refusal by the Ant server: answered with ``code`` in the header and ``reason`` in the data."""
@@ -138,7 +146,7 @@ class AntError(Exception):
         self.reason = reason
 
     def answer(self) -> AntAnswer:
-        return AntAnswer(self.code, {"reason": self.reason})
+        return AntAnswer.of(self.code, RefusalAnswer(reason=self.reason))
 
 
 @dataclass(frozen=True)
@@ -205,7 +213,7 @@ class SandboxAntNfc:
         self._applications: dict[str, Application] = {}
         self._tokens: dict[str, AntToken] = {}
         self._answered: dict[tuple[str, str, str], AntAnswer] = {}  # by (customer, api, requestId)
-        self._handlers: dict[str, Callable[[str, str, bool], Awaitable[dict[str, Any]]]] = {
+        self._handlers: dict[str, Callable[[str, str, bool], Awaitable[SdkData]]] = {
             "applyNfcToken": self._apply_nfc_token,
             "queryToken": self._query_token,
             "provision": self._provision,
@@ -285,11 +293,11 @@ class SandboxAntNfc:
         if scripted.fault is Fault.FAIL:
             return AntError(SYSTEM_ERROR, "The Ant server failed (scripted)").answer()
         try:
-            return AntAnswer(SDK_SUCCESS, await handler(customer_id, data, scripted.fault is Fault.REJECT))
+            return AntAnswer.of(SDK_SUCCESS, await handler(customer_id, data, scripted.fault is Fault.REJECT))
         except AntError as error:
             return error.answer()
 
-    async def _apply_nfc_token(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+    async def _apply_nfc_token(self, customer_id: str, data: str, reject: bool) -> ApplyNfcTokenAnswer:
         payload = _parse(ApplyNfcTokenData, data)
         reason = DEFAULT_REJECT_REASON if reject else self._rejected_customers.get(customer_id)
         application = Application(
@@ -300,14 +308,14 @@ class SandboxAntNfc:
             reject_reason=reason,
         )
         self._applications[application.token_request_id] = application
-        return {"status": "PENDING", "tokenRequestId": application.token_request_id}
+        return ApplyNfcTokenAnswer(status=TokenRequestStatus.PENDING, token_request_id=application.token_request_id)
 
-    async def _query_token(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+    async def _query_token(self, customer_id: str, data: str, reject: bool) -> QueryTokenAnswer:
         application = self._own_application(customer_id, _parse(QueryTokenData, data).token_request_id)
-        if reject and application.status == "PENDING":
+        if reject and application.status is TokenRequestStatus.PENDING:
             application.reject_reason = application.reject_reason or DEFAULT_REJECT_REASON
-            application.status = "REJECTED"
-        if application.status == "PENDING":
+            application.status = TokenRequestStatus.REJECTED
+        if application.status is TokenRequestStatus.PENDING:
             application.polls += 1
             if application.polls > self.approve_after_polls:
                 self._decide(application)
@@ -315,34 +323,35 @@ class SandboxAntNfc:
 
     def _decide(self, application: Application) -> None:
         if application.reject_reason is not None:
-            application.status = "REJECTED"
+            application.status = TokenRequestStatus.REJECTED
             return
-        application.status = "APPROVED"
+        application.status = TokenRequestStatus.APPROVED
         application.token_reference_id = token_reference_id()
         self._tokens[application.token_reference_id] = AntToken(
             application.token_reference_id, application.customer_id, application.device_fingerprint
         )
 
-    async def _provision(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
-        token = self._own_token(customer_id, _parse(TokenReferenceData, data).token_reference_id, reject)
-        if token.card_profile is None:  # a retried provision gets the same profile
-            token.card_profile = self._card_profile()
+    async def _provision(self, customer_id: str, data: str, reject: bool) -> ProvisionAnswer:
+        token = self._own_token(customer_id, _parse(ProvisionData, data).token_reference_id, reject)
+        profile = token.card_profile
+        if profile is None:  # a retried provision gets the same profile
+            profile = token.card_profile = self._card_profile()
             token.state = TokenState.PROVISIONED
             self.mastercard.register_token(
-                token.token_reference_id, token.card_profile["tokenPan"], token.card_profile["panSequenceNumber"]
+                token.token_reference_id, str(profile.token_pan), str(profile.pan_sequence_number)
             )
-        return {"tokenReferenceId": token.token_reference_id, "cardProfile": token.card_profile, "credentials": []}
+        return ProvisionAnswer(token_reference_id=token.token_reference_id, card_profile=profile, credentials=[])
 
-    def _card_profile(self) -> dict[str, str]:
-        return {
-            "tokenPan": token_pan(),
-            "panSequenceNumber": "00",
-            "expiryDate": _expiry(self.clock()),
-            "aid": AID,
-            "issuerMasterKeyId": "IMK" + secrets.token_hex(8).upper(),
-        }
+    def _card_profile(self) -> CardProfile:
+        return CardProfile(
+            token_pan=token_pan(),
+            pan_sequence_number="00",
+            expiry_date=_expiry(self.clock()),
+            aid=AID,
+            issuer_master_key_id="IMK" + secrets.token_hex(8).upper(),
+        )
 
-    async def _notify_provision_result(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+    async def _notify_provision_result(self, customer_id: str, data: str, reject: bool) -> NotifyProvisionResultAnswer:
         payload = _parse(NotifyProvisionResultData, data)
         token = self._own_token(customer_id, payload.token_reference_id, reject)
         if token.state is None:
@@ -354,7 +363,7 @@ class SandboxAntNfc:
             self._set_state(token, TokenState.ACTIVE)
             token.activated_at = self.clock()
             await self._token_active(token)
-        return {"acknowledged": True}
+        return NotifyProvisionResultAnswer(acknowledged=True)
 
     def _set_state(self, token: AntToken, state: TokenState) -> None:
         token.state = state
@@ -369,14 +378,16 @@ class SandboxAntNfc:
         except Exception:
             logger.exception("on_token_active failed for %s", token.token_reference_id)
 
-    async def _query_ntu_result(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
-        token = self._own_token(customer_id, _parse(TokenReferenceData, data).token_reference_id, reject)
+    async def _query_ntu_result(self, customer_id: str, data: str, reject: bool) -> QueryNtuResultAnswer:
+        token = self._own_token(customer_id, _parse(QueryNtuResultData, data).token_reference_id, reject)
         if token.state is not TokenState.ACTIVE:
-            return {"status": "PENDING"}  # no NTU before the device confirmed the token
+            return QueryNtuResultAnswer(status=NtuStatus.PENDING)  # no NTU before the device confirmed the token
         token.ntu_polls += 1
-        return {"status": "UPDATED" if token.ntu_polls > self.ntu_after_polls else "PENDING"}
+        return QueryNtuResultAnswer(
+            status=NtuStatus.UPDATED if token.ntu_polls > self.ntu_after_polls else NtuStatus.PENDING
+        )
 
-    async def _replenish(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+    async def _replenish(self, customer_id: str, data: str, reject: bool) -> ReplenishAnswer:
         payload = _parse(ReplenishData, data)
         token = self._own_token(customer_id, payload.token_reference_id, reject)
         if token.state is not TokenState.ACTIVE:
@@ -384,38 +395,38 @@ class SandboxAntNfc:
         expires_at = (self.clock() + CREDENTIAL_TTL).isoformat()
         first, token.next_atc = token.next_atc, token.next_atc + payload.count
         credentials = [
-            {
-                "atc": atc,
-                "singleUseKey": self.mastercard.single_use_key(token.token_reference_id, atc).hex(),
-                "expiresAt": expires_at,
-            }
+            Credential(
+                atc=atc,
+                single_use_key=self.mastercard.single_use_key(token.token_reference_id, atc).hex(),
+                expires_at=expires_at,
+            )
             for atc in range(first, token.next_atc)
         ]
-        return {"credentials": credentials}
+        return ReplenishAnswer(credentials=credentials)
 
     # --- token management (lock, unlock, delete): the token's state at Mastercard ---------
 
-    async def _lock_token(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+    async def _lock_token(self, customer_id: str, data: str, reject: bool) -> TokenStateAnswer:
         """ACTIVE → SUSPENDED; a repeat answers the same."""
-        token = self._own_token(customer_id, _parse(TokenReferenceData, data).token_reference_id, reject)
+        token = self._own_token(customer_id, _parse(LockTokenData, data).token_reference_id, reject)
         if token.state not in (TokenState.ACTIVE, TokenState.SUSPENDED):
             raise AntError(TOKEN_NOT_ACTIVE, "Only an active token can be locked")
         self._set_state(token, TokenState.SUSPENDED)
-        return {"state": TokenState.SUSPENDED.value}
+        return TokenStateAnswer(state=TokenState.SUSPENDED.value)
 
-    async def _unlock_token(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+    async def _unlock_token(self, customer_id: str, data: str, reject: bool) -> TokenStateAnswer:
         """SUSPENDED → ACTIVE; a repeat answers the same."""
-        token = self._own_token(customer_id, _parse(TokenReferenceData, data).token_reference_id, reject)
+        token = self._own_token(customer_id, _parse(UnlockTokenData, data).token_reference_id, reject)
         if token.state not in (TokenState.SUSPENDED, TokenState.ACTIVE):
             raise AntError(TOKEN_NOT_ACTIVE, "Only a locked token can be unlocked")
         self._set_state(token, TokenState.ACTIVE)
-        return {"state": TokenState.ACTIVE.value}
+        return TokenStateAnswer(state=TokenState.ACTIVE.value)
 
-    async def _delete_token(self, customer_id: str, data: str, reject: bool) -> dict[str, Any]:
+    async def _delete_token(self, customer_id: str, data: str, reject: bool) -> TokenStateAnswer:
         """Any state → DELETED, for good; a repeat answers the same (the MPP may retry)."""
-        token = self._own_token(customer_id, _parse(TokenReferenceData, data).token_reference_id, reject)
+        token = self._own_token(customer_id, _parse(DeleteTokenData, data).token_reference_id, reject)
         self._set_state(token, TokenState.DELETED)
-        return {"state": TokenState.DELETED.value}
+        return TokenStateAnswer(state=TokenState.DELETED.value)
 
     # --- lookups (a customer sees only their own) --------------------------------------
 
@@ -434,12 +445,12 @@ class SandboxAntNfc:
         return token
 
 
-def _token_status(application: Application) -> dict[str, Any]:
-    if application.status == "APPROVED":
-        return {"status": "APPROVED", "tokenReferenceId": application.token_reference_id}
-    if application.status == "REJECTED":
-        return {"status": "REJECTED", "reason": application.reject_reason}
-    return {"status": "PENDING"}
+def _token_status(application: Application) -> QueryTokenAnswer:
+    if application.status is TokenRequestStatus.APPROVED:
+        return QueryTokenAnswer(status=application.status, token_reference_id=application.token_reference_id)
+    if application.status is TokenRequestStatus.REJECTED:
+        return QueryTokenAnswer(status=application.status, reason=application.reject_reason)
+    return QueryTokenAnswer(status=TokenRequestStatus.PENDING)
 
 
 def _parse(payload_type: type[PayloadT], data: str) -> PayloadT:
@@ -452,24 +463,19 @@ def _parse(payload_type: type[PayloadT], data: str) -> PayloadT:
 # --- Alipay+'s sdkProxy ------------------------------------------------------------------
 
 
-class _SdkHeader(BaseModel):
-    api: Annotated[str, StringConstraints(min_length=1)]
-    requestId: str | None = None  # noqa: N815  (the SDK's own field name)
-
-
-def _parse_header(header: str) -> _SdkHeader:
+def _parse_header(header: str) -> SdkRequestHeader:
     """The SDK's header: a JSON object naming the ``api``; raises ``ValueError`` otherwise."""
     try:
-        return _SdkHeader.model_validate_json(header)
+        return SdkRequestHeader.model_validate_json(header)
     except ValidationError as exc:
         raise ValueError(f"sdkRequestHeader is not a JSON object with an api ({first_error(exc)})") from None
 
 
-def _response(header: _SdkHeader, answer: AntAnswer) -> SdkProxyResponse:
-    response_header = {"api": header.api, "requestId": header.requestId, "code": answer.code}
+def _response(header: SdkRequestHeader, answer: AntAnswer) -> SdkProxyResponse:
+    response_header = SdkResponseHeader(api=header.api, request_id=header.request_id, code=answer.code)
     return SdkProxyResponse(
         result=Result.success(),
-        sdk_response_header=json.dumps(response_header),
+        sdk_response_header=json.dumps(response_header.model_dump(exclude_unset=True)),  # requestId even if null
         sdk_response_data=json.dumps(answer.data),
     )
 
@@ -496,7 +502,7 @@ def ant_nfc_router(peer: SandboxAlipayPlus, ant: SandboxAntNfc) -> APIRouter:
             header = _parse_header(message.sdk_request_header)
         except ValueError as exc:
             return SdkProxyResponse(result=Result.of(ResultCode.PARAM_ILLEGAL, str(exc)))
-        answer = await ant.call(header.api, message.customer_id, message.sdk_request_data, header.requestId)
+        answer = await ant.call(header.api, message.customer_id, message.sdk_request_data, header.request_id)
         return _response(header, answer)
 
     @router.post(SdkProxyRequest.PATH)

@@ -35,6 +35,7 @@ from iso4217 import Currency
 from pydantic import BaseModel, Field
 from pyemv import ac, kd
 
+from alipayplus.nfc_sdk import PublicKeyAnswer
 from sandbox._http import local_only
 from sandbox.pos.authorization import Authorization, AuthorizationDecision, DeclineReason, numeric
 
@@ -171,8 +172,8 @@ class SandboxMastercard:
 
     # --- the SDK's calls ---------------------------------------------------------------
 
-    def public_key(self) -> dict[str, str]:
-        return {"publicKeyId": self.public_key_id, "certificate": self.certificate}
+    def public_key(self) -> PublicKeyAnswer:
+        return PublicKeyAnswer(public_key_id=self.public_key_id, certificate=self.certificate)
 
     # --- what the Ant server tells Mastercard -----------------------------------------
 
@@ -291,7 +292,7 @@ def mastercard_router(mc: SandboxMastercard) -> APIRouter:
     async def get_public_key() -> Response:
         if await mc.scripted_outage():
             return JSONResponse({"errorCode": "SERVICE_UNAVAILABLE"}, status_code=503)
-        return JSONResponse(mc.public_key())
+        return JSONResponse(mc.public_key().model_dump(mode="json", exclude_none=True))
 
     router.include_router(_control_router(mc))
     return router

@@ -12,10 +12,9 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, StringConstraints
 
-from alipayplus import Amount
+from alipayplus import Amount, CamelModel
 
 IAD_CVR = slice(2, 8)  # Card Verification Results inside the Mastercard IAD (emv-hce.md §5.4)
 IAD_CUSTOM_DATA_START = 18  # the wallet's custom data follows the 18-byte IAD (MCBP 2.3, from byte 19)
@@ -42,11 +41,11 @@ _Hex8 = Annotated[str, _upper_hex("8")]
 _IadHex = Annotated[str, _upper_hex("8,32")]  # the IAD is at most 32 bytes
 
 
-class _CamelModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True, frozen=True)
+class _FrozenCamelModel(CamelModel):
+    model_config = ConfigDict(frozen=True)
 
 
-class Authorization(_CamelModel):
+class Authorization(_FrozenCamelModel):
     """One online authorization request for a tap that ended in an ARQC."""
 
     retrieval_reference: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{12}$")]  # ISO 8583 DE 37
@@ -94,7 +93,7 @@ class DeclineReason(StrEnum):
     ISSUER_UNAVAILABLE = "ISSUER_UNAVAILABLE"  # no final answer from the wallet in time
 
 
-class AuthorizationDecision(_CamelModel):
+class AuthorizationDecision(_FrozenCamelModel):
     """The network's answer to the terminal."""
 
     approved: bool

@@ -27,8 +27,9 @@ from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.api.conftest import drop_at, new_id, result_of, set_at
 from tests.conftest import new_user
 from wallet.ledger import Ledger
-from wallet.records import UserStatus, payment_by_custom_data
+from wallet.records import payment_by_custom_data
 from wallet.settings import Settings
+from wallet.states import UserStatus
 
 from .conftest import AlipayPlusCaller
 from .test_refunds import assert_no_workflow

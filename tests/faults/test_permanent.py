@@ -21,9 +21,10 @@ from tests.workflows.test_easy_pay import PIN_USER, PRICE, order, ordered
 from tests.workflows.test_refunds import paid, refund, refund_of
 from wallet.deliveries import Delivery
 from wallet.payments import PaymentRecordUpdate
-from wallet.records import PaymentRecord, PaymentStatus
+from wallet.records import PaymentRecord
 from wallet.refunds import RefundApplication, RefundOutcome
 from wallet.settings import Settings
+from wallet.states import PaymentStatus
 from workers.interceptors import cannot_succeed
 from workers.worker import build_worker
 from workflows.easy_pay import PaymentState

@@ -48,9 +48,10 @@ from wallet.credentials import (
     customer_subject,
 )
 from wallet.ledger import Ledger
-from wallet.records import CredentialCounter, CredentialLockout, PaymentStatus, WalletUser
+from wallet.records import CredentialCounter, CredentialLockout, WalletUser
 from wallet.secrets import keyed_digest, pin_verifier_matches
 from wallet.settings import Settings
+from wallet.states import PaymentStatus
 from workers.worker import activities_for, build_worker
 
 pytestmark = pytest.mark.timeout(90)

@@ -24,8 +24,9 @@ from wallet.ledger import (
     PostingReceipt,
     UnknownAccount,
 )
-from wallet.records import Entry, PaymentRecord, PaymentStatus, Posting, UserStatus, VerificationMethod
+from wallet.records import Entry, PaymentRecord, Posting
 from wallet.secrets import keyed_digest, pin_verifier_matches, token_digest
+from wallet.states import PaymentStatus, UserStatus, VerificationMethod
 from wallet.users import DEMO_PIN, UserStore
 
 from .racing import race

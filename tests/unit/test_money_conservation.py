@@ -38,9 +38,10 @@ from wallet.db import create_engine_for, migrate
 from wallet.ledger import Ledger, PostingKind
 from wallet.nfc_tokens import NfcTokens
 from wallet.payments import CodeCheck, DebitRequest, DebitResult, PaymentRecordUpdate
-from wallet.records import Account, Entry, PaymentRecord, PaymentStatus, Posting, VerificationMethod
+from wallet.records import Account, Entry, PaymentRecord, Posting
 from wallet.refunds import RefundApplication, RefundOutcome, credit_for
 from wallet.secrets import keyed_digest
+from wallet.states import PaymentStatus, VerificationMethod
 from wallet.users import DEMO_PIN, DEMO_USERS, UserStore
 
 from .racing import race

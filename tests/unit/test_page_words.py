@@ -9,7 +9,7 @@ import pytest
 from alipayplus import Amount, Quote, Result, ResultCode
 from api import pages
 from sandbox.alipayplus.driver import easy_pay_order
-from wallet.records import PaymentStatus, VerificationMethod
+from wallet.states import PaymentStatus, VerificationMethod
 from workflows.easy_pay import LOCKED_MESSAGE
 from workflows.payment_order import USER_CANCELLED, PaymentState, masked_login, rate_text
 

@@ -28,9 +28,9 @@ from tests.conftest import save_history
 from wallet.deliveries import Delivery, NotifyPaymentInput
 from wallet.ledger import Ledger
 from wallet.payments import otp_code
-from wallet.records import PaymentStatus
 from wallet.secrets import keyed_digest
 from wallet.settings import Settings
+from wallet.states import PaymentStatus
 from workers.worker import build_worker
 from workflows.auth_notify import AuthNotifyWorkflow
 from workflows.easy_pay import MAX_OTP_RESENDS, EasyPayOrder, EasyPayWorkflow, PaymentState

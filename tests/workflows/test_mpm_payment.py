@@ -26,9 +26,10 @@ from tests.conftest import new_user, save_history
 from wallet.deliveries import Delivery
 from wallet.ledger import Ledger
 from wallet.oauth import Authorizations, TokenLifetimes
-from wallet.records import OAuthToken, PaymentStatus, read_payment
+from wallet.records import OAuthToken, read_payment
 from wallet.secrets import token_digest
 from wallet.settings import Settings
+from wallet.states import PaymentStatus
 from workflows.mpm_payment import USER_CANCELLED, Decision, MpmOrder, MpmPaymentWorkflow
 from workflows.notify_payment import NotifyPaymentWorkflow
 from workflows.payment_order import PaymentOrderWorkflow, PaymentState

@@ -27,13 +27,9 @@ from tests.conftest import new_user, save_history
 from wallet import search_attributes
 from wallet.deliveries import Delivery
 from wallet.ledger import Ledger
-from wallet.records import (
-    PaymentStatus,
-    UserStatus,
-    payment_by_custom_data,
-    read_payment,
-)
+from wallet.records import payment_by_custom_data, read_payment
 from wallet.settings import Settings
+from wallet.states import PaymentStatus, UserStatus
 from workflows.nfc_payment import PRODUCT, NfcOrder, NfcPaymentWorkflow
 from workflows.notify_payment import NotifyPaymentWorkflow
 from workflows.payment_order import PaymentOrderWorkflow, PaymentState

@@ -17,8 +17,8 @@ from alipayplus import Amount, CancelPaymentRequest, CancelPaymentResponse, PayR
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.conftest import save_history
 from wallet.ledger import Ledger
-from wallet.records import PaymentStatus
 from wallet.settings import Settings
+from wallet.states import PaymentStatus
 from workflows.cancel_payment import CancelOrder, CancelPaymentWorkflow
 from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow, PaymentState
 from workflows.refund import RefundOrder, RefundWorkflow
