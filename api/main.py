@@ -29,8 +29,8 @@ from wallet.temporal import connect
 
 from .code_identification import CodeIdentification
 from .limits import BoundedRequests, document_refusals
+from .operators import OperatorToken
 from .routers import authorizations, codec, home, mpm, nfc, ops, payments, refunds, tokens, verification, wallet_app
-from .routers.ops import OperatorToken
 from .services import Services
 
 APS_PREFIX = "/aps/"

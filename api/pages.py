@@ -313,6 +313,15 @@ class Redirects:
 # --- forms -----------------------------------------------------------------------------------
 
 
+class ShowInstead(Exception):
+    """A page dependency's answer instead of the route's (sign in, busy, no such payment): shown as
+    it is, with the pages' headers."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
 class FormRefused(Exception):
     """A page form that did not come from our page: answered 403, before the route runs."""
 
@@ -422,6 +431,8 @@ class PageRoute(APIRoute):
         async def page(request: Request) -> Response:
             try:
                 response = await handle(request)
+            except ShowInstead as instead:
+                response = instead.response
             except FormRefused as refused:
                 response = message_page(403, REFUSED_TITLE, refused.message)
             except RequestValidationError:  # never echoes what was typed (FastAPI's JSON would)

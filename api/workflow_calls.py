@@ -131,6 +131,31 @@ async def update_with_start(client: Client, update: Any, argument: Any, start: S
     return await _until_deadline(attempt, deadline)
 
 
+Answer = TypeVar("Answer")
+
+
+async def answer_once(
+    client: Client,
+    update: Any,
+    request: Any,
+    start: StartOnce,
+    deadline: timedelta,
+    *,
+    late: Callable[[], Answer],
+    closed: Callable[[], Answer],
+) -> Answer:
+    """An inbound call answered by its one workflow (started once per request id): the update's
+    answer within ``deadline``; else ``late()`` (U: Alipay+ asks again); once the workflow has
+    finished, ``closed()`` (the answer kept in the records)."""
+    try:
+        answer: Answer = await update_with_start(client, update, request, start, deadline)
+    except Late:
+        return late()
+    except Closed:
+        return closed()
+    return answer
+
+
 async def send_update(
     handle: WorkflowHandle[Any, Any], update: Any, *args: Any, deadline: timedelta = PAGE_DEADLINE
 ) -> Any:

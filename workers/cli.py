@@ -153,7 +153,7 @@ def api(
     """Serve the HTTP API against the configured Temporal cluster; with --ops-port, the operator
     listener too, in the same process (it needs MPP_OPS_TOKEN_FILE, or nothing starts)."""
     from api.main import create_app, create_ops_app
-    from api.routers.ops import OpsConfigError
+    from api.operators import OpsConfigError
 
     async def run() -> int:
         settings = Settings()

@@ -21,7 +21,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 
 from wallet.codec import EncryptionCodec
 
-from .ops import require_operator, require_operator_in_path
+from ..operators import require_operator, require_operator_in_path
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/codec", tags=["ops"], dependencies=[Depends(require_operator)])

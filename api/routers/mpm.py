@@ -11,6 +11,7 @@ answer carries the pages' security headers, the form a token bound to the page a
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
@@ -25,9 +26,9 @@ from workflows.mpm_payment import PRODUCT, Decision, MpmPaymentWorkflow
 from workflows.payment_order import PaymentState
 
 from .. import pages
-from ..services import Services, ServicesDep
+from ..dependencies import SignedIn, session_token
+from ..services import ServicesDep
 from ..workflow_calls import Late, payment_behind_page, payment_state, send_update
-from .wallet_app import session_token, signed_in_customer
 
 PREFIX = "/mpm/pay"
 WALLET_HOME = "mppwallet://home"
@@ -41,7 +42,6 @@ router = pages.page_router(PREFIX, "MPM confirmation page", REDIRECTS, responses
 BUSY = "busy"  # the only notice the page shows after a post: try again
 TRY_AGAIN = "We are busy and could not take that just now. Please try again."
 DECIDE_FORM = "mpm.decide"  # what the confirm / cancel form's token is for
-SignedIn = Annotated[str | None, Depends(signed_in_customer)]
 
 
 def page_session(request: Request) -> str | None:
@@ -99,37 +99,43 @@ def _leave(request: Request, state: PaymentState, *, posted: bool = False) -> Re
     return pages.result_page(request, state, next_url=next_url, next_text=next_text)
 
 
-@router.get("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
-async def show(
-    request: Request,
-    payment_request_id: str,
-    payment_id: str,
-    customer_id: SignedIn,
-    services: ServicesDep,
-    notice: Annotated[str | None, Query(max_length=32)] = None,
-) -> Response:
+@dataclass(frozen=True)
+class PayersPayment:
+    """The signed-in payer's payment that the page's URL names."""
+
+    customer_id: str
+    handle: WorkflowHandle
+    state: PaymentState
+
+
+async def payers_payment(
+    payment_request_id: str, payment_id: str, customer_id: SignedIn, services: ServicesDep
+) -> PayersPayment:
+    """A page dependency: the signed-in payer's payment the URL names, else the page to show instead
+    (sign in; busy; not found, also for another payer's payment)."""
     if customer_id is None:
-        return _message_page(401, "Sign in", "Open this payment from the wallet app, signed in.")
-    found = await _payment(services, payment_request_id, payment_id, customer_id)
-    if isinstance(found, Response):
-        return found
-    state = found[1]
-    if state.status is not PaymentStatus.PROCESSING:
-        return _leave(request, state)
-    return _confirmation(request, state, TRY_AGAIN if notice == BUSY else None)
-
-
-async def _payment(
-    services: Services, payment_request_id: str, payment_id: str, customer_id: str
-) -> tuple[WorkflowHandle, PaymentState] | Response:
-    """The signed-in customer's payment the URL names, or the page to show instead."""
+        raise pages.ShowInstead(_message_page(401, "Sign in", "Open this payment from the wallet app, signed in."))
     try:
         found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
     except Late:
-        return _message_page(200, "Busy", TRY_AGAIN)
+        raise pages.ShowInstead(_message_page(200, "Busy", TRY_AGAIN)) from None
     if found is None or found[1].customer_id != customer_id:
-        return _message_page(404, "This payment link is not valid", "Scan the merchant's code again to pay.")
-    return found
+        raise pages.ShowInstead(
+            _message_page(404, "This payment link is not valid", "Scan the merchant's code again to pay.")
+        )
+    return PayersPayment(customer_id, *found)
+
+
+PayersPaymentDep = Annotated[PayersPayment, Depends(payers_payment)]
+
+
+@router.get("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
+async def show(
+    request: Request, payment: PayersPaymentDep, notice: Annotated[str | None, Query(max_length=32)] = None
+) -> Response:
+    if payment.state.status is not PaymentStatus.PROCESSING:
+        return _leave(request, payment.state)
+    return _confirmation(request, payment.state, TRY_AGAIN if notice == BUSY else None)
 
 
 def _confirmation(request: Request, state: PaymentState, message: str | None = None) -> Response:
@@ -166,24 +172,14 @@ def _try_again(state: PaymentState) -> Response:
     responses={303: {"description": "Decided: on to the merchant, or back to the page, which shows how it ended"}},
 )
 async def decide(
-    request: Request,
-    payment_request_id: str,
-    payment_id: str,
-    action: Annotated[Literal["confirm", "cancel"], Form()],
-    customer_id: SignedIn,
-    services: ServicesDep,
+    request: Request, action: Annotated[Literal["confirm", "cancel"], Form()], payment: PayersPaymentDep
 ) -> Response:
-    if customer_id is None:
-        return _message_page(401, "Sign in", "Open this payment from the wallet app, signed in.")
-    found = await _payment(services, payment_request_id, payment_id, customer_id)
-    if isinstance(found, Response):
-        return found
-    handle, state = found
+    handle, state = payment.handle, payment.state
     if state.status is not PaymentStatus.PROCESSING:
         return _leave(request, state, posted=True)  # a resubmitted form: a closed workflow takes no updates
     decision = Decision.CONFIRM if action == "confirm" else Decision.CANCEL
     try:
-        outcome = await send_update(handle, MpmPaymentWorkflow.decide, customer_id, decision)
+        outcome = await send_update(handle, MpmPaymentWorkflow.decide, payment.customer_id, decision)
     except Late:  # the server too busy to answer in time: the page as it was, to try again
         return _try_again(state)
     except (WorkflowUpdateFailedError, RPCError):  # closed meanwhile (expired): show where it ended

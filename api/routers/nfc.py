@@ -45,11 +45,11 @@ from workflows.token import (
     TokenWorkflow,
 )
 
+from ..dependencies import SIGNED_IN, Customer, refuse_attempt
 from ..inbound import describe
 from ..limits import read_bounded
 from ..services import ClientAddress, Services, ServicesDep
-from .tokens import TokenHandle, start_token
-from .wallet_app import SIGNED_IN, Customer, refuse_attempt
+from ..token_workflow import TokenHandle, start_token
 
 router = APIRouter(prefix="/app/v1/nfc", tags=["wallet app: NFC"], responses=SIGNED_IN)
 PRODUCT = "NFC_ACTIVATION"

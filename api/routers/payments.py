@@ -37,7 +37,7 @@ from workflows.payment_order import PaymentOrderWorkflow, PaymentState
 
 from ..inbound import Rejection, inbound
 from ..services import Services
-from ..workflow_calls import Closed, Late, start_once, update_with_start
+from ..workflow_calls import answer_once, start_once
 
 router = APIRouter(tags=["Alipay+ inbound"])
 
@@ -143,15 +143,16 @@ async def _create_order(request: PayRequest, services: Services, product: str, r
         task_queue=services.settings.temporal_task_queue,
         search_attributes=search_attributes.at_start(product, request.payment_request_id, PaymentStatus.PROCESSING),
     )
-    try:
-        answer: PayResponse = await update_with_start(
-            services.temporal, PaymentOrderWorkflow.create_order, request, start, services.settings.pay_answer_deadline
-        )
-    except Late:  # Alipay+ waits 8 s; past our deadline it learns the result by inquiry or notify
-        return PayResponse(result=Result.of(ResultCode.PAYMENT_IN_PROCESS))
-    except Closed:
-        return _answer_from_record(request, services)
-    return answer
+    return await answer_once(
+        services.temporal,
+        PaymentOrderWorkflow.create_order,
+        request,
+        start,
+        services.settings.pay_answer_deadline,
+        # Alipay+ waits 8 s; past our deadline it learns the result by inquiry or notify
+        late=lambda: PayResponse(result=Result.of(ResultCode.PAYMENT_IN_PROCESS)),
+        closed=lambda: _answer_from_record(request, services),
+    )
 
 
 def _answer_from_record(request: PayRequest, services: Services) -> PayResponse:

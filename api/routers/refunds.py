@@ -31,7 +31,7 @@ from workflows.refund import RefundOrder, RefundWorkflow
 
 from ..inbound import Rejection, inbound
 from ..services import Services
-from ..workflow_calls import Closed, Late, start_once, update_with_start
+from ..workflow_calls import answer_once, start_once
 
 router = APIRouter(tags=["Alipay+ inbound"])
 
@@ -51,15 +51,16 @@ async def refund(request: RefundRequest, services: Services) -> RefundResponse:
         task_queue=settings.temporal_task_queue,
         search_attributes=search_attributes.at_start(REFUND, request.payment_request_id, "PROCESSING"),
     )
-    try:
-        answer: RefundResponse = await update_with_start(
-            services.temporal, RefundWorkflow.request_refund, request, start, settings.pay_answer_deadline
-        )
-    except Late:  # Alipay+ retries with the same refundRequestId and then gets the final answer
-        return RefundResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION, "Refund in process; retry"))
-    except Closed:
-        return _refund_from_record(request, services)
-    return answer
+    return await answer_once(
+        services.temporal,
+        RefundWorkflow.request_refund,
+        request,
+        start,
+        settings.pay_answer_deadline,
+        # past the deadline Alipay+ retries with the same refundRequestId and then gets the final answer
+        late=lambda: RefundResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION, "Refund in process; retry")),
+        closed=lambda: _refund_from_record(request, services),
+    )
 
 
 def _refund_from_record(request: RefundRequest, services: Services) -> RefundResponse:
@@ -105,15 +106,17 @@ async def adjust_refund(request: AdjustRefundRequest, services: Services) -> Adj
         task_queue=settings.temporal_task_queue,
         search_attributes=search_attributes.at_start(ADJUST_REFUND, request.payment_request_id, "PROCESSING"),
     )
-    try:
-        answer: AdjustRefundResponse = await update_with_start(
-            services.temporal, AdjustRefundWorkflow.request_adjust_refund, request, start, settings.pay_answer_deadline
-        )
-    except Late:  # Alipay+ retries with the same refundRequestId and then gets the final answer
-        return AdjustRefundResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION, "Adjust refund in process; retry"))
-    except Closed:
-        return _adjust_refund_from_record(request, services)
-    return answer
+    return await answer_once(
+        services.temporal,
+        AdjustRefundWorkflow.request_adjust_refund,
+        request,
+        start,
+        settings.pay_answer_deadline,
+        late=lambda: AdjustRefundResponse(
+            result=Result.of(ResultCode.UNKNOWN_EXCEPTION, "Adjust refund in process; retry")
+        ),
+        closed=lambda: _adjust_refund_from_record(request, services),
+    )
 
 
 def _adjust_refund_from_record(request: AdjustRefundRequest, services: Services) -> AdjustRefundResponse:

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import Form, Query, Request, Response
+from fastapi import Depends, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
@@ -32,7 +32,7 @@ from workflows.easy_pay import PRODUCT, EasyPayWorkflow
 from workflows.payment_order import PageOutcome, PaymentState, Refusal
 
 from .. import pages
-from ..services import ClientAddress, Services, ServicesDep
+from ..services import ClientAddress, ServicesDep
 from ..workflow_calls import Late, payment_behind_page, payment_state, send_update
 
 PREFIX = "/easypay/verify"
@@ -155,46 +155,51 @@ async def _send(handle: WorkflowHandle, state: PaymentState, update: Any, *args:
     return outcome
 
 
-async def _payment(
-    services: Services, payment_request_id: str, payment_id: str
-) -> tuple[WorkflowHandle, PaymentState] | Response:
-    """The payment the URL names, or the page to show instead."""
+@dataclass(frozen=True)
+class PagePayment:
+    """The payment that the page's URL names."""
+
+    handle: WorkflowHandle
+    state: PaymentState
+
+
+async def behind_page(payment_request_id: str, payment_id: str, services: ServicesDep) -> PagePayment:
+    """A page dependency: the payment the URL names, else the page to show instead (busy; not found)."""
     try:
         found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
     except Late:
-        return pages.message_page(200, "We are busy", TRY_AGAIN, title="Payment")
+        raise pages.ShowInstead(pages.message_page(200, "We are busy", TRY_AGAIN, title="Payment")) from None
     if found is None:
-        return pages.message_page(
-            404, "This payment link is not valid", "Go back to the merchant and start the payment again.", "Not found"
+        raise pages.ShowInstead(
+            pages.message_page(
+                404,
+                "This payment link is not valid",
+                "Go back to the merchant and start the payment again.",
+                "Not found",
+            )
         )
-    return found
+    return PagePayment(*found)
 
 
-async def _press(services: Services, payment_request_id: str, payment_id: str, update: Any) -> PageOutcome | Response:
-    """A button that needs no input, on the payment the URL names: the workflow's outcome, or
-    the answer to give instead (no such payment; already final: back to the page)."""
-    found = await _payment(services, payment_request_id, payment_id)
-    if isinstance(found, Response):
-        return found
-    handle, state = found
-    if state.status is not PaymentStatus.PROCESSING:
-        return _back(state)
-    return await _send(handle, state, update)
+Payment = Annotated[PagePayment, Depends(behind_page)]
+
+
+async def _press(payment: PagePayment, update: Any) -> PageOutcome | Response:
+    """A button that needs no input: the workflow's outcome, or the answer to give instead
+    (already final: back to the page)."""
+    if payment.state.status is not PaymentStatus.PROCESSING:
+        return _back(payment.state)
+    return await _send(payment.handle, payment.state, update)
 
 
 @router.get("/{payment_request_id}/{payment_id}", response_class=HTMLResponse)
 async def show(
     request: Request,
-    payment_request_id: str,
-    payment_id: str,
-    services: ServicesDep,
+    payment: Payment,
     notice: Annotated[str | None, Query(max_length=32)] = None,
     seconds: Annotated[int | None, Query(ge=1, le=86_400)] = None,
 ) -> Response:
-    found = await _payment(services, payment_request_id, payment_id)
-    if isinstance(found, Response):
-        return found
-    state = found[1]
+    state = payment.state
     known = notice if notice in Notice.__members__.values() else None  # anything else: no notice
     return _page(request, state, _notice(Notice(known) if known else None, seconds, state))
 
@@ -206,16 +211,12 @@ async def show(
     responses=BACK_TO_THE_PAGE,
 )
 async def submit(
-    payment_request_id: str,
-    payment_id: str,
+    payment: Payment,
     code: Annotated[str, Form(max_length=16)],
     address: ClientAddress,
     services: ServicesDep,
 ) -> Response:
-    found = await _payment(services, payment_request_id, payment_id)
-    if isinstance(found, Response):
-        return found
-    handle, state = found
+    handle, state = payment.handle, payment.state
     if state.status is not PaymentStatus.PROCESSING:
         return _back(state)  # already final (a resubmitted form): a closed workflow takes no updates
     code = code.strip()
@@ -245,8 +246,8 @@ async def submit(
     dependencies=[pages.form_guard(RESEND_FORM)],
     responses=BACK_TO_THE_PAGE,
 )
-async def resend(payment_request_id: str, payment_id: str, services: ServicesDep) -> Response:
-    outcome = await _press(services, payment_request_id, payment_id, EasyPayWorkflow.resend_otp)
+async def resend(payment: Payment) -> Response:
+    outcome = await _press(payment, EasyPayWorkflow.resend_otp)
     if isinstance(outcome, Response):
         return outcome
     refusals = {Refusal.RESEND_LIMIT: Notice.RESEND_LIMIT, Refusal.NOT_SENT: Notice.NOT_SENT}
@@ -260,8 +261,8 @@ async def resend(payment_request_id: str, payment_id: str, services: ServicesDep
     dependencies=[pages.form_guard(CANCEL_FORM)],
     responses=BACK_TO_THE_PAGE,
 )
-async def cancel(payment_request_id: str, payment_id: str, services: ServicesDep) -> Response:
-    outcome = await _press(services, payment_request_id, payment_id, EasyPayWorkflow.decline)
+async def cancel(payment: Payment) -> Response:
+    outcome = await _press(payment, EasyPayWorkflow.decline)
     if isinstance(outcome, Response):
         return outcome
     return _back(outcome.state, None if outcome.state.status is not PaymentStatus.PROCESSING else Notice.BUSY)

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import Field
 
 from alipayplus import CamelModel
-from wallet.credentials import Attempt, Verdict
+from wallet.credentials import Attempt
 
 from ..code_identification import CodeVerdict
+from ..dependencies import SESSION_COOKIE, SIGNED_IN, Customer, refuse_attempt, session_token
 from ..services import ClientAddress, ServicesDep
 
 router = APIRouter(prefix="/app/v1", tags=["wallet app"])
-SESSION_COOKIE = "mpp_session"
 
 
 class Login(CamelModel):
@@ -45,42 +45,6 @@ class IssuedAuthCode(CamelModel):
 
 class ScannedCode(CamelModel):
     code_value: str = Field(min_length=1, max_length=8192)
-
-
-def session_token(request: Request) -> str | None:
-    """The app session's token: a bearer header from the app, the cookie from its web view."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token:
-        return token.strip()
-    return request.cookies.get(SESSION_COOKIE)
-
-
-async def signed_in_customer(request: Request, services: ServicesDep) -> str | None:
-    token = session_token(request)
-    return await asyncio.to_thread(services.sessions.customer_of, token) if token else None
-
-
-async def _customer(customer_id: Annotated[str | None, Depends(signed_in_customer)]) -> str:
-    if customer_id is None:
-        raise HTTPException(401, "Sign in to the wallet first.", headers={"WWW-Authenticate": "Bearer"})
-    return customer_id
-
-
-Customer = Annotated[str, Depends(_customer)]
-# What a route that takes ``Customer`` may answer besides its own statuses.
-SIGNED_IN: dict[int | str, dict[str, Any]] = {401: {"description": "Not signed in (WWW-Authenticate: Bearer)"}}
-
-
-def refuse_attempt(attempt: Attempt, wrong: str = "Wrong login or PIN.") -> HTTPException:
-    """401 for a wrong PIN or OTP; 429 with ``Retry-After`` once too many have been wrong."""
-    if attempt.verdict is Verdict.WRONG:
-        return HTTPException(401, wrong)
-    headers = {"Retry-After": str(attempt.retry_after_seconds)}
-    if attempt.verdict is Verdict.LOCKED:
-        detail = "This account is locked after too many wrong PINs. Try again later or contact support."
-    else:
-        detail = f"Too many wrong PINs. Try again in {attempt.retry_after_seconds} seconds."
-    return HTTPException(429, detail, headers=headers)
 
 
 GUESSING_STATUSES: dict[int | str, dict[str, Any]] = {

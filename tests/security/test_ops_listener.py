@@ -29,7 +29,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
 from api.main import create_app, create_ops_app
-from api.routers.ops import OpsConfigError
+from api.operators import OpsConfigError
 from devstack.stack import Ports, _serving, dev_settings, ui_codec_endpoint
 from sandbox.code_service import CodeService, code_service_router
 from wallet.codec import EncryptionCodec
