@@ -22,8 +22,8 @@ from alipayplus import CancelPaymentRequest, InquiryPaymentRequest, PayRequest, 
 from alipayplus.nfc import AdjustRefundRequest, AdjustRefundScenario, TokenActivationNotificationRequest
 from api.services import Services
 from sandbox.alipayplus.driver import ACQUIRER_ID, adjust_refund_request, nfc_pay_request, refund_request
+from tests.alipayplus.test_messages import inside
 from tests.api.conftest import drop_at, new_id, result_of, set_at
-from tests.unit.test_messages import inside
 from wallet.settings import Settings
 
 from .conftest import AlipayPlusCaller, BodyEdit
