@@ -19,9 +19,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 
-from activities.nfc_proxy import NfcProxy
 from wallet.clients import alipayplus_client, mastercard_client
 from wallet.db import create_engine_for
+from wallet.nfc_proxy import NfcProxy
 from wallet.nfc_tokens import NfcTokens
 from wallet.oauth import AppSessions, Authorizations, TokenLifetimes
 from wallet.settings import Settings

@@ -9,8 +9,8 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from temporalio.client import Client
 
-from activities.nfc_proxy import NfcProxy
 from wallet.credentials import Credentials
+from wallet.nfc_proxy import NfcProxy
 from wallet.nfc_tokens import NfcTokens
 from wallet.oauth import AppSessions, Authorizations
 from wallet.settings import Settings

@@ -179,8 +179,8 @@ def redeliver(
 ) -> None:
     """Deliver again a notifyPayment or authNotify that ended REJECTED or GAVE_UP: a new run of the
     same workflow, with the same message and a fresh schedule."""
-    from activities.deliveries import NotRedeliverable
-    from activities.deliveries import redeliver as start_again
+    from wallet.delivery_starts import NotRedeliverable
+    from wallet.delivery_starts import redeliver as start_again
     from wallet.temporal import connect
 
     from .worker import delivery_schedule

@@ -14,7 +14,7 @@ from temporalio.worker import Worker
 from activities.adjust_refunds import AdjustRefundActivities
 from activities.cancellation import CancelActivities
 from activities.deliveries import DeliveryActivities
-from activities.nfc_proxy import NfcActivities, NfcProxy
+from activities.nfc_proxy import NfcActivities
 from activities.nfc_tokens import NfcTokenActivities
 from activities.notifications import NotificationActivities
 from activities.payments import PaymentActivities
@@ -24,6 +24,7 @@ from wallet.clients import alipayplus_client, mastercard_client
 from wallet.db import create_engine_for
 from wallet.deliveries import DeliverySchedule
 from wallet.ledger import Ledger
+from wallet.nfc_proxy import NfcProxy
 from wallet.nfc_tokens import NfcTokens
 from wallet.settings import Settings
 from wallet.sms import HttpSmsGateway, SmsGateway

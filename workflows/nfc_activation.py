@@ -33,7 +33,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from ._options import DB_RETRY, DB_TIMEOUT
 
 with workflow.unsafe.imports_passed_through():
-    from activities.nfc_proxy import NfcActivities, SdkAnswer, SdkCall
+    from activities.nfc_proxy import NfcActivities
     from activities.nfc_tokens import NewDeviceNotice, NfcTokenActivities
     from alipayplus import CamelModel
     from alipayplus.nfc_sdk import (
@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         TokenRequestStatus,
         TokenStatus,
     )
+    from wallet.nfc_proxy import SdkAnswer, SdkCall
     from wallet.nfc_tokens import DeviceSlot, TokenOwnerRecord
 
 # within the step's deadline, as often as it takes; then a clear failure

@@ -23,7 +23,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.nfc_proxy import NfcActivities, SdkAnswer, SdkCall
+    from activities.nfc_proxy import NfcActivities
     from alipayplus import CamelModel
     from alipayplus.nfc import AccountSource
     from alipayplus.nfc_sdk import (
@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         SdkRequestData,
         UnlockTokenData,
     )
+    from wallet.nfc_proxy import SdkAnswer, SdkCall
 
 REPLENISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=5)
 MAX_FAILED_REPLENISHES = 3  # histories before REPLENISH_BACKOFF_PATCH: then only the phone's replenish() tried again

@@ -26,12 +26,12 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
-from activities.nfc_proxy import ProxyRefused, SdkCall
 from alipayplus import Amount, CamelModel, TransportError
 from alipayplus.nfc import CUSTOM_DATA_PATTERN
 from alipayplus.nfc_sdk import Credential
 from wallet import search_attributes, workflow_ids
 from wallet.credentials import Verdict
+from wallet.nfc_proxy import ProxyRefused, SdkCall
 from wallet.nfc_tokens import TokenOwnerRecord
 from wallet.records import NfcTokenStatus, payment_by_custom_data, stored_amount
 from wallet.states import PaymentStatus

@@ -20,7 +20,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities.nfc_proxy import NfcActivities, NfcProxy
+from activities.nfc_proxy import NfcActivities
 from alipayplus import SignedClient
 from api.main import create_app
 from api.services import Services
@@ -32,6 +32,7 @@ from sandbox.code_service import CodeService
 from sandbox.nfc import SandboxAntNfc, SandboxMastercard, TokenState
 from tests.hce_device.test_nfc_sdk_taps import pos_tap
 from wallet.ledger import Ledger
+from wallet.nfc_proxy import NfcProxy
 from wallet.nfc_tokens import TokenOwnerRecord
 from wallet.settings import Settings
 from workflows.token import TokenActivated, TokenWorkflow

@@ -14,10 +14,10 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.nfc_proxy import SdkCall
 from activities.nfc_tokens import NfcTokenActivities
 from tests.conftest import save_history
 from tests.workflows.test_nfc_activation import CUSTOMER, DEVICE, POLL, Phone, ScriptedNetwork, Texts
+from wallet.nfc_proxy import SdkCall
 from wallet.nfc_tokens import NfcTokens
 from wallet.settings import Settings
 from wallet.users import UserStore

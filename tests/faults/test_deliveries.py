@@ -15,7 +15,6 @@ import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.deliveries import NotRedeliverable, redeliver
 from alipayplus import Amount, NotifyPaymentRequest, Result
 from sandbox.alipayplus.peer import Received, SandboxAlipayPlus
 from tests.conftest import save_history
@@ -30,6 +29,7 @@ from wallet.deliveries import (
     DeliverySchedule,
     NotifyPaymentInput,
 )
+from wallet.delivery_starts import NotRedeliverable, redeliver
 from wallet.settings import Settings
 from workers.worker import build_worker
 from workflows.auth_notify import AuthNotifyWorkflow

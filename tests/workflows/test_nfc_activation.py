@@ -19,9 +19,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.nfc_proxy import SdkAnswer, SdkCall
 from activities.nfc_tokens import NfcTokenActivities
 from tests.conftest import save_history
+from wallet.nfc_proxy import SdkAnswer, SdkCall
 from wallet.nfc_tokens import NfcTokens, TokenOwnerRecord
 from wallet.records import NfcDevice
 from wallet.users import UserStore

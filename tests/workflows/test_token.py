@@ -19,9 +19,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.nfc_proxy import SdkAnswer, SdkCall
 from alipayplus.nfc import AccountSource
 from tests.conftest import save_history
+from wallet.nfc_proxy import SdkAnswer, SdkCall
 from workflows.token import (
     REPLENISH_BACKOFF,
     Credential,
