@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -23,6 +24,7 @@ from alipayplus import Amount, SignedClient
 from sandbox.alipayplus.app import create_app as create_sandbox_app
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from sandbox.alipayplus.transport import TimeoutASGITransport
+from sandbox.nfc import SandboxAntNfc, SandboxMastercard
 from wallet import search_attributes
 from wallet.credentials import GuessPolicy
 from wallet.db import create_engine_for, migrate
@@ -171,16 +173,24 @@ def client(env: WorkflowEnvironment) -> Client:
 async def activities(
     client: Client, settings: Settings, database: Ledger, alipayplus: SandboxAlipayPlus
 ) -> AsyncIterator[list[Any]]:
-    """The real activities, talking to the in-process sandbox Alipay+."""
+    """The real activities, talking to the in-process sandbox Alipay+ (with the Ant NFC server and
+    Mastercard behind it: an activation some API test starts finds its peers, rather than retrying
+    against nothing, and a running activity holds the time-skipping server's clock for every test)."""
+    ant = SandboxAntNfc(SandboxMastercard(key_size=1024))
+    peers = create_sandbox_app(alipayplus, ant_nfc=ant, mastercard=ant.mastercard)
     mpp_to_alipayplus = SignedClient(
         "http://alipayplus.test",
         settings.signer,
         settings.verifier,
         timeout=1.0,  # below the sandbox's scripted silence, far above a loaded machine's answer
-        transport=TimeoutASGITransport(app=create_sandbox_app(alipayplus)),
+        transport=TimeoutASGITransport(app=peers),
     )
-    yield activities_for(client, settings, alipayplus=mpp_to_alipayplus, sms=SandboxSms(alipayplus))
+    to_mastercard = httpx.AsyncClient(base_url=settings.mastercard_base_url, transport=httpx.ASGITransport(app=peers))
+    yield activities_for(
+        client, settings, alipayplus=mpp_to_alipayplus, sms=SandboxSms(alipayplus), mastercard=to_mastercard
+    )
     await mpp_to_alipayplus.aclose()
+    await to_mastercard.aclose()
 
 
 @pytest.fixture(scope="session")
