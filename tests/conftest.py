@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -149,8 +150,9 @@ class SandboxSms:
         self._peer.record_sms(to, text, reference)
 
 
-@pytest.fixture(scope="session")
-async def env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
+@asynccontextmanager
+async def time_skipping_server(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping test server with our converter and search attributes."""
     environment = await WorkflowEnvironment.start_time_skipping(
         data_converter=data_converter(settings), test_server_existing_path=str(temporal_test_server())
     )
@@ -160,8 +162,16 @@ async def env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
             search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in search_attributes.ALL},
         )
     )
-    yield environment
-    await environment.shutdown()
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def env(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
+    async with time_skipping_server(settings) as environment:
+        yield environment
 
 
 @pytest.fixture(scope="session")
@@ -169,9 +179,9 @@ def client(env: WorkflowEnvironment) -> Client:
     return env.client
 
 
-@pytest.fixture(scope="session")
-async def activities(
-    client: Client, settings: Settings, database: Ledger, alipayplus: SandboxAlipayPlus
+@asynccontextmanager
+async def real_activities(
+    client: Client, settings: Settings, alipayplus: SandboxAlipayPlus
 ) -> AsyncIterator[list[Any]]:
     """The real activities, talking to the in-process sandbox Alipay+ (with the Ant NFC server and
     Mastercard behind it: an activation some API test starts finds its peers, rather than retrying
@@ -191,6 +201,14 @@ async def activities(
     )
     await mpp_to_alipayplus.aclose()
     await to_mastercard.aclose()
+
+
+@pytest.fixture(scope="session")
+async def activities(
+    client: Client, settings: Settings, database: Ledger, alipayplus: SandboxAlipayPlus
+) -> AsyncIterator[list[Any]]:
+    async with real_activities(client, settings, alipayplus) as found:
+        yield found
 
 
 @pytest.fixture(scope="session")
