@@ -12,14 +12,8 @@ from pydantic import BaseModel, Field
 
 from alipayplus import NotifyPaymentRequest
 
-from . import workflow_ids
-
 NOTIFY_PAYMENT_WORKFLOW = "NotifyPaymentWorkflow"  # the workflow types, started by name from below them
 AUTH_NOTIFY_WORKFLOW = "AuthNotifyWorkflow"
-
-
-payment_notification_id = workflow_ids.payment_notification
-auth_notification_id = workflow_ids.auth_notification
 
 
 DELIVERING = "DELIVERING"  # DeliveryStatus while attempts go on; a final Delivery value once it ends

@@ -24,7 +24,7 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from . import search_attributes
+from . import search_attributes, workflow_ids
 from .deliveries import (
     AUTH_NOTIFY_WORKFLOW,
     DELIVERING,
@@ -35,8 +35,6 @@ from .deliveries import (
     DeliveryReport,
     DeliverySchedule,
     NotifyPaymentInput,
-    auth_notification_id,
-    payment_notification_id,
 )
 
 log = logging.getLogger(__name__)
@@ -49,12 +47,12 @@ class DeliveryStarts:
     schedule: DeliverySchedule = field(default_factory=DeliverySchedule)
 
     async def start_payment_notification(self, notice: NotifyPaymentInput) -> str:
-        workflow_id = payment_notification_id(notice.request.payment_request_id)
+        workflow_id = workflow_ids.payment_notification(notice.request.payment_request_id)
         await _start(self.temporal, self.task_queue, NOTIFY_PAYMENT_WORKFLOW, self._scheduled(notice), workflow_id)
         return workflow_id
 
     async def start_auth_notification(self, notice: AuthNotifyInput) -> str:
-        workflow_id = auth_notification_id(notice.grant.reference_agreement_id)
+        workflow_id = workflow_ids.auth_notification(notice.grant.reference_agreement_id)
         await _start(self.temporal, self.task_queue, AUTH_NOTIFY_WORKFLOW, self._scheduled(notice), workflow_id)
         return workflow_id
 
