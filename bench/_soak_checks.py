@@ -1,326 +1,63 @@
-"""What the soak proves once the load has settled: nothing lost, nothing moved twice.
-
-Every check reads the truth from where it lives: payment and refund records and ledger postings
-from the database, delivery workflows and their results from Temporal, what Alipay+ received
-from the sandbox, what was faulted from the proxy's log, and what the callers were answered
-from the flows themselves.
-"""
+"""What the soak proves once the load has settled: nothing lost, nothing moved twice."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
-import httpx
-from sqlalchemy import Engine, func
-from sqlalchemy import select as sa_select
-from sqlmodel import Session, col, select
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.service import RPCError, RPCStatusCode
-
-from alipayplus import ResultCode, TransportError
-from sandbox.alipayplus.driver import AlipayPlusDriver
-from wallet.deliveries import Delivery, DeliveryReport
-from wallet.ledger import Ledger, PostingKind
-from wallet.records import Entry, PaymentRecord, Posting, RefundRecord
+from alipayplus import ResultCode
+from wallet.ledger import PostingKind
+from wallet.records import PaymentRecord, RefundRecord
 from wallet.states import PaymentStatus
 
-from ._soak_load import Flow, Kill
-from ._soak_proxy import ProxyCall
+from ._soak_delivery import KILL_WINDOW, OverDelivery, check_delivery, expected_payment_result, over_deliveries
+from ._soak_evidence import (
+    NOT_OK_QUERY,
+    NOT_OK_STATUSES,
+    Check,
+    Delivered,
+    Evidence,
+    UserPosting,
+    debited,
+    delivered,
+    final,
+    inquire_all,
+    not_ok_workflows,
+    read_records,
+    read_user_postings,
+    sandbox_received,
+    settle,
+    user_balance,
+    workflow_status,
+)
+from ._soak_load import Flow
 
-NOT_OK_QUERY = "ExecutionStatus != 'Running' AND ExecutionStatus != 'Completed' AND ExecutionStatus != 'ContinuedAsNew'"
-NOT_OK_STATUSES = ("Failed", "Terminated", "TimedOut", "Canceled")
-KILL_WINDOW = 1.0  # seconds after the sandbox's S was written back within which a worker kill explains a re-send
-
-
-@dataclass
-class Check:
-    name: str
-    checked: int = 0
-    violations: list[str] = field(default_factory=list)
-    allowed: list[str] = field(default_factory=list)  # findings reported but not counted as violations
-
-    def fail(self, message: str) -> None:
-        self.violations.append(message)
-
-    def allow(self, message: str) -> None:
-        self.allowed.append(message)
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-
-# --- reading the truth ------------------------------------------------------------------------
-
-
-@dataclass
-class Delivered:
-    """One delivery workflow (notify/… or auth/…) as it ended, or is."""
-
-    workflow_id: str
-    status: WorkflowExecutionStatus | None  # None: never started
-    delivery: str | None = None  # the DeliveryReport's delivery when completed
-    detail: str = ""
-
-    @property
-    def open(self) -> bool:
-        return self.status in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW)
-
-    @property
-    def acknowledged(self) -> bool:
-        return self.status is WorkflowExecutionStatus.COMPLETED and self.delivery == Delivery.ACKNOWLEDGED.value
-
-
-async def workflow_status(client: Client, workflow_id: str) -> WorkflowExecutionStatus | None:
-    try:
-        return (await client.get_workflow_handle(workflow_id).describe()).status
-    except RPCError as exc:
-        if exc.status is RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-
-
-async def delivered(client: Client, workflow_id: str) -> Delivered:
-    status = await workflow_status(client, workflow_id)
-    found = Delivered(workflow_id, status)
-    if status is None or found.open:
-        return found
-    handle = client.get_workflow_handle(workflow_id, result_type=DeliveryReport)
-    try:
-        report = await asyncio.wait_for(handle.result(), 30)
-        found.delivery, found.detail = str(report.delivery), report.detail
-    except WorkflowFailureError as exc:
-        cause: BaseException | None = exc.cause
-        reasons: list[str] = []
-        while cause is not None and len(reasons) < 3:
-            reasons.append(f"{type(cause).__name__}: {cause}")
-            cause = cause.__cause__
-        found.detail = " ← ".join(reasons) or str(exc)
-    except Exception as exc:  # decoding, a timeout: say so, the check fails on it
-        found.detail = f"{type(exc).__name__}: {exc}"
-    return found
-
-
-def read_records(engine: Engine, ids: list[str]) -> tuple[dict[str, PaymentRecord], dict[str, list[RefundRecord]]]:
-    with Session(engine) as session:
-        payments = session.exec(select(PaymentRecord).where(col(PaymentRecord.payment_request_id).in_(ids))).all()
-        refunds = session.exec(select(RefundRecord).where(col(RefundRecord.payment_request_id).in_(ids))).all()
-    by_payment: dict[str, list[RefundRecord]] = {}
-    for refund in refunds:
-        by_payment.setdefault(refund.payment_request_id, []).append(refund)
-    return {payment.payment_request_id: payment for payment in payments}, by_payment
-
-
-@dataclass(frozen=True)
-class UserPosting:
-    key: str
-    kind: str
-    reference: str
-    amount: int  # signed, on the user's account
-
-
-def read_user_postings(engine: Engine, account_id: str, ids: list[str]) -> dict[str, list[UserPosting]]:
-    statement = (
-        sa_select(col(Posting.idempotency_key), col(Posting.kind), col(Posting.reference), func.sum(col(Entry.amount)))
-        .join(Entry, col(Entry.posting_id) == col(Posting.id))
-        .where(col(Entry.account_id) == account_id, col(Posting.reference).in_(ids))
-        .group_by(col(Posting.id), col(Posting.idempotency_key), col(Posting.kind), col(Posting.reference))
-    )
-    with engine.connect() as connection:
-        rows = connection.execute(statement).all()
-    postings: dict[str, list[UserPosting]] = {}
-    for key, kind, reference, amount in rows:
-        postings.setdefault(reference, []).append(UserPosting(key, kind, reference, int(amount)))
-    return postings
-
-
-def final(record: PaymentRecord | None) -> bool:
-    return record is not None and record.status is not PaymentStatus.PROCESSING
-
-
-def debited(record: PaymentRecord | None) -> bool:
-    """The debit commits the record's paymentTime with it: set exactly when money left the user."""
-    return record is not None and record.payment_time is not None
-
-
-async def settle(client: Client, engine: Engine, flows: list[Flow], timeout: float, progress: Any = None) -> list[str]:
-    """Wait until every payment is final and each delivery it needs has ended, or ``timeout``.
-
-    Returns what is still open. A delivery whose payment workflow has closed without ever starting
-    it will never start: that counts as decided (the checks call it lost), not as open.
-    """
-    ids = [flow.payment_request_id for flow in flows]
-    agreements = {flow.payment_request_id: flow.agreement for flow in flows if flow.agreement}
-    closed: set[str] = set()
-    deadline = time.monotonic() + timeout
-    while True:
-        records, _ = read_records(engine, ids)
-        pending: list[str] = []
-        for payment_request_id in ids:
-            record = records.get(payment_request_id)
-            if not final(record):
-                pending.append(f"pay/{payment_request_id}: {record.status if record else 'no record'}")
-                continue
-            wanted = [f"notify/{payment_request_id}"]
-            if payment_request_id in agreements and debited(record):
-                wanted.append(f"auth/{agreements[payment_request_id]}")
-            for workflow_id in wanted:
-                if workflow_id in closed:
-                    continue
-                status = await workflow_status(client, workflow_id)
-                if status is None:
-                    payment = await workflow_status(client, f"pay/{payment_request_id}")
-                    if payment not in (None, WorkflowExecutionStatus.RUNNING):
-                        closed.add(workflow_id)  # never started, never will: lost
-                        continue
-                    pending.append(f"{workflow_id}: not started")
-                elif status in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW):
-                    pending.append(f"{workflow_id}: running")
-                else:
-                    closed.add(workflow_id)
-        if not pending or time.monotonic() > deadline:
-            return pending
-        if progress is not None:
-            progress(pending)
-        await asyncio.sleep(2.0)
-
-
-async def sandbox_received(sandbox_url: str) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
-    """notifyPayment and authNotify bodies the sandbox Alipay+ received, by subject, oldest first."""
-    async with httpx.AsyncClient(base_url=sandbox_url, timeout=30.0) as http:
-        notifications = (await http.get("/sandbox/notifications")).raise_for_status().json()
-        auth_notifications = (await http.get("/sandbox/auth-notifications")).raise_for_status().json()
-
-    def group(bodies: list[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
-        grouped: dict[str, list[dict[str, Any]]] = {}
-        for body in bodies:
-            grouped.setdefault(str(body.get(key)), []).append(body)
-        return grouped
-
-    return group(notifications, "paymentRequestId"), group(auth_notifications, "referenceAgreementId")
-
-
-async def not_ok_workflows(client: Client) -> list[tuple[str, str, str]]:
-    """(workflow id, type, status) of every execution that ended failed, terminated, timed out or cancelled."""
-    found: list[tuple[str, str, str]] = []
-    try:
-        async for execution in client.list_workflows(NOT_OK_QUERY):
-            found.append((execution.id, execution.workflow_type, _status_name(execution.status)))
-        return found
-    except RPCError:  # a visibility store without "!=": ask per status
-        found.clear()
-    for status in NOT_OK_STATUSES:
-        async for execution in client.list_workflows(f"ExecutionStatus = '{status}'"):
-            found.append((execution.id, execution.workflow_type, _status_name(execution.status)))
-    return found
-
-
-def _status_name(status: WorkflowExecutionStatus | None) -> str:
-    return status.name if status is not None else "UNKNOWN"
-
-
-# --- the checks -------------------------------------------------------------------------------
-
-
-@dataclass
-class Evidence:
-    flows: list[Flow]
-    records: dict[str, PaymentRecord]
-    refunds: dict[str, list[RefundRecord]]
-    postings: dict[str, list[UserPosting]]
-    notifies: dict[str, Delivered]
-    auths: dict[str, Delivered]
-    notifications: dict[str, list[dict[str, Any]]]
-    auth_notifications: dict[str, list[dict[str, Any]]]
-    proxy_calls: list[ProxyCall]
-    kills: list[Kill]
-    balance_before: int
-    balance_after: int
-    customer_id: str
-    ledger_ok: bool
-    ledger_detail: str
-    not_ok: list[tuple[str, str, str]]
-    inquiries: dict[str, str]  # paymentRequestId -> "S/SUCCESS" (the payment's result) or an error
-
-    def agreement_payments(self) -> dict[str, Flow]:
-        return {flow.agreement: flow for flow in self.flows if flow.agreement}
-
-
-async def inquire_all(driver: AlipayPlusDriver, flows: list[Flow], concurrency: int = 8) -> dict[str, str]:
-    """A signed inquiryPayment per payment; its payment result as ``status/code``."""
-    answers: dict[str, str] = {}
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(payment_request_id: str) -> None:
-        async with gate:
-            for _ in range(20):
-                try:
-                    inquiry = await driver.inquire(payment_request_id)
-                except TransportError as exc:
-                    answers[payment_request_id] = f"no signed answer: {exc}"
-                    await asyncio.sleep(0.5)
-                    continue
-                result = inquiry.payment_result
-                if not inquiry.result.is_success or result is None:
-                    answers[payment_request_id] = f"inquiry {inquiry.result.result_status}/{inquiry.result.result_code}"
-                else:
-                    answers[payment_request_id] = f"{result.result_status}/{result.result_code}"
-                return
-
-    await asyncio.gather(*(one(flow.payment_request_id) for flow in flows))
-    return answers
-
-
-def expected_payment_result(record: PaymentRecord) -> tuple[str, str | None]:
-    """What notifyPayment must have said: S/SUCCESS when the user was debited (a later cancel
-    reverses it but does not change what was notified), else F with the record's code (any F
-    code once a cancel has rewritten a failed payment's record)."""
-    if debited(record):
-        return "S", ResultCode.SUCCESS.value
-    if record.cancelled_at is not None:
-        return "F", None
-    return "F", record.result_code
-
-
-def _without_time(body: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in body.items() if name != "receivedAt"}
-
-
-@dataclass(frozen=True)
-class OverDelivery:
-    extra: int  # calls forwarded after the first intact S
-    after_kill: float | None  # seconds from that S being forwarded to a worker kill that explains the re-send
-
-    def describe(self) -> str:
-        if self.after_kill is None:
-            return f"{self.extra} more after the first intact S, no worker kill around it"
-        return (
-            f"{self.extra} more after the first intact S; the worker was SIGKILLed {self.after_kill * 1000:.0f} ms "
-            "after it was forwarded, before the answer could be recorded (at-least-once)"
-        )
-
-
-def over_deliveries(calls: list[ProxyCall], kills: list[Kill]) -> OverDelivery | None:
-    """Calls forwarded after the first one the sandbox answered S and the caller got intact.
-
-    A worker SIGKILLed between forwarding that call and ``KILL_WINDOW`` after its answer was written
-    back explains a re-send: the MPP died before it could record the S (at-least-once delivery).
-    """
-    forwarded = sorted((call for call in calls if call.forwarded), key=lambda call: call.forwarded_at or 0.0)
-    first = next((call for call in forwarded if call.clean_success), None)
-    if first is None or first.forwarded_at is None:
-        return None
-    extra = [call for call in forwarded if (call.forwarded_at or 0.0) > (first.forwarded_at or 0.0)]
-    if not extra:
-        return None
-    sent, answered = first.forwarded_at, (first.finished or first.forwarded_at) + KILL_WINDOW
-    kill = next((k for k in kills if k.service == "worker" and sent <= k.at <= answered), None)
-    return OverDelivery(len(extra), kill.at - sent if kill else None)
+# What this module offered before the evidence and the delivery checks moved out, still importable from here.
+__all__ = [
+    "KILL_WINDOW",
+    "NOT_OK_QUERY",
+    "NOT_OK_STATUSES",
+    "Check",
+    "Delivered",
+    "Evidence",
+    "OverDelivery",
+    "UserPosting",
+    "check_all",
+    "counts_of",
+    "debited",
+    "delivered",
+    "expected_payment_result",
+    "final",
+    "inquire_all",
+    "not_ok_workflows",
+    "over_deliveries",
+    "read_records",
+    "read_user_postings",
+    "sandbox_received",
+    "settle",
+    "user_balance",
+    "workflow_status",
+]
 
 
 def check_all(evidence: Evidence, *, strict_once: bool = False) -> list[Check]:
@@ -416,7 +153,7 @@ def check_all(evidence: Evidence, *, strict_once: bool = False) -> list[Check]:
         if record is not None and final(record):
             notified.checked += 1
             once.checked += 1
-            _check_delivery(
+            check_delivery(
                 notified,
                 once,
                 evidence.notifies.get(payment_request_id),
@@ -441,7 +178,7 @@ def check_all(evidence: Evidence, *, strict_once: bool = False) -> list[Check]:
             continue
         auth.checked += 1
         auth_once.checked += 1
-        _check_delivery(
+        check_delivery(
             auth,
             auth_once,
             evidence.auths.get(agreement),
@@ -519,49 +256,5 @@ def _check_answers(check: Check, flow: Flow, record: PaymentRecord | None, refun
             check.fail(f"{payment_request_id}: cancelPayment answered S, record not cancelled")
 
 
-def _check_delivery(
-    delivered_check: Check,
-    once_check: Check,
-    found: Delivered | None,
-    received: list[dict[str, Any]],
-    calls: list[ProxyCall],
-    kills: list[Kill],
-    expected: tuple[str, str | None] | None,
-    strict_once: bool,
-) -> None:
-    subject = found.workflow_id if found else "?"
-    if found is None or found.status is None:
-        delivered_check.fail(f"{subject}: never started")
-    elif found.open:
-        delivered_check.fail(f"{subject}: still {_status_name(found.status)} (stuck)")
-    elif not found.acknowledged:
-        detail = found.detail[:160]
-        delivered_check.fail(f"{subject}: {_status_name(found.status)} {found.delivery or ''} {detail}".rstrip())
-    if not received:
-        delivered_check.fail(f"{subject}: the sandbox never received it")
-    else:
-        first = _without_time(received[0])
-        if any(_without_time(body) != first for body in received[1:]):
-            delivered_check.fail(f"{subject}: {len(received)} bodies, not all identical")
-        if expected is not None:
-            result = first.get("paymentResult") or {}
-            status, code = expected
-            if result.get("resultStatus") != status or (code is not None and result.get("resultCode") != code):
-                delivered_check.fail(
-                    f"{subject}: notified {result.get('resultStatus')}/{result.get('resultCode')}, "
-                    f"expected {status}/{code or 'F code'}"
-                )
-    over = over_deliveries(calls, kills)
-    if over is not None:
-        if over.after_kill is None or strict_once:
-            once_check.fail(f"{subject}: {over.describe()}")
-        else:
-            once_check.allow(f"{subject}: {over.describe()}")
-
-
 def counts_of(checks: Iterable[Check]) -> int:
     return sum(len(check.violations) for check in checks)
-
-
-def user_balance(engine: Engine, account_id: str) -> int:
-    return Ledger(engine).balance(account_id)

@@ -7,28 +7,23 @@ in front of it: the MPP's signature is checked and the answer signed, exactly as
 Alipay+ API. The Ant server's own outcome travels inside ``sdkResponseHeader.code``; a transport
 or envelope problem is Alipay+'s ``result``. The payloads it reads and answers are
 ``alipayplus.nfc_sdk``'s, the same the MPP's workflows send and read.
+
+This module holds ``SandboxAntNfc`` and re-exports the rest: its memory, answers and token
+numbers (``_ant_records``) and Alipay+'s sdkProxy with the sandbox controls (``_ant_routes``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar, get_args
 
-from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field, ValidationError
-
-from alipayplus import Result, ResultCode
-from alipayplus.nfc import SDK_SUCCESS, SdkProxyRequest, SdkProxyResponse
+from alipayplus.nfc import SDK_SUCCESS
 from alipayplus.nfc_sdk import (
     ApplyNfcTokenAnswer,
     ApplyNfcTokenData,
-    CardProfile,
     Credential,
     DeleteTokenData,
     LockTokenData,
@@ -41,145 +36,46 @@ from alipayplus.nfc_sdk import (
     QueryNtuResultData,
     QueryTokenAnswer,
     QueryTokenData,
-    RefusalAnswer,
     ReplenishAnswer,
     ReplenishData,
     SdkData,
-    SdkRequestData,
-    SdkRequestHeader,
-    SdkResponseHeader,
     TokenRequestStatus,
     TokenStateAnswer,
     UnlockTokenData,
 )
-from sandbox._http import answer_signed_call, first_error, local_only
-from sandbox.alipayplus.peer import SandboxAlipayPlus
 
+# Re-exported (``__all__``): importers keep using ``sandbox.nfc.ant`` for all of these.
+from ._ant_records import (
+    ANT_APIS,
+    DEFAULT_REJECT_REASON,
+    REJECTED,
+    SYSTEM_ERROR,
+    TOKEN_NOT_ACTIVE,
+    TOKEN_NOT_FOUND,
+    UNKNOWN_API,
+    AntAnswer,
+    AntApi,
+    AntCall,
+    AntError,
+    AntToken,
+    Application,
+    TokenActiveHook,
+    new_card_profile,
+    parse_payload,
+    token_pan,
+    token_reference_id,
+    token_status,
+)
+from ._ant_routes import ant_nfc_router
 from .mastercard import Fault, SandboxMastercard, Script, Sleep, TokenState
 
 logger = logging.getLogger(__name__)
 
-AntApi = Literal[
-    "applyNfcToken",
-    "queryToken",
-    "provision",
-    "notifyProvisionResult",
-    "queryNTUResult",
-    "replenish",
-    "lockToken",
-    "unlockToken",
-    "deleteToken",
-]
-ANT_APIS: tuple[str, ...] = get_args(AntApi)
-TokenActiveHook = Callable[[str, str, str], Awaitable[None]]  # (tokenReferenceId, customerId, deviceFingerprint)
-
-SYSTEM_ERROR = "SYSTEM_ERROR"
-UNKNOWN_API = "UNKNOWN_API"
-PARAM_ILLEGAL = "PARAM_ILLEGAL"
-TOKEN_NOT_FOUND = "TOKEN_NOT_FOUND"
-TOKEN_NOT_ACTIVE = "TOKEN_NOT_ACTIVE"
-REJECTED = "REJECTED"
-
-TOKEN_PAN_PREFIX = "5413"
-TOKEN_REFERENCE_PREFIX = "DAPLMC"
-AID = "A0000000041010"
-DEFAULT_REJECT_REASON = "The card network declined the token request"
 CREDENTIAL_TTL = timedelta(days=7)
-
-PayloadT = TypeVar("PayloadT", bound=SdkRequestData)
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-# --- memory ------------------------------------------------------------------------------
-
-
-@dataclass
-class Application:
-    """One applyNfcToken: decided (approved or rejected) once it has been polled enough."""
-
-    token_request_id: str
-    customer_id: str
-    device_fingerprint: str
-    public_key_id: str
-    reject_reason: str | None = None  # decided at creation (customer / next application), told later
-    polls: int = 0
-    status: TokenRequestStatus = TokenRequestStatus.PENDING
-    token_reference_id: str | None = None
-
-
-@dataclass
-class AntToken:
-    """An approved token as the Ant server tracks it, from approval to credentials."""
-
-    token_reference_id: str
-    customer_id: str
-    device_fingerprint: str
-    card_profile: CardProfile | None = None
-    state: TokenState | None = None  # None until provisioned
-    ntu_polls: int = 0
-    next_atc: int = 1
-    activated_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class AntAnswer:
-    """The Ant server's answer: ``sdkResponseHeader.code`` and the ``sdkResponseData`` payload."""
-
-    code: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, code: str, payload: SdkData) -> AntAnswer:
-        """``payload`` as the JSON object it is sent as (absent optional fields left out)."""
-        return cls(code, payload.model_dump(mode="json", exclude_none=True))
-
-
-class AntError(Exception):
-    """A refusal by the Ant server: answered with ``code`` in the header and ``reason`` in the data."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-    def answer(self) -> AntAnswer:
-        return AntAnswer.of(self.code, RefusalAnswer(reason=self.reason))
-
-
-@dataclass(frozen=True)
-class AntCall:
-    """One call received, for tests and the sandbox's controls."""
-
-    api: str
-    customer_id: str
-    code: str
-    received_at: datetime
-
-
-def _luhn_digit(digits: str) -> str:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char) * (2 if index % 2 == 0 else 1)
-        total += value - 9 if value > 9 else value
-    return str((10 - total % 10) % 10)
-
-
-def token_pan() -> str:
-    """A random 16-digit Mastercard token PAN (5413…) with a valid Luhn check digit, as real ones have."""
-    body = TOKEN_PAN_PREFIX + "".join(str(secrets.randbelow(10)) for _ in range(11))
-    return body + _luhn_digit(body)
-
-
-def token_reference_id() -> str:
-    return TOKEN_REFERENCE_PREFIX + secrets.token_hex(13).upper()
-
-
-def _expiry(now: datetime) -> str:
-    """YYMM three years ahead: the token's lifetime."""
-    return f"{(now.year + 3) % 100:02d}{now.month:02d}"
 
 
 class SandboxAntNfc:
@@ -298,7 +194,7 @@ class SandboxAntNfc:
             return error.answer()
 
     async def _apply_nfc_token(self, customer_id: str, data: str, reject: bool) -> ApplyNfcTokenAnswer:
-        payload = _parse(ApplyNfcTokenData, data)
+        payload = parse_payload(ApplyNfcTokenData, data)
         reason = DEFAULT_REJECT_REASON if reject else self._rejected_customers.get(customer_id)
         application = Application(
             token_request_id=secrets.token_hex(16),
@@ -311,7 +207,7 @@ class SandboxAntNfc:
         return ApplyNfcTokenAnswer(status=TokenRequestStatus.PENDING, token_request_id=application.token_request_id)
 
     async def _query_token(self, customer_id: str, data: str, reject: bool) -> QueryTokenAnswer:
-        application = self._own_application(customer_id, _parse(QueryTokenData, data).token_request_id)
+        application = self._own_application(customer_id, parse_payload(QueryTokenData, data).token_request_id)
         if reject and application.status is TokenRequestStatus.PENDING:
             application.reject_reason = application.reject_reason or DEFAULT_REJECT_REASON
             application.status = TokenRequestStatus.REJECTED
@@ -319,7 +215,7 @@ class SandboxAntNfc:
             application.polls += 1
             if application.polls > self.approve_after_polls:
                 self._decide(application)
-        return _token_status(application)
+        return token_status(application)
 
     def _decide(self, application: Application) -> None:
         if application.reject_reason is not None:
@@ -332,27 +228,18 @@ class SandboxAntNfc:
         )
 
     async def _provision(self, customer_id: str, data: str, reject: bool) -> ProvisionAnswer:
-        token = self._own_token(customer_id, _parse(ProvisionData, data).token_reference_id, reject)
+        token = self._own_token(customer_id, parse_payload(ProvisionData, data).token_reference_id, reject)
         profile = token.card_profile
         if profile is None:  # a retried provision gets the same profile
-            profile = token.card_profile = self._card_profile()
+            profile = token.card_profile = new_card_profile(self.clock())
             token.state = TokenState.PROVISIONED
             self.mastercard.register_token(
                 token.token_reference_id, str(profile.token_pan), str(profile.pan_sequence_number)
             )
         return ProvisionAnswer(token_reference_id=token.token_reference_id, card_profile=profile, credentials=[])
 
-    def _card_profile(self) -> CardProfile:
-        return CardProfile(
-            token_pan=token_pan(),
-            pan_sequence_number="00",
-            expiry_date=_expiry(self.clock()),
-            aid=AID,
-            issuer_master_key_id="IMK" + secrets.token_hex(8).upper(),
-        )
-
     async def _notify_provision_result(self, customer_id: str, data: str, reject: bool) -> NotifyProvisionResultAnswer:
-        payload = _parse(NotifyProvisionResultData, data)
+        payload = parse_payload(NotifyProvisionResultData, data)
         token = self._own_token(customer_id, payload.token_reference_id, reject)
         if token.state is None:
             raise AntError(TOKEN_NOT_ACTIVE, "The token has not been provisioned")
@@ -379,7 +266,7 @@ class SandboxAntNfc:
             logger.exception("on_token_active failed for %s", token.token_reference_id)
 
     async def _query_ntu_result(self, customer_id: str, data: str, reject: bool) -> QueryNtuResultAnswer:
-        token = self._own_token(customer_id, _parse(QueryNtuResultData, data).token_reference_id, reject)
+        token = self._own_token(customer_id, parse_payload(QueryNtuResultData, data).token_reference_id, reject)
         if token.state is not TokenState.ACTIVE:
             return QueryNtuResultAnswer(status=NtuStatus.PENDING)  # no NTU before the device confirmed the token
         token.ntu_polls += 1
@@ -388,7 +275,7 @@ class SandboxAntNfc:
         )
 
     async def _replenish(self, customer_id: str, data: str, reject: bool) -> ReplenishAnswer:
-        payload = _parse(ReplenishData, data)
+        payload = parse_payload(ReplenishData, data)
         token = self._own_token(customer_id, payload.token_reference_id, reject)
         if token.state is not TokenState.ACTIVE:
             raise AntError(TOKEN_NOT_ACTIVE, "The token is not active")
@@ -408,7 +295,7 @@ class SandboxAntNfc:
 
     async def _lock_token(self, customer_id: str, data: str, reject: bool) -> TokenStateAnswer:
         """ACTIVE → SUSPENDED; a repeat answers the same."""
-        token = self._own_token(customer_id, _parse(LockTokenData, data).token_reference_id, reject)
+        token = self._own_token(customer_id, parse_payload(LockTokenData, data).token_reference_id, reject)
         if token.state not in (TokenState.ACTIVE, TokenState.SUSPENDED):
             raise AntError(TOKEN_NOT_ACTIVE, "Only an active token can be locked")
         self._set_state(token, TokenState.SUSPENDED)
@@ -416,7 +303,7 @@ class SandboxAntNfc:
 
     async def _unlock_token(self, customer_id: str, data: str, reject: bool) -> TokenStateAnswer:
         """SUSPENDED → ACTIVE; a repeat answers the same."""
-        token = self._own_token(customer_id, _parse(UnlockTokenData, data).token_reference_id, reject)
+        token = self._own_token(customer_id, parse_payload(UnlockTokenData, data).token_reference_id, reject)
         if token.state not in (TokenState.SUSPENDED, TokenState.ACTIVE):
             raise AntError(TOKEN_NOT_ACTIVE, "Only a locked token can be unlocked")
         self._set_state(token, TokenState.ACTIVE)
@@ -424,7 +311,7 @@ class SandboxAntNfc:
 
     async def _delete_token(self, customer_id: str, data: str, reject: bool) -> TokenStateAnswer:
         """Any state → DELETED, for good; a repeat answers the same (the MPP may retry)."""
-        token = self._own_token(customer_id, _parse(DeleteTokenData, data).token_reference_id, reject)
+        token = self._own_token(customer_id, parse_payload(DeleteTokenData, data).token_reference_id, reject)
         self._set_state(token, TokenState.DELETED)
         return TokenStateAnswer(state=TokenState.DELETED.value)
 
@@ -443,102 +330,6 @@ class SandboxAntNfc:
         if reject:
             raise AntError(REJECTED, "Rejected by the Ant server (scripted)")
         return token
-
-
-def _token_status(application: Application) -> QueryTokenAnswer:
-    if application.status is TokenRequestStatus.APPROVED:
-        return QueryTokenAnswer(status=application.status, token_reference_id=application.token_reference_id)
-    if application.status is TokenRequestStatus.REJECTED:
-        return QueryTokenAnswer(status=application.status, reason=application.reject_reason)
-    return QueryTokenAnswer(status=TokenRequestStatus.PENDING)
-
-
-def _parse(payload_type: type[PayloadT], data: str) -> PayloadT:
-    try:
-        return payload_type.from_wire(data)
-    except ValidationError as exc:
-        raise AntError(PARAM_ILLEGAL, "sdkRequestData." + first_error(exc)) from None
-
-
-# --- Alipay+'s sdkProxy ------------------------------------------------------------------
-
-
-def _parse_header(header: str) -> SdkRequestHeader:
-    """The SDK's header: a JSON object naming the ``api``; raises ``ValueError`` otherwise."""
-    try:
-        return SdkRequestHeader.model_validate_json(header)
-    except ValidationError as exc:
-        raise ValueError(f"sdkRequestHeader is not a JSON object with an api ({first_error(exc)})") from None
-
-
-def _response(header: SdkRequestHeader, answer: AntAnswer) -> SdkProxyResponse:
-    response_header = SdkResponseHeader(api=header.api, request_id=header.request_id, code=answer.code)
-    return SdkProxyResponse(
-        result=Result.success(),
-        sdk_response_header=json.dumps(response_header.model_dump(exclude_unset=True)),  # requestId even if null
-        sdk_response_data=json.dumps(answer.data),
-    )
-
-
-class AntScript(BaseModel):
-    api: AntApi
-    calls: int = Field(1, ge=1, le=1000)
-    fail: bool = False
-    reject: bool = False
-    delay: float = Field(0.0, ge=0, le=120)
-
-
-class RejectCustomer(BaseModel):
-    customerId: str  # noqa: N815
-    reason: str = DEFAULT_REJECT_REASON
-
-
-def ant_nfc_router(peer: SandboxAlipayPlus, ant: SandboxAntNfc) -> APIRouter:
-    """Alipay+'s signed sdkProxy in front of ``ant``, plus local-only controls under ``/sandbox/nfc``."""
-    router = APIRouter()
-
-    async def forward(message: SdkProxyRequest, _body: bytes) -> SdkProxyResponse:
-        try:
-            header = _parse_header(message.sdk_request_header)
-        except ValueError as exc:
-            return SdkProxyResponse(result=Result.of(ResultCode.PARAM_ILLEGAL, str(exc)))
-        answer = await ant.call(header.api, message.customer_id, message.sdk_request_data, header.request_id)
-        return _response(header, answer)
-
-    @router.post(SdkProxyRequest.PATH)
-    async def sdk_proxy(request: Request) -> Response:
-        return await answer_signed_call(request, peer.signer, peer.verifier, SdkProxyRequest, forward)
-
-    router.include_router(_control_router(ant))
-    return router
-
-
-def _control_router(ant: SandboxAntNfc) -> APIRouter:
-    router = APIRouter(prefix="/sandbox/nfc", dependencies=[Depends(local_only)])
-
-    @router.post("/script")
-    async def script(body: AntScript) -> dict[str, Any]:
-        ant.script(body.api, body.calls, fail=body.fail, reject=body.reject, delay=body.delay)
-        return {"api": body.api, "queued": body.calls}
-
-    @router.post("/reject-customer")
-    async def reject_customer(body: RejectCustomer) -> dict[str, str]:
-        ant.reject_customer(body.customerId, body.reason)
-        return {"rejected": body.customerId}
-
-    @router.get("/tokens")
-    async def tokens() -> list[dict[str, Any]]:
-        return [
-            {"tokenReferenceId": t.token_reference_id, "customerId": t.customer_id, "state": t.state}
-            for t in ant.tokens()
-        ]
-
-    @router.post("/reset")
-    async def reset() -> dict[str, bool]:
-        ant.reset()
-        return {"reset": True}
-
-    return router
 
 
 __all__ = [
