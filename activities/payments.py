@@ -13,6 +13,8 @@ from wallet.payments import (
     CodeCheck,
     DebitRequest,
     DebitResult,
+    OrderOpened,
+    OrderOpening,
     OtpRequest,
     OtpSent,
     PaymentRecordUpdate,
@@ -35,6 +37,10 @@ class PaymentActivities(Payments):
     @activity.defn
     def check_customer_account(self, request: PayRequest) -> AccountCheck:
         return super().check_customer_account(request)
+
+    @activity.defn
+    def open_order(self, opening: OrderOpening) -> OrderOpened:
+        return super().open_order(opening)
 
     @activity.defn
     def record_payment(self, change: PaymentRecordUpdate) -> PaymentStatus:

@@ -21,11 +21,14 @@ from temporalio.client import Client
 
 from wallet.clients import alipayplus_client, mastercard_client
 from wallet.db import create_engine_for
+from wallet.ledger import Ledger
 from wallet.nfc_proxy import NfcProxy
 from wallet.nfc_tokens import NfcTokens
 from wallet.oauth import AppSessions, Authorizations, TokenLifetimes
+from wallet.payments import Payers
 from wallet.settings import Settings
 from wallet.temporal import connect
+from wallet.users import UserStore
 
 from .code_identification import CodeIdentification
 from .limits import BoundedRequests, document_refusals
@@ -76,6 +79,7 @@ def create_app(
                 codes=codes,
                 nfc_proxy=NfcProxy(to_alipayplus, to_mastercard),
                 nfc_tokens=NfcTokens(records, settings.nfc_max_devices),
+                payers=Payers(UserStore(records), Ledger(records)),
             )
             yield
             records.dispose()

@@ -43,9 +43,9 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
 from alipayplus import ResultCode
+from wallet.orders import USER_CANCELLED, PaymentState
 from wallet.settings import Settings
 from wallet.states import PaymentStatus, VerificationMethod
-from workflows.payment_order import USER_CANCELLED, PaymentState
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from wallet.credentials import Credentials
 from wallet.nfc_proxy import NfcProxy
 from wallet.nfc_tokens import NfcTokens
 from wallet.oauth import AppSessions, Authorizations
+from wallet.payments import Payers
 from wallet.settings import Settings
 
 from .code_identification import CodeIdentification
@@ -29,6 +30,7 @@ class Services:
     codes: CodeIdentification  # scanned codes: ours, Alipay+'s or invalid
     nfc_proxy: NfcProxy  # the phone's SDK requests on to Mastercard and the Ant server
     nfc_tokens: NfcTokens  # whose each token is, and the devices each customer activates on
+    payers: Payers  # pay #1: who pays and whether they can, read from the core
 
 
 def _services(request: Request) -> Services:

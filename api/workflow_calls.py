@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,7 +32,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from wallet import workflow_ids
-from workflows.payment_order import PaymentOrderWorkflow, PaymentState
+from wallet.orders import PageOutcome, PaymentState
+from wallet.states import PaymentStatus
+from workflows.payment_order import PaymentOrderWorkflow
 
 T = TypeVar("T")
 
@@ -156,19 +159,52 @@ async def answer_once(
     return answer
 
 
+class _FinalStates:
+    """The final payment states this process has seen, by workflow id (at most ``size``, oldest out).
+
+    A final state never changes, so the page shown after a post (its 303) or a reload needs no
+    query: a payment order's workflow ends as soon as it is final, and a query on an ended
+    workflow makes the worker replay its whole history to answer it.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._states: OrderedDict[str, PaymentState] = OrderedDict()
+
+    def get(self, workflow_id: str) -> PaymentState | None:
+        return self._states.get(workflow_id)
+
+    def keep(self, workflow_id: str, state: PaymentState) -> None:
+        if state.status is PaymentStatus.PROCESSING:
+            return
+        self._states[workflow_id] = state
+        while len(self._states) > self._size:
+            self._states.popitem(last=False)
+
+
+_final_states = _FinalStates()
+
+
 async def send_update(
     handle: WorkflowHandle[Any, Any], update: Any, *args: Any, deadline: timedelta = PAGE_DEADLINE
 ) -> Any:
     """``handle.execute_update(update, *args)`` for a page; ``Late`` past ``deadline``."""
     update_id = str(uuid.uuid4())  # the same on every attempt: one the server took after all is joined
-    return await _until_deadline(lambda: handle.execute_update(update, args=args, id=update_id), deadline)
+    outcome = await _until_deadline(lambda: handle.execute_update(update, args=args, id=update_id), deadline)
+    if isinstance(outcome, PageOutcome):
+        _final_states.keep(handle.id, outcome.state)
+    return outcome
 
 
 async def payment_state(handle: WorkflowHandle[Any, Any], deadline: timedelta = PAGE_DEADLINE) -> PaymentState:
     """The payment order's state, for a page; ``Late`` past ``deadline``."""
+    final = _final_states.get(handle.id)
+    if final is not None:
+        return final
     state: PaymentState = await _until_deadline(
         lambda: handle.query(PaymentOrderWorkflow.state, rpc_timeout=_QUERY_ATTEMPT), deadline
     )
+    _final_states.keep(handle.id, state)
     return state
 
 

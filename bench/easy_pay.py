@@ -20,9 +20,13 @@ verification POST and the result page's GET), so both sides make the same number
 per flow. Each level is preceded by a few warm-up calls at its concurrency (connections open);
 each target's CPU use (this process, the dev server) is printed to show where the time goes.
 
-Both targets run in this process, on one event loop with the load generator (as ``mpp dev``
-does), served by uvicorn and called through the same ``AlipayPlusDriver`` code; the Temporal
-dev server is a separate process on a fresh SQLite file (WAL) under a temporary directory. The
+Both targets run in this process, served by uvicorn (the stack as ``mpp dev`` runs it: API, worker
+and sandbox Alipay+ on one event loop); the load comes from a process of its own
+(``bench._load``), calling through the same ``AlipayPlusDriver`` code, so the process under test
+has its core to itself. The Temporal dev server is a separate process on a fresh SQLite file (WAL)
+under a temporary directory. In the same run, on the same dev server, the engine's ceiling is
+measured (``bench._ceiling``: trivial 1-activity workflows/s and trivial update-with-start latency)
+and Easy Pay's figures are printed as ratios of it, with the CPU per flow and the peak memory. The
 payer is the PIN user 852-11112222 and every payment is 100 minor units (IDR), far from the
 user's single and daily limits; every paymentRequestId is new. Exits non-zero if any request
 failed or answered anything but the expected result.
@@ -33,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
-import math
 import os
 import platform
 import socket
@@ -41,18 +44,14 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from fastapi import FastAPI, Request, Response
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from alipayplus import (
-    Amount,
     ErrorResponse,
     InquiryPaymentRequest,
     InquiryPaymentResponse,
@@ -61,35 +60,26 @@ from alipayplus import (
     PayResponse,
     Result,
     ResultCode,
-    ResultStatus,
     SignatureError,
 )
-from api.pages import form_fields, link
 from devstack.stack import DevStack, Ports, _serving, dev_stack
-from sandbox.alipayplus.driver import AlipayPlusDriver
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from wallet.db import create_engine_for
 from wallet.ledger import Ledger
 from wallet.settings import Settings
 from workers.cli import _exit
 
+from ._ceiling import cpu_seconds, engine_ceiling, peak_rss_mib, ratio
+from ._load import Ceiling, Level, LoadProcess, TargetSpec, percentile
+
 LEVELS = (1, 10, 50)
-PIN_USER, PIN = "852-11112222", "246810"
-AMOUNT = Amount(currency="IDR", value=100)  # 100 minor units: thousands of flows stay under the daily limit
 FLOW_SECONDS = 8.0  # closed-loop flows per level, and at least FLOWS_PER_CLIENT each; in-flight ones count
 FLOWS_PER_CLIENT = 2
 WARMUP_PAYS, WARMUP_FLOWS = 10, 5  # pays per level (at least one per client), flows once per target
-# No connection churn at 50; idle connections dropped before uvicorn's 5 s keep-alive timeout
-# closes them, or a request racing that close fails with a ReadError (a client artefact).
-LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=3.0)
 
 
 def latency_requests(concurrency: int) -> int:
     return max(40, 4 * concurrency)
-
-
-class Failure(Exception):
-    """A request that completed but did not answer what a working flow answers."""
 
 
 # --- the baseline: a bare signed FastAPI handler, no Temporal, no database -------------------
@@ -138,132 +128,7 @@ def bare_app(settings: Settings, base_url: str) -> FastAPI:
     return app
 
 
-# --- what a flow is, per target --------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    name: str
-    driver: AlipayPlusDriver
-    psp_id: str
-    redirect_base: str
-    verify: Callable[[PayRequest, PayResponse], Awaitable[None]]  # the flow's second HTTP call
-    run_id: str = field(default_factory=lambda: time.strftime("%H%M%S"))
-
-    def order(self) -> PayRequest:
-        request_id = f"bench{self.run_id}{uuid.uuid4().hex[:16]}"
-        return AlipayPlusDriver.easy_pay_order(
-            request_id,
-            PIN_USER,
-            AMOUNT,
-            self.psp_id,
-            redirect_url=f"{self.redirect_base}/sandbox/result?paymentRequestId={request_id}",
-        )
-
-    async def pay(self) -> tuple[PayRequest, PayResponse, float]:
-        request = self.order()
-        started = time.perf_counter()
-        answer = await self.driver.pay(request)
-        seconds = time.perf_counter() - started
-        result = answer.result
-        if result.result_status is not ResultStatus.UNKNOWN or result.result_code != ResultCode.PAYMENT_IN_PROCESS:
-            raise Failure(f"pay #2 answered {result.result_status}/{result.result_code}: {result.result_message}")
-        if not answer.payment_url:
-            raise Failure("pay #2 answered U/PAYMENT_IN_PROCESS without a paymentUrl (answer deadline passed?)")
-        return request, answer, seconds
-
-    async def flow(self) -> str:
-        request, answer, _ = await self.pay()
-        await self.verify(request, answer)
-        return request.payment_request_id
-
-
-def pin_verification(user: httpx.AsyncClient) -> Callable[[PayRequest, PayResponse], Awaitable[None]]:
-    async def verify(request: PayRequest, answer: PayResponse) -> None:
-        url = answer.payment_url or ""
-        page = await user.get(url)  # the page, then its form with its token
-        response = await user.post(url, data={"code": PIN, **form_fields(page.text)})
-        location = response.headers.get("location", "")
-        if response.status_code != 303 or not location or not url.endswith(location.split("?")[0]):
-            raise Failure(f"PIN POST answered HTTP {response.status_code} {location or response.text[:120]!r}")
-        result = await user.get(url)  # the page, now our result page
-        if "status=success" not in (link(result.text, "continue") or ""):
-            raise Failure(f"the result page answered HTTP {result.status_code} {result.text[:120]!r}")
-
-    return verify
-
-
-def signed_round_trip(driver: AlipayPlusDriver) -> Callable[[PayRequest, PayResponse], Awaitable[None]]:
-    async def verify(request: PayRequest, answer: PayResponse) -> None:
-        for _ in range(3):  # as many calls as the page's GET, the PIN POST and the result page's GET
-            inquiry = await driver.inquire(request.payment_request_id)
-            if not inquiry.result.is_success:
-                raise Failure(f"inquiryPayment answered {inquiry.result.result_status}/{inquiry.result.result_code}")
-
-    return verify
-
-
 # --- load ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Level:
-    concurrency: int
-    latencies_ms: list[float] = field(default_factory=list)
-    flows: int = 0
-    flow_seconds: float = 0.0
-    failures: list[str] = field(default_factory=list)
-
-    def percentile(self, p: float) -> float:
-        """Nearest rank: with 40 samples, p99 is the slowest."""
-        ranked = sorted(self.latencies_ms)
-        return ranked[max(0, math.ceil(p / 100 * len(ranked)) - 1)] if ranked else float("nan")
-
-    @property
-    def flows_per_second(self) -> float:
-        return self.flows / self.flow_seconds if self.flow_seconds else float("nan")
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:200]
-
-
-async def measure_latency(target: Target, level: Level, requests: int) -> None:
-    remaining = requests
-
-    async def client() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            try:
-                _, _, seconds = await target.pay()
-                level.latencies_ms.append(seconds * 1000)
-            except Exception as exc:
-                level.failures.append(f"pay: {_describe(exc)}")
-
-    await asyncio.gather(*(client() for _ in range(level.concurrency)))
-
-
-async def measure_flows(target: Target, level: Level, seconds: float, at_least: int) -> list[str]:
-    """Closed loop until ``seconds`` have passed and ``at_least`` flows have started."""
-    completed: list[str] = []
-    started = time.perf_counter()
-    deadline = started + seconds
-    begun = 0
-
-    async def client() -> None:
-        nonlocal begun
-        while time.perf_counter() < deadline or begun < at_least:
-            begun += 1
-            try:
-                completed.append(await target.flow())
-            except Exception as exc:
-                level.failures.append(f"flow: {_describe(exc)}")
-
-    await asyncio.gather(*(client() for _ in range(level.concurrency)))
-    level.flow_seconds = time.perf_counter() - started
-    level.flows = len(completed)
-    return completed
 
 
 async def drain_notifications(
@@ -279,48 +144,39 @@ async def drain_notifications(
     return [f"notifyPayment never arrived for {len(pending)} payment(s)"] if pending else []
 
 
-def cpu_seconds() -> tuple[float, float]:
-    """CPU seconds used so far by this process (all threads) and its child processes (the dev server)."""
-    own = sum(os.times()[:2])
-    children = 0.0
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # from field 3 (state) on
-            if int(fields[1]) == os.getpid():
-                children += (int(fields[11]) + int(fields[12])) / tick
-    return own, children
-
-
 async def bench(
-    target: Target, console: Console, peer: SandboxAlipayPlus | None = None
+    load: LoadProcess, target: TargetSpec, console: Console, peer: SandboxAlipayPlus | None = None
 ) -> tuple[list[Level], list[str]]:
     """Warm-up flows once; per level a warm-up at that concurrency (its connections open), then measure."""
     console.print(f"[bold]{target.name}[/]")
-    wall, (own, children) = time.perf_counter(), cpu_seconds()
-    warm = Level(concurrency=WARMUP_FLOWS)
-    failures = warm.failures
-    failures += await drain_notifications(peer, await measure_flows(target, warm, 0.0, WARMUP_FLOWS))
+    wall, (own, server) = time.perf_counter(), cpu_seconds()
+    warm = await load.flows(target, WARMUP_FLOWS, 0.0, WARMUP_FLOWS)
+    failures = warm.failures + await drain_notifications(peer, warm.completed)
     levels = []
     for concurrency in LEVELS:
-        await measure_latency(target, Level(concurrency, failures=failures), max(WARMUP_PAYS, concurrency))
-        level = Level(concurrency)
-        await measure_latency(target, level, latency_requests(concurrency))
-        completed = await measure_flows(target, level, FLOW_SECONDS, at_least=FLOWS_PER_CLIENT * concurrency)
-        level.failures += await drain_notifications(peer, completed)
+        failures += (await load.latency(target, concurrency, max(WARMUP_PAYS, concurrency))).failures
+        level = await load.latency(target, concurrency, latency_requests(concurrency))
+        before = cpu_seconds()
+        flows = await load.flows(target, concurrency, FLOW_SECONDS, FLOWS_PER_CLIENT * concurrency)
+        level.flows, level.flow_seconds, level.completed = flows.flows, flows.flow_seconds, flows.completed
+        level.failures += flows.failures
+        if level.flows:
+            own_used, server_used = (now - then for now, then in zip(cpu_seconds(), before, strict=True))
+            level.cpu_ms_per_flow = (own_used * 1000 / level.flows, server_used * 1000 / level.flows)
+        level.failures += await drain_notifications(peer, level.completed)
         console.print(
             f"  c={concurrency:<3} pay p50 {level.percentile(50):7.1f} ms  p99 {level.percentile(99):7.1f} ms  "
             f"{level.flows_per_second:7.1f} flows/s ({level.flows} in {level.flow_seconds:.1f} s)  "
             f"failed {len(level.failures)}"
         )
         levels.append(level)
-    wall, (own, children) = (
+    wall, (own, server) = (
         time.perf_counter() - wall,
-        (now - then for now, then in zip(cpu_seconds(), (own, children), strict=True)),
+        (now - then for now, then in zip(cpu_seconds(), (own, server), strict=True)),
     )
     console.print(
-        f"  CPU over {wall:.0f} s: this process (load, API, worker, sandbox) {own / wall:.2f} cores, "
-        f"Temporal dev server {children / wall:.2f} cores"
+        f"  CPU over {wall:.0f} s: the process under test (API, worker, sandbox peer) {own / wall:.2f} cores, "
+        f"Temporal dev server {server / wall:.2f} cores"
     )
     return levels, failures
 
@@ -340,6 +196,40 @@ def machine_facts() -> str:
         f"{cores} cores ({cpu}), Python {platform.python_version()}, "
         f"temporalio {importlib.metadata.version('temporalio')}, {platform.system()} {platform.release()}"
     )
+
+
+def ceiling_report(ours: list[Level], ceiling: dict[int, Ceiling]) -> Table:
+    """Easy Pay against the engine's ceiling at each concurrency, measured in this run."""
+    table = Table(
+        title="Easy Pay ÷ the engine's ceiling (same run, same dev server)",
+        caption=(
+            "ceiling: trivial 1-activity workflows/s and trivial update-with-start latency (bench._trivial); "
+            "CPU: ms per completed flow (this process: load, API, worker; the dev server)"
+        ),
+    )
+    columns = (
+        "conc.", "flows/s", "ceiling wf/s", "flows ÷ ceiling", "pay p50 ÷ ceiling p50", "pay p99 ÷ ceiling p99",
+        "ceiling p50/p99 ms", "CPU ms/flow", "server CPU ms/flow",
+    )  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right")
+    for level in ours:
+        engine = ceiling.get(level.concurrency)
+        if engine is None:
+            continue
+        engine_p50, engine_p99 = percentile(engine.update_ms, 50), percentile(engine.update_ms, 99)
+        table.add_row(
+            str(level.concurrency),
+            f"{level.flows_per_second:.1f}",
+            f"{engine.workflows_per_second:.1f}",
+            ratio(level.flows_per_second, engine.workflows_per_second),
+            ratio(level.percentile(50), engine_p50),
+            ratio(level.percentile(99), engine_p99),
+            f"{engine_p50:.0f} / {engine_p99:.0f}",
+            f"{level.cpu_ms_per_flow[0]:.0f}",
+            f"{level.cpu_ms_per_flow[1]:.0f}",
+        )
+    return table
 
 
 def report(results: list[tuple[str, list[Level]]]) -> Table:
@@ -383,52 +273,44 @@ async def run(console: Console) -> int:
     failures: list[str] = []
     results: list[tuple[str, list[Level]]] = []
     ledger_ok = False
-    with tempfile.TemporaryDirectory(prefix="mpp-bench-") as var_dir:
-        console.print("Starting the embedded stack (Temporal dev server on SQLite, worker, API, sandbox Alipay+) …")
-        async with dev_stack(Path(var_dir), Ports.free(), web_ui=False) as stack, contextlib.AsyncExitStack() as scope:
-            console.print(f"  up in {time.perf_counter() - begun:.1f} s")
-            user = await scope.enter_async_context(httpx.AsyncClient(timeout=30.0, limits=LIMITS))
-            bare_url = f"http://127.0.0.1:{_free_port()}"
-            await scope.enter_async_context(
-                _serving(bare_app(stack.settings, bare_url), int(bare_url.rsplit(":", 1)[1]))
-            )
-            bare_driver = _driver(stack, bare_url)
-            api_driver = _driver(stack, stack.api_url)
-            scope.push_async_callback(bare_driver.aclose)
-            scope.push_async_callback(api_driver.aclose)
-            targets = [
-                (
-                    Target(
-                        "bare signed handler",
-                        bare_driver,
-                        stack.settings.psp_id,
-                        stack.sandbox_url,
-                        signed_round_trip(bare_driver),
-                    ),
-                    None,
-                ),
-                (
-                    Target(
-                        "MPP API + Temporal",
-                        api_driver,
-                        stack.settings.psp_id,
-                        stack.sandbox_url,
-                        pin_verification(user),
-                    ),
-                    stack.alipayplus,
-                ),
-            ]
-            for target, peer in targets:
-                levels, warm_up_failures = await bench(target, console, peer)
-                results.append((target.name, levels))
-                failures += warm_up_failures + [failure for level in levels for failure in level.failures]
-            engine = create_engine_for(stack.settings.database_url)
-            try:
-                ledger_ok = Ledger(engine).check().ok
-            finally:
-                engine.dispose()
+    ceiling: dict[int, Ceiling] = {}
+    peak_rss = (float("nan"), float("nan"))
+    load = LoadProcess()
+    try:
+        with tempfile.TemporaryDirectory(prefix="mpp-bench-") as var_dir:
+            console.print("Starting the embedded stack (Temporal dev server on SQLite, worker, API, sandbox Alipay+) …")
+            async with (
+                dev_stack(Path(var_dir), Ports.free(), web_ui=False) as stack,
+                contextlib.AsyncExitStack() as scope,
+            ):
+                console.print(f"  up in {time.perf_counter() - begun:.1f} s")
+                bare_url = f"http://127.0.0.1:{_free_port()}"
+                await scope.enter_async_context(
+                    _serving(bare_app(stack.settings, bare_url), int(bare_url.rsplit(":", 1)[1]))
+                )
+                ceiling = await engine_ceiling(load, stack, LEVELS, FLOW_SECONDS, console)
+                targets = [
+                    (_spec(stack, "bare signed handler", bare_url, "signed"), None),
+                    (_spec(stack, "MPP API + Temporal", stack.api_url, "pin"), stack.alipayplus),
+                ]
+                for target, peer in targets:
+                    levels, warm_up_failures = await bench(load, target, console, peer)
+                    results.append((target.name, levels))
+                    failures += warm_up_failures + [failure for level in levels for failure in level.failures]
+                peak_rss = peak_rss_mib()
+                engine = create_engine_for(stack.settings.database_url)
+                try:
+                    ledger_ok = Ledger(engine).check().ok
+                finally:
+                    engine.dispose()
+    finally:
+        load.close()
     console.print(report(results[::-1]))  # the stack first, its baseline under it
-    console.print(f"Machine: {machine_facts()}")
+    if ceiling and results:
+        console.print(ceiling_report(results[-1][1], ceiling))
+    own_rss, server_rss = peak_rss
+    console.print(f"Peak RSS: the process under test {own_rss:.0f} MiB, Temporal dev server {server_rss:.0f} MiB")
+    console.print(f"Machine: {machine_facts()}; load average {' / '.join(f'{v:.2f}' for v in os.getloadavg())}")
     console.print(
         f"Ledger check after the run: {'ok' if ledger_ok else '[red]FAILED[/]'}; "
         f"total {time.perf_counter() - begun:.0f} s"
@@ -443,9 +325,19 @@ async def run(console: Console) -> int:
     return 0
 
 
-def _driver(stack: DevStack, base_url: str) -> AlipayPlusDriver:
-    """The sandbox's signing driver, with a connection pool big enough for concurrency 50."""
-    return AlipayPlusDriver.for_peer(stack.alipayplus, base_url, transport=httpx.AsyncHTTPTransport(limits=LIMITS))
+def _spec(stack: DevStack, name: str, base_url: str, flow: str) -> TargetSpec:
+    """A target the load process can rebuild: the sandbox Alipay+'s keys sign, the MPP's verify."""
+    settings = stack.settings
+    return TargetSpec(
+        name=name,
+        base_url=base_url,
+        psp_id=settings.psp_id,
+        redirect_base=stack.sandbox_url,
+        flow="pin" if flow == "pin" else "signed",
+        client_id=settings.client_id,
+        alipayplus_private_key_file=settings.mpp_private_key_file.parent / "alipayplus_private.pem",
+        mpp_public_key_file=settings.mpp_public_key_file,
+    )
 
 
 async def main() -> int:

@@ -21,6 +21,12 @@ Printed:
   sent) and the rest lower (``CLEARING_LOWER``: a refund of the difference, counted once the
   refund answers S); at concurrency 1 and ``PHONES``.
 
+Before the taps, in the same run and on the same dev server, the engine's ceiling is measured
+(``bench._ceiling``: trivial 1-activity workflows/s at concurrency 1 and ``PHONES``, their load from
+a process of its own), and the taps/s are printed as ratios of it, with the CPU per tap (this
+process, the dev server) and the peak memory. The taps' own load stays in this process: the phone,
+the POS and Mastercard are the chain being measured.
+
 Every tap is IDR 1.00, far from the user's balance, single and daily limits; the stack's data is
 a fresh temporary directory. Loops are bounded; the process exits non-zero if any tap is not
 approved, any clearing's refund does not answer S, the token workflows do not count every tap in
@@ -51,12 +57,16 @@ from wallet.db import create_engine_for
 from wallet.ledger import Ledger
 from workers.cli import _exit
 
+from ._ceiling import cpu_seconds, engine_ceiling, peak_rss_mib, ratio
+from ._load import Ceiling, LoadProcess
+
 PHONES = 10
 SEQUENTIAL_TAPS = 30
 TAPS_PER_PHONE = 10  # at once: PHONES × TAPS_PER_PHONE taps
 SETTLEMENTS_ALONE = 20
 SETTLEMENTS_PER_PHONE = 5  # at once: PHONES × SETTLEMENTS_PER_PHONE authorizations
 WARM_UP_TAPS = 3
+CEILING_SECONDS = 8.0
 TAP = Amount(currency="IDR", value=100)  # IDR 1.00
 CLEARED_LOWER = Amount(currency="IDR", value=60)  # the acquirer clears IDR 0.60: IDR 0.40 refunded
 TERMINAL = PosConfig(terminal_id="BENCHPOS", merchant_name="Bench Kopi")
@@ -98,6 +108,7 @@ class Row:
     seconds: float
     latencies: list[float] = field(default_factory=list)  # the first figure's p50/max
     with_report: list[float] = field(default_factory=list)
+    cpu_ms: tuple[float, float] = (float("nan"), float("nan"))  # per tap: this process, the dev server
 
     def per_second(self) -> str:
         return f"{self.count / self.seconds:.1f}"
@@ -137,11 +148,15 @@ async def tap_run(demo: Demo, load: str, checkouts: list[Checkout], taps_each: i
             timings.append((approval, with_report))
         return timings
 
-    started = time.perf_counter()
+    started, before = time.perf_counter(), cpu_seconds()
     timings = [timing for each in await asyncio.gather(*(taps(checkout) for checkout in checkouts)) for timing in each]
     await counted(demo, checkouts)
     elapsed = time.perf_counter() - started
-    return Row(load, len(timings), elapsed, [t[0] for t in timings], [t[1] for t in timings])
+    own, server = (now - then for now, then in zip(cpu_seconds(), before, strict=True))
+    row = Row(load, len(timings), elapsed, [t[0] for t in timings], [t[1] for t in timings])
+    if row.count:
+        row.cpu_ms = (own * 1000 / row.count, server * 1000 / row.count)
+    return row
 
 
 async def settle(demo: Demo, checkout: Checkout, lower: bool) -> float:
@@ -214,9 +229,32 @@ def settle_table(rows: list[Row]) -> Table:
     return table
 
 
+def ceiling_table(taps: list[Row], ceiling: dict[int, Ceiling]) -> Table:
+    """Taps/s against the engine's 1-activity workflows/s at the same concurrency, with CPU per tap."""
+    table = Table(title="NFC taps ÷ the engine's ceiling (same run, same dev server)")
+    for column in ("load", "taps/s", "ceiling wf/s", "taps ÷ ceiling", "CPU ms/tap", "server CPU ms/tap"):
+        table.add_column(column)
+    for row, concurrency in zip(taps, (1, PHONES), strict=True):
+        engine = ceiling[concurrency]
+        table.add_row(
+            row.load,
+            row.per_second(),
+            f"{engine.workflows_per_second:.1f}",
+            ratio(row.count / row.seconds, engine.workflows_per_second),
+            f"{row.cpu_ms[0]:.0f}",
+            f"{row.cpu_ms[1]:.0f}",
+        )
+    return table
+
+
 async def bench(stack: DevStack, console: Console) -> int:
     stack.ant_nfc.approve_after_polls = 0  # activation is not what is measured here
     stack.ant_nfc.ntu_after_polls = 0
+    load = LoadProcess()
+    try:
+        ceiling = await engine_ceiling(load, stack, (1, PHONES), CEILING_SECONDS, console)
+    finally:
+        load.close()
     demo = Demo(stack)
     try:
         console.print(f"Activating {PHONES} phones …")
@@ -235,7 +273,10 @@ async def bench(stack: DevStack, console: Console) -> int:
     finally:
         await demo.aclose()
     console.print(tap_table(taps))
+    console.print(ceiling_table(taps, ceiling))
     console.print(settle_table(settled))
+    own_rss, server_rss = peak_rss_mib()
+    console.print(f"Peak RSS: this process {own_rss:.0f} MiB, Temporal dev server {server_rss:.0f} MiB")
     engine = create_engine_for(stack.settings.database_url)
     try:
         check = Ledger(engine).check()

@@ -17,7 +17,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -54,6 +55,15 @@ async def save_history(handle: WorkflowHandle, name: str) -> None:
     if os.environ.get("RECORD_HISTORIES"):
         history = await handle.fetch_history()
         (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+async def update_unless_closed(handle: WorkflowHandle, update: Any, *args: Any) -> Any | None:
+    """``update``'s result, or None once the workflow has closed and takes no more updates (a page
+    or a retried pay then answers from the records: the API's business, not the workflow's)."""
+    try:
+        return await handle.execute_update(update, args=args)
+    except (RPCError, WorkflowUpdateFailedError):
+        return None
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,9 @@
 
 On SQLite every transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock up
 front, so concurrent writers queue on the busy timeout instead of failing with "database
-is locked" when a read transaction tries to upgrade to a write. Keep transactions short:
-on SQLite even a read-only transaction holds that lock until it ends.
+is locked" when a read transaction tries to upgrade to a write. Reads go through
+``reader(engine)``: their transactions begin deferred and read a WAL snapshot, so they
+neither wait for nor hold the write lock. Keep write transactions short.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy.engine import URL, make_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+_READ_ONLY = "mpp_read_only"  # an execution option: this engine's transactions only read
 
 # Alembic runs env.py through module-global proxies (alembic.context, alembic.op): two
 # migrations in one process at the same time would trample each other.
@@ -46,6 +48,12 @@ def create_engine_for(url: str, *, enforce_foreign_keys: bool = True) -> Engine:
     event.listen(engine, "connect", partial(_configure_sqlite_connection, enforce_foreign_keys=enforce_foreign_keys))
     event.listen(engine, "begin", _begin_immediate)
     return engine
+
+
+def reader(engine: Engine) -> Engine:
+    """``engine`` for transactions that only read: on SQLite they begin deferred (a WAL snapshot,
+    no write lock); on PostgreSQL nothing changes. Shares ``engine``'s connection pool."""
+    return engine.execution_options(**{_READ_ONLY: True})
 
 
 def migrate(url: str) -> None:
@@ -97,4 +105,5 @@ def _configure_sqlite_connection(dbapi_connection: Any, _connection_record: Any,
 
 
 def _begin_immediate(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    read_only = connection.get_execution_options().get(_READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

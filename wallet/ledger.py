@@ -21,6 +21,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlmodel import col
 
 from alipayplus import Amount
+from wallet.db import reader
 
 from .records import Account, Entry, Posting, utc_now
 from .states import AccountKind
@@ -109,6 +110,7 @@ class Ledger:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._reader = reader(engine)  # balances and receipts: a snapshot, never the write lock
         # accounts known to exist as asked, so hot paths skip re-opening them
         self._opened: set[tuple[str, AccountKind, str, bool]] = set()
 
@@ -136,7 +138,7 @@ class Ledger:
         return self._open(f"funding:{currency}", AccountKind.FUNDING, currency, allow_negative=True)
 
     def balance(self, account_id: str) -> int:
-        with self._engine.begin() as connection:
+        with self._reader.begin() as connection:
             balance = connection.execute(select(col(Account.balance)).where(col(Account.id) == account_id)).scalar()
         if balance is None:
             raise UnknownAccount(account_id)
@@ -155,7 +157,7 @@ class Ledger:
                 col(Posting.created_at) >= since,
             )
         )
-        with self._engine.begin() as connection:
+        with self._reader.begin() as connection:
             return int(connection.execute(paid).scalar_one())
 
     # postings
@@ -274,7 +276,7 @@ class Ledger:
 
     def receipt(self, idempotency_key: str) -> PostingReceipt | None:
         """The posting already made under this key, if any (so a retry skips its checks)."""
-        with self._engine.connect() as connection:
+        with self._reader.connect() as connection:
             posting = _find_posting(connection, idempotency_key)
         if posting is None or posting.id is None:
             return None

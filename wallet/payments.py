@@ -9,13 +9,14 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from pydantic import BaseModel
 from sqlalchemy import Engine, func, insert, select, update
 from sqlmodel import Session, col
 from temporalio.exceptions import ApplicationError
 
-from alipayplus import Amount, PayRequest, ResultCode
+from alipayplus import Amount, PayRequest, PayResponse, Result, ResultCode
 from wallet.credentials import Attempt, Credentials
 from wallet.evaluation import evaluate_account
 from wallet.ledger import InsufficientFunds, Ledger, PostingRefused
@@ -37,6 +38,17 @@ class AccountCheck(BaseModel):
     phone_hint: str | None = None
 
 
+def evaluation_answer(request: PayRequest, check: AccountCheck) -> PayResponse:
+    """pay #1's answer: the account check's result, the payer and the amounts asked about."""
+    return PayResponse(
+        result=Result.of(check.result_code),
+        payment_request_id=request.payment_request_id,
+        customer_id=check.customer_id,
+        payment_amount=request.payment_amount,
+        pay_to_amount=request.pay_to_amount,
+    )
+
+
 class PaymentRecordUpdate(BaseModel):
     request: PayRequest
     now: datetime  # the workflow's clock: the payment's own times follow it, so windows are consistent
@@ -48,6 +60,26 @@ class PaymentRecordUpdate(BaseModel):
     result_message: str | None = None
     payment_time: datetime | None = None
     payment_expiry_time: datetime | None = None
+
+
+class PayerCheck(StrEnum):
+    """How a product's pay names its payer."""
+
+    LOGIN = "login"  # Easy Pay: the login (or our customer id) the user gave at checkout
+    ACCESS_TOKEN = "access-token"  # MPM: the access token our applyToken gave Alipay+
+    CUSTOMER = "customer"  # NFC: the customer the acquirer turned the tapped token into
+
+
+class OrderOpening(BaseModel):
+    """A new payment order: check its payer, then record it (``record.status`` PROCESSING)."""
+
+    payer: PayerCheck
+    record: PaymentRecordUpdate
+
+
+class OrderOpened(BaseModel):
+    check: AccountCheck
+    status: PaymentStatus | None = None  # as recorded (CLOSED if Alipay+ cancelled first); None: refused, not recorded
 
 
 class OtpRequest(BaseModel):
@@ -99,6 +131,50 @@ def mask_phone(phone: str) -> str:
     return phone[:4] + "*" * max(len(phone) - 8, 0) + phone[-4:]
 
 
+@dataclass(frozen=True)
+class Payers:
+    """Who pays and whether they can, as of now: reads only, no money moves (pay #1, answered by
+    the API itself, and the first step of every payment order)."""
+
+    users: UserStore
+    ledger: Ledger
+
+    def check_login(self, request: PayRequest) -> AccountCheck:
+        """Easy Pay: the payer by ``paymentMethodId`` (our customer id) or the login given at checkout."""
+        metadata = request.payment_method.payment_method_meta_data
+        user = self.users.find(
+            request.payment_method.payment_method_id,
+            metadata.user_login_id if metadata else None,
+            metadata.user_login_id_type if metadata else None,
+        )
+        if user is None:
+            return AccountCheck(result_code=ResultCode.USER_NOT_EXIST)
+        return AccountCheck(
+            result_code=self.standing(user, request.pay_to_amount),
+            customer_id=user.customer_id,
+            verification_method=VerificationMethod(user.verification_method),
+            phone_hint=mask_phone(user.phone),
+        )
+
+    def check_customer(self, customer_id: str | None, amount: Amount) -> AccountCheck:
+        user = self.users.get(customer_id) if customer_id else None
+        if user is None:
+            return AccountCheck(result_code=ResultCode.USER_NOT_EXIST)
+        return AccountCheck(
+            result_code=self.standing(user, amount), customer_id=user.customer_id, phone_hint=mask_phone(user.phone)
+        )
+
+    def standing(self, user: WalletUser, amount: Amount) -> ResultCode:
+        """Status, currency, limits and balance, as of now."""
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return evaluate_account(
+            user,
+            amount,
+            debited_today=self.ledger.debited_since(user.account_id, midnight),
+            balance=self.ledger.balance(user.account_id),
+        )
+
+
 @dataclass
 class Payments:
     engine: Engine
@@ -110,22 +186,13 @@ class Payments:
     credentials: Credentials
     nfc_tokens: NfcTokens
 
+    @property
+    def payers(self) -> Payers:
+        return Payers(self.users, self.ledger)
+
     def check_account(self, request: PayRequest) -> AccountCheck:
         """Does the account exist, is it active, within limits, with enough balance? No money moves."""
-        metadata = request.payment_method.payment_method_meta_data
-        user = self.users.find(
-            request.payment_method.payment_method_id,
-            metadata.user_login_id if metadata else None,
-            metadata.user_login_id_type if metadata else None,
-        )
-        if user is None:
-            return AccountCheck(result_code=ResultCode.USER_NOT_EXIST)
-        return AccountCheck(
-            result_code=self._evaluate(user, request.pay_to_amount),
-            customer_id=user.customer_id,
-            verification_method=VerificationMethod(user.verification_method),
-            phone_hint=mask_phone(user.phone),
-        )
+        return self.payers.check_login(request)
 
     def check_token_account(self, request: PayRequest) -> AccountCheck:
         """MPM (seed 003, step 5): the payer is the customer of the access token our applyToken
@@ -140,7 +207,7 @@ class Payments:
             if customer_id and customer_id != owner.customer_id:
                 return AccountCheck(result_code=ResultCode.INVALID_TOKEN)
             customer_id = owner.customer_id
-        return self._check_payer(customer_id, request.pay_to_amount)
+        return self.payers.check_customer(customer_id, request.pay_to_amount)
 
     def check_customer_account(self, request: PayRequest) -> AccountCheck:
         """NFC (spec §10.1, step 15): the acquirer has turned the tapped token into our user,
@@ -151,17 +218,22 @@ class Payments:
             refusal = self.nfc_tokens.tap_refusal(tap, customer_id, request.payment_request_id)
             if refusal is not None:
                 return AccountCheck(result_code=refusal, customer_id=customer_id)
-        return self._check_payer(customer_id, request.pay_to_amount)
+        return self.payers.check_customer(customer_id, request.pay_to_amount)
 
-    def _check_payer(self, customer_id: str | None, amount: Amount) -> AccountCheck:
-        user = self.users.get(customer_id) if customer_id else None
-        if user is None:
-            return AccountCheck(result_code=ResultCode.USER_NOT_EXIST)
-        return AccountCheck(
-            result_code=self._evaluate(user, amount),
-            customer_id=user.customer_id,
-            phone_hint=mask_phone(user.phone),
-        )
+    def open_order(self, opening: OrderOpening) -> OrderOpened:
+        """A payment order's first step in one call: the payer check and, if it passes, the first
+        record (a read, then one short write: on SQLite the read does not hold the write lock)."""
+        checks = {
+            PayerCheck.LOGIN: self.check_account,
+            PayerCheck.ACCESS_TOKEN: self.check_token_account,
+            PayerCheck.CUSTOMER: self.check_customer_account,
+        }
+        change = opening.record
+        check = checks[opening.payer](change.request)
+        if check.result_code is not ResultCode.SUCCESS:
+            return OrderOpened(check=check)
+        recorded = change.model_copy(update={"customer_id": check.customer_id})
+        return OrderOpened(check=check, status=self.record_payment(recorded))
 
     def record_payment(self, change: PaymentRecordUpdate) -> PaymentStatus:
         """Mirror the payment's state into the records inquiryPayment reads; returns the stored
@@ -270,7 +342,7 @@ class Payments:
             return DebitResult(result_code=ResultCode.USER_NOT_EXIST)
         key = f"pay/{request.payment_request_id}/debit"
         if self.ledger.receipt(key) is None:  # a retry after the posting must not re-check the balance
-            code = self._evaluate(user, request.amount)
+            code = self.payers.standing(user, request.amount)
             if code is not ResultCode.SUCCESS:
                 return DebitResult(result_code=code)
         paid_at = request.paid_at
@@ -300,13 +372,3 @@ class Payments:
         with Session(self.engine) as session:  # the time the record holds, also on a retry
             record = session.get(PaymentRecord, request.payment_request_id)
         return DebitResult(result_code=ResultCode.SUCCESS, payment_time=record.payment_time if record else paid_at)
-
-    def _evaluate(self, user: WalletUser, amount: Amount) -> ResultCode:
-        """Status, currency, limits and balance, as of now."""
-        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        return evaluate_account(
-            user,
-            amount,
-            debited_today=self.ledger.debited_since(user.account_id, midnight),
-            balance=self.ledger.balance(user.account_id),
-        )

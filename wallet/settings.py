@@ -130,6 +130,17 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(default=32, ge=1)  # JSON bodies on the public routes but /aps
     openapi_enabled: bool = True  # /docs, /redoc and /openapi.json on the public app
 
+    # The worker's capacity (``mpp worker``): activity threads, task slots and pollers per process.
+    # Defaults suit a small machine; on a bigger one raise them or run several worker processes
+    # (``mpp worker --processes N``), which spreads workflow code over cores the GIL keeps apart.
+    # Activities are blocking (database, HTTP): each runs on a thread, one per slot.
+    worker_max_activities: int = Field(default=32, ge=1)
+    worker_max_local_activities: int = Field(default=32, ge=1)
+    worker_max_workflow_tasks: int = Field(default=100, ge=1)
+    worker_workflow_pollers: int = Field(default=10, ge=2)  # at least 2: the sticky and the normal queue
+    worker_activity_pollers: int = Field(default=5, ge=1)
+    worker_cached_workflows: int = Field(default=2000, ge=0)
+
     # Refunds and cancellation (spec §5, §6): refunds are accepted for at least 366 days
     refund_window: timedelta = Field(default=timedelta(days=366), ge=timedelta(days=366))
     cancel_cutoff: time = time(0, 30)  # cancels are accepted until this time (UTC+8) on T+1

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from alipayplus import Amount
+from wallet.db import reader
 
 from .ledger import Ledger
 from .records import WalletUser
@@ -86,9 +87,10 @@ class UserStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._reader = reader(engine)
 
     def get(self, customer_id: str) -> WalletUser | None:
-        with Session(self._engine) as session:
+        with Session(self._reader) as session:
             return session.get(WalletUser, customer_id)
 
     def find(self, payment_method_id: str | None, login_id: str | None, login_id_type: str | None) -> WalletUser | None:
@@ -102,7 +104,7 @@ class UserStore:
                 return user
         if not login_id or not login_id_type:
             return None
-        with Session(self._engine) as session:
+        with Session(self._reader) as session:
             return session.exec(
                 select(WalletUser).where(
                     col(WalletUser.login_id) == login_id,

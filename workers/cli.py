@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -39,13 +40,24 @@ def _exit(run: Callable[[], Coroutine[Any, Any, int]]) -> None:
     with ``os._exit`` and the exit code it earned.
     """
     try:
-        code = asyncio.run(run())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            code = runner.run(run())
     except KeyboardInterrupt:
         code = 130
     time.sleep(0.1)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (every platform but Windows): less CPU per request and per
+    Temporal call than asyncio's own loop; else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _until_interrupted() -> None:
@@ -57,8 +69,20 @@ async def _until_interrupted() -> None:
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes on this machine: each has its own event loop and GIL, so on a machine "
+            "with several cores run about one per core (on 2 cores the Temporal server needs the other)",
+        ),
+    ] = 1,
+) -> None:
     """Run the payments worker against the configured Temporal cluster."""
+    if processes > 1:
+        raise typer.Exit(_supervise(processes))
+
     from wallet.temporal import connect
 
     from .worker import build_worker
@@ -78,6 +102,35 @@ def worker() -> None:
         return 0
 
     _exit(run)
+
+
+def _supervise(count: int) -> int:
+    """Run ``count`` worker processes (``mpp worker`` each) until SIGINT or SIGTERM, passed on to each:
+    they finish their tasks in flight, and this returns 0. One that ends by itself (a connection it
+    could not regain) stops the others, and its exit code is returned, so that whatever runs this
+    restarts the set."""
+    command = [sys.executable, "-m", "workers.cli", "worker"]
+    children = [subprocess.Popen(command) for _ in range(count)]
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    console.print(f"{count} worker processes: {', '.join(str(child.pid) for child in children)}")
+    failed = 0
+    while any(child.poll() is None for child in children):
+        ended = [child for child in children if child.returncode is not None]
+        if ended and not stopping:
+            failed = next((child.returncode for child in ended if child.returncode), 1)
+            stop()
+        time.sleep(0.2)
+    return failed or next((child.returncode for child in children if child.returncode), 0)
 
 
 @dataclass(frozen=True)

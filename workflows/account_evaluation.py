@@ -1,6 +1,9 @@
 """Easy Pay step 1: check the user's account (pay #1, ``isPaymentEvaluation="true"``).
 
 Id ``evaluation/{paymentRequestId}``. Reads only: no money moves, so a repeat re-evaluates.
+No longer started: the API answers pay #1 itself from the core (``wallet.payments.Payers``), as a
+read needs no durability. Kept registered so evaluations in flight during an upgrade finish, and
+their histories replay.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
     from alipayplus import PayRequest, PayResponse, Result, ResultCode
     from wallet import search_attributes
+    from wallet.payments import evaluation_answer
 
 
 @workflow.defn
@@ -34,10 +38,4 @@ class AccountEvaluationWorkflow:
                 *([search_attributes.CUSTOMER_ID.value_set(check.customer_id)] if check.customer_id else []),
             ]
         )
-        return PayResponse(
-            result=Result.of(check.result_code),
-            payment_request_id=request.payment_request_id,
-            customer_id=check.customer_id,
-            payment_amount=request.payment_amount,
-            pay_to_amount=request.pay_to_amount,
-        )
+        return evaluation_answer(request, check)

@@ -10,10 +10,9 @@ Id ``adjust-refund/{refundRequestId}``, started by update-with-start from the in
 
 from __future__ import annotations
 
-from pydantic import BaseModel
 from temporalio import workflow
 
-from ._options import DB_RETRY, DB_TIMEOUT, processed
+from ._options import db_step, processed
 
 with workflow.unsafe.imports_passed_through():
     from activities.adjust_refunds import AdjustRefundActivities
@@ -21,12 +20,9 @@ with workflow.unsafe.imports_passed_through():
     from alipayplus.nfc import AdjustRefundRequest, AdjustRefundResponse
     from wallet import search_attributes
     from wallet.adjust_refunds import AdjustRefundApplication
+    from wallet.orders import AdjustRefundOrder
 
 PRODUCT = "ADJUST_REFUND"
-
-
-class AdjustRefundOrder(BaseModel):
-    request: AdjustRefundRequest
 
 
 @workflow.defn
@@ -39,11 +35,9 @@ class AdjustRefundWorkflow:
     @workflow.run
     async def run(self, order: AdjustRefundOrder) -> AdjustRefundResponse:
         outcome = await processed(
-            workflow.execute_activity_method(
+            db_step(
                 AdjustRefundActivities.apply_adjust_refund,
                 AdjustRefundApplication(request=order.request, refund_id=workflow.uuid4().hex, now=workflow.now()),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=DB_RETRY,
             ),
             "adjustRefund",
         )  # None: a technical F, the only kind adjustRefund may answer

@@ -10,27 +10,21 @@ idempotent (the payment record remembers it), so every run gives the same answer
 from __future__ import annotations
 
 import contextlib
-from datetime import time
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from ._options import DB_RETRY, DB_TIMEOUT, processed
+from ._options import db_step, processed
 from .payment_order import PaymentOrderWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.cancellation import CancelActivities
-    from alipayplus import CancelPaymentRequest, CancelPaymentResponse, Result, ResultCode
+    from alipayplus import CancelPaymentResponse, Result, ResultCode
     from wallet import search_attributes, workflow_ids
     from wallet.cancellation import CancelApplication, Cancellation
+    from wallet.orders import CancelOrder
 
 PRODUCT = "CANCEL"
-
-
-class CancelOrder(BaseModel):
-    request: CancelPaymentRequest
-    cutoff: time = time(0, 30)  # on T+1, UTC+8
 
 
 @workflow.defn
@@ -39,11 +33,9 @@ class CancelPaymentWorkflow:
     async def run(self, order: CancelOrder) -> CancelPaymentResponse:
         payment_request_id = order.request.payment_request_id
         outcome = await processed(
-            workflow.execute_activity_method(
+            db_step(
                 CancelActivities.cancel_payment,
                 CancelApplication(payment_request_id=payment_request_id, now=workflow.now(), cutoff=order.cutoff),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=DB_RETRY,
             ),
             "cancelPayment",
         )

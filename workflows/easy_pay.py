@@ -16,18 +16,18 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 from ._options import DB_RETRY, DB_TIMEOUT, is_permanent, reason
-from .payment_order import USER_CANCELLED, PageOutcome, PaymentOrderWorkflow, PaymentState, Refusal, with_status
+from .payment_order import PaymentOrderWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.payments import PaymentActivities
-    from alipayplus import PayRequest, ResultCode
+    from alipayplus import ResultCode
     from wallet.credentials import Attempt, Verdict
-    from wallet.payments import CodeAttempt, CodeCheck, OtpRequest, OtpSent
+    from wallet.orders import USER_CANCELLED, EasyPayOrder, PageOutcome, PaymentState, Refusal, with_status
+    from wallet.payments import CodeAttempt, CodeCheck, OtpRequest, OtpSent, PayerCheck
     from wallet.states import PaymentStatus, VerificationMethod
 
 PRODUCT = "EASY_PAY"
@@ -38,13 +38,6 @@ LOCKED_MESSAGE = "Too many wrong codes: the account is locked for now."
 # Short reads and record upserts run as local activities: same retries and idempotency, no
 # round trip through the server's task queue (most of pay #2's latency). The debit and the
 # SMS stay ordinary activities, each visible on its own in the Web UI.
-
-
-class EasyPayOrder(BaseModel):
-    request: PayRequest
-    verification_page_url: str  # e.g. http://127.0.0.1:8000/easypay/verify
-    default_expiry: timedelta = timedelta(minutes=10)
-    verification_attempts: int = 3
 
 
 @workflow.defn
@@ -70,7 +63,7 @@ class EasyPayWorkflow(PaymentOrderWorkflow):
 
     async def _pay(self, order: EasyPayOrder) -> None:
         # Step 2: create the payment order.
-        check = await self._open(PaymentActivities.check_account, order.verification_page_url)
+        check = await self._open(PayerCheck.LOGIN, order.verification_page_url)
         if check is None:
             return
         self._method = check.verification_method

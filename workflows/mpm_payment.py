@@ -13,33 +13,20 @@ Step 7 (where the user goes next) is the page's business: it reads the final sta
 
 from __future__ import annotations
 
-from datetime import timedelta
-from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
 from temporalio import workflow
 
-from .payment_order import USER_CANCELLED, PageOutcome, PaymentOrderWorkflow, PaymentState
+from .payment_order import PaymentOrderWorkflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.payments import PaymentActivities
-    from alipayplus import PayRequest, ResultCode
+    from alipayplus import ResultCode
+    from wallet.orders import USER_CANCELLED, Decision, MpmOrder, PageOutcome, PaymentState
+    from wallet.payments import PayerCheck
     from wallet.states import PaymentStatus
 
 PRODUCT = "MPM"
 __all__ = ["PRODUCT", "USER_CANCELLED", "Decision", "MpmOrder", "MpmPaymentWorkflow"]
-
-
-class MpmOrder(BaseModel):
-    request: PayRequest
-    confirmation_page_url: str  # e.g. http://127.0.0.1:8000/mpm/pay
-    default_expiry: timedelta = Field(default=timedelta(minutes=3), le=timedelta(minutes=3))
-
-
-class Decision(StrEnum):
-    CONFIRM = "CONFIRM"
-    CANCEL = "CANCEL"
 
 
 @workflow.defn
@@ -57,7 +44,7 @@ class MpmPaymentWorkflow(PaymentOrderWorkflow):
 
     async def _pay(self, order: MpmOrder) -> None:
         # Step 5: process the payment: check the payer, answer with our confirmation page.
-        if await self._open(PaymentActivities.check_token_account, order.confirmation_page_url) is None:
+        if await self._open(PayerCheck.ACCESS_TOKEN, order.confirmation_page_url) is None:
             return
 
         # Step 6: the user confirms or cancels before the order expires.

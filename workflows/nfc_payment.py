@@ -12,24 +12,17 @@ Refunds, cancels (same-day authorization reversals) and inquiries work as for ev
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel
 from temporalio import workflow
 
-from .payment_order import PaymentOrderWorkflow, PaymentState
+from .payment_order import PaymentOrderWorkflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.payments import PaymentActivities
-    from alipayplus import PayRequest
+    from wallet.orders import NfcOrder, PaymentState
+    from wallet.payments import PayerCheck
 
 PRODUCT = "NFC"
-
-
-class NfcOrder(BaseModel):
-    request: PayRequest
-    default_expiry: timedelta = timedelta(minutes=1)  # nothing waits; only an order past it on arrival closes
 
 
 @workflow.defn
@@ -46,7 +39,7 @@ class NfcPaymentWorkflow(PaymentOrderWorkflow):
 
     async def _pay(self) -> None:
         # Step 15: the user the acquirer named can pay this; the order is recorded.
-        if await self._open(PaymentActivities.check_customer_account, page_url=None) is None:
+        if await self._open(PayerCheck.CUSTOMER, page_url=None) is None:
             return
         # Step 16: debit once; finishing answers pay with the final result, records and notifies it.
         await self._debit_and_finish()

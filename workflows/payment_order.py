@@ -14,102 +14,31 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel
 from temporalio import workflow
 
-from ._options import ACTIVITY_FAILURES, DB_RETRY, DB_TIMEOUT, is_permanent, processed, reason
+from ._options import ACTIVITY_FAILURES, DB_RETRY, DB_TIMEOUT, LOCAL_STEPS, db_step, is_permanent, processed, reason
 
 with workflow.unsafe.imports_passed_through():
     from activities.deliveries import DeliveryActivities
     from activities.payments import PaymentActivities
-    from alipayplus import Amount, NotifyPaymentRequest, PayRequest, PayResponse, Quote, Result, ResultCode
+    from alipayplus import NotifyPaymentRequest, PayRequest, PayResponse, Result, ResultCode
     from wallet import search_attributes
     from wallet.credentials import Verdict
     from wallet.deliveries import AuthNotifyInput, AuthorizationGrant, NotifyPaymentInput
-    from wallet.payments import AccountCheck, DebitRequest, PaymentRecordUpdate
-    from wallet.states import PaymentStatus, VerificationMethod
+    from wallet.orders import PageOutcome, PaymentState, masked_login, rate_text
+    from wallet.payments import AccountCheck, DebitRequest, OrderOpening, PayerCheck, PaymentRecordUpdate
+    from wallet.states import PaymentStatus
 
-AccountCheckActivity = Callable[[PaymentActivities, PayRequest], AccountCheck]
-USER_CANCELLED = "The user cancelled the payment."  # the result message of an order its user cancelled on our page
-
-
-class PaymentState(BaseModel):
-    """What inquiryPayment, our pages and operators see."""
-
-    payment_request_id: str
-    payment_id: str | None
-    status: PaymentStatus
-    payment_result: Result
-    customer_id: str | None
-    payment_time: datetime | None
-    payment_amount: Amount
-    pay_to_amount: Amount
-    merchant_name: str | None
-    order_description: str
-    expires_at: datetime
-    verification_method: VerificationMethod | None = None
-    otp_sent_to: str | None = None
-    otp_challenge_id: str | None = None
-    attempts_left: int = 0
-    redirect_url: str | None  # where the user goes once the payment is final
-    product: str = ""
-    in_store_payment: bool = False  # scan-to-pay: never back to a merchant app (seed 003, step 7)
-    nfc_token_reference_id: str | None = None  # NFC: the token tapped
-    nfc_custom_data: str | None = None  # NFC: the phone's reference on the tap (hex)
-    paying_account: str | None = None  # the payer's login, masked: what our page shows them
-    otp_resends_left: int | None = None  # Easy Pay OTP: new codes the user may still ask for
-    exchange_rate: str | None = None  # the quote Alipay+ sent, as "1 USD = 7.8 HKD" (MPM across currencies)
-
-
-class Refusal(StrEnum):
-    """Why a page action was not carried out (the page words it; the workflow only names it)."""
-
-    NOT_WAITING = "not-waiting"  # the payment no longer waits for its user
-    RESEND_LIMIT = "resend-limit"  # no more new codes for this payment
-    NOT_SENT = "not-sent"  # the SMS could not be sent in time: the user may ask again
-    BUSY = "busy"  # a code is being checked: the action waits for a second press
-
-
-class PageOutcome(BaseModel):
-    """The answer to what the user did on our payment page."""
-
-    accepted: bool
-    message: str
-    state: PaymentState
-    verdict: Verdict | None = None  # a typed code's, so the page can count it against the client address
-    retry_after_seconds: int | None = None  # a typed code's wait before the next one may be checked
-    refusal: Refusal | None = None  # why the page action was not carried out, for the page's own wording
-
-
-def masked_login(request: PayRequest) -> str | None:
-    """The login the payer gave at checkout, all but its last 4 characters hidden (``•••-••••2222``)."""
-    metadata = request.payment_method.payment_method_meta_data
-    login = metadata.user_login_id if metadata else None
-    if not login:
-        return None
-    shown = login[-4:]
-    return "".join("•" if char.isalnum() else char for char in login[:-4]) + shown
-
-
-def rate_text(quote: Quote | None) -> str | None:
-    """Alipay+'s quote as a person reads it: ``1 USD = 7.8 HKD`` (``None`` without a usable quote)."""
-    if quote is None or not quote.quote_price or not quote.quote_currency_pair:
-        return None
-    base, _, counter = quote.quote_currency_pair.partition("/")
-    return f"1 {base} = {quote.quote_price} {counter}" if base and counter else None
-
-
-def with_status(url: str | None, status: str) -> str | None:
-    """``paymentRedirectUrl`` plus ``status=success|fail`` (seed 004, step 3)."""
-    if not url:
-        return None
-    parts = urlsplit(url)
-    query = urlencode([*parse_qsl(parts.query, keep_blank_values=True), ("status", status)])
-    return urlunsplit(parts._replace(query=query))
+# Under LOCAL_STEPS an order's steps run as local activities, the payer check and the first record
+# are one step (open_order), and a debit that recorded SUCCESS is not followed by a second record
+# write. An order begun before it checks its payer with these, as its history holds.
+_PAYER_CHECKS: dict[PayerCheck, Callable[[PaymentActivities, PayRequest], AccountCheck]] = {
+    PayerCheck.LOGIN: PaymentActivities.check_account,
+    PayerCheck.ACCESS_TOKEN: PaymentActivities.check_token_account,
+    PayerCheck.CUSTOMER: PaymentActivities.check_customer_account,
+}
 
 
 class PaymentOrderWorkflow:
@@ -127,6 +56,8 @@ class PaymentOrderWorkflow:
         self._customer_id: str | None = None
         self._payment_time: datetime | None = None
         self._cancelled = False
+        self._local_steps = False  # set in _open: see LOCAL_STEPS
+        self._recorded_final = False  # the final state is on the record already (the debit wrote it)
 
     # --- Alipay+ and operators talk to every payment order ---------------------------------
 
@@ -206,24 +137,37 @@ class PaymentOrderWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)  # every caller gets its answer
         return self.state()
 
-    async def _open(self, check_account: AccountCheckActivity, page_url: str | None) -> AccountCheck | None:
+    async def _open(self, payer: PayerCheck, page_url: str | None) -> AccountCheck | None:
         """Check the payer, record the order and prepare the in-process answer pointing the user
         at ``page_url``; without a page (NFC: the POS waits) pay gets only the final answer.
         ``None`` when the order has already finished (expired, refused, cancelled)."""
         request = self._request
+        self._local_steps = workflow.patched(LOCAL_STEPS)  # first thing: every order decides here
         if workflow.now() >= self._expires_at:
             await self._finish(PaymentStatus.CLOSED, ResultCode.ORDER_IS_CLOSED)
             return None
-        check = await workflow.execute_local_activity_method(
-            check_account, request, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY
-        )
+        if self._local_steps:
+            opened = await workflow.execute_local_activity_method(
+                PaymentActivities.open_order,
+                OrderOpening(payer=payer, record=self._record_update()),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+            )
+            check, recorded = opened.check, opened.status
+        else:
+            check = await workflow.execute_local_activity_method(
+                _PAYER_CHECKS[payer], request, start_to_close_timeout=DB_TIMEOUT, retry_policy=DB_RETRY
+            )
+            recorded = None
         self._customer_id = check.customer_id
         if check.customer_id:
             workflow.upsert_search_attributes([search_attributes.CUSTOMER_ID.value_set(check.customer_id)])
         if check.result_code is not ResultCode.SUCCESS:
             await self._finish(PaymentStatus.FAIL, check.result_code)
             return None
-        if await self._record() is PaymentStatus.CLOSED:  # Alipay+ cancelled it before it arrived
+        if recorded is None:
+            recorded = await self._record()
+        if recorded is PaymentStatus.CLOSED:  # Alipay+ cancelled it before it arrived
             await self._finish(PaymentStatus.CLOSED, ResultCode.ORDER_IS_CLOSED)
             return None
         if page_url is None:
@@ -255,36 +199,37 @@ class PaymentOrderWorkflow:
     async def _debit_and_finish(self) -> None:
         """Debit payToAmount exactly once, then finish with the ledger's answer."""
         request = self._request
-        debit = await workflow.execute_activity_method(
-            PaymentActivities.debit,
-            DebitRequest(
-                payment_request_id=request.payment_request_id,
-                customer_id=self._customer_id or "",
-                amount=request.pay_to_amount,
-                paid_at=workflow.now(),
-            ),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
+        debit_request = DebitRequest(
+            payment_request_id=request.payment_request_id,
+            customer_id=self._customer_id or "",
+            amount=request.pay_to_amount,
+            paid_at=workflow.now(),
         )
+        debit = await db_step(PaymentActivities.debit, debit_request)
         self._payment_time = debit.payment_time
+        # the debit's own transaction recorded SUCCESS with the posting: no second write for it
+        self._recorded_final = debit.result_code is ResultCode.SUCCESS and self._local_steps
         outcome = {ResultCode.SUCCESS: PaymentStatus.SUCCESS, ResultCode.ORDER_IS_CLOSED: PaymentStatus.CLOSED}
         await self._finish(outcome.get(debit.result_code, PaymentStatus.FAIL), debit.result_code)
+
+    def _record_update(self) -> PaymentRecordUpdate:
+        return PaymentRecordUpdate(
+            request=self._request,
+            now=workflow.now(),
+            payment_id=self._payment_id,
+            product=self.product,
+            status=self._status,
+            customer_id=self._customer_id,
+            result_code=ResultCode(self._result.result_code),
+            result_message=self._result.result_message,
+            payment_time=self._payment_time,
+            payment_expiry_time=self._expires_at,
+        )
 
     async def _record(self) -> PaymentStatus:
         return await workflow.execute_local_activity_method(
             PaymentActivities.record_payment,
-            PaymentRecordUpdate(
-                request=self._request,
-                now=workflow.now(),
-                payment_id=self._payment_id,
-                product=self.product,
-                status=self._status,
-                customer_id=self._customer_id,
-                result_code=ResultCode(self._result.result_code),
-                result_message=self._result.result_message,
-                payment_time=self._payment_time,
-                payment_expiry_time=self._expires_at,
-            ),
+            self._record_update(),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
         )
@@ -296,9 +241,10 @@ class PaymentOrderWorkflow:
         if self._answer is None:
             self._answer = self.current_answer()
         workflow.upsert_search_attributes([search_attributes.PAYMENT_STATUS.value_set(status.value)])
-        await processed(self._record(), "the final record")  # a refusal must not stop the answer or notice
+        if not self._recorded_final:
+            await processed(self._record(), "the final record")  # a refusal must not stop the answer or notice
         request = self._request
-        await workflow.execute_activity_method(
+        await db_step(
             DeliveryActivities.start_payment_notification,
             NotifyPaymentInput(
                 request=NotifyPaymentRequest(
@@ -311,13 +257,11 @@ class PaymentOrderWorkflow:
                     customer_id=self._customer_id,
                 )
             ),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
         )
         authorization = request.authorization_info
         if status is PaymentStatus.SUCCESS and request.payment_factor.is_authorization_and_pay and authorization:
             metadata = request.payment_method.payment_method_meta_data
-            await workflow.execute_activity_method(
+            await db_step(
                 DeliveryActivities.start_auth_notification,
                 AuthNotifyInput(
                     grant=AuthorizationGrant(
@@ -329,6 +273,4 @@ class PaymentOrderWorkflow:
                         psp_id=request.psp_id,
                     )
                 ),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=DB_RETRY,
             )

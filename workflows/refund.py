@@ -9,25 +9,18 @@ Id ``refund/{refundRequestId}``, started by update-with-start from the inbound r
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from pydantic import BaseModel
 from temporalio import workflow
 
-from ._options import DB_RETRY, DB_TIMEOUT, processed
+from ._options import db_step, processed
 
 with workflow.unsafe.imports_passed_through():
     from activities.refunds import RefundActivities
     from alipayplus import RefundRequest, RefundResponse, Result, ResultCode
     from wallet import search_attributes
+    from wallet.orders import RefundOrder
     from wallet.refunds import RefundApplication
 
 PRODUCT = "REFUND"
-
-
-class RefundOrder(BaseModel):
-    request: RefundRequest
-    window: timedelta = timedelta(days=366)
 
 
 @workflow.defn
@@ -40,13 +33,11 @@ class RefundWorkflow:
     @workflow.run
     async def run(self, order: RefundOrder) -> RefundResponse:
         outcome = await processed(
-            workflow.execute_activity_method(
+            db_step(
                 RefundActivities.apply_refund,
                 RefundApplication(
                     request=order.request, refund_id=workflow.uuid4().hex, now=workflow.now(), window=order.window
                 ),
-                start_to_close_timeout=DB_TIMEOUT,
-                retry_policy=DB_RETRY,
             ),
             "refund",
         )

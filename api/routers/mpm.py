@@ -20,10 +20,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from wallet.orders import Decision, PaymentState
 from wallet.secrets import token_digest
 from wallet.states import PaymentStatus
-from workflows.mpm_payment import PRODUCT, Decision, MpmPaymentWorkflow
-from workflows.payment_order import PaymentState
+from workflows.mpm_payment import PRODUCT, MpmPaymentWorkflow
 
 from .. import pages
 from ..dependencies import SignedIn, session_token

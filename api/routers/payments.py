@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter
 from sqlmodel import Session
 from temporalio.client import (
     WorkflowQueryFailedError,
-)
-from temporalio.common import (
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -26,19 +23,22 @@ from alipayplus import (
 )
 from alipayplus.nfc import NFC_PAYMENT_METHOD_TYPE
 from wallet import search_attributes, workflow_ids
+from wallet.failures import cannot_succeed
+from wallet.orders import EasyPayOrder, MpmOrder, NfcOrder, PaymentState
+from wallet.payments import evaluation_answer
 from wallet.records import PaymentRecord, stored_amount
 from wallet.states import PaymentStatus
 from workflows import easy_pay, mpm_payment, nfc_payment
-from workflows.account_evaluation import AccountEvaluationWorkflow
-from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow
-from workflows.mpm_payment import MpmOrder, MpmPaymentWorkflow
-from workflows.nfc_payment import NfcOrder, NfcPaymentWorkflow
-from workflows.payment_order import PaymentOrderWorkflow, PaymentState
+from workflows.easy_pay import EasyPayWorkflow
+from workflows.mpm_payment import MpmPaymentWorkflow
+from workflows.nfc_payment import NfcPaymentWorkflow
+from workflows.payment_order import PaymentOrderWorkflow
 
 from ..inbound import Rejection, inbound
 from ..services import Services
 from ..workflow_calls import answer_once, start_once
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["Alipay+ inbound"])
 
 
@@ -92,24 +92,16 @@ async def pay(request: PayRequest, services: Services) -> PayResponse:
 
 
 async def _evaluate_account(request: PayRequest, services: Services) -> PayResponse:
-    settings = services.settings
+    """pay #1 (isPaymentEvaluation): a read with no side effect, answered here from the core: there
+    is nothing to make durable, so no workflow. A repeat evaluates again."""
     try:
-        return await asyncio.wait_for(
-            services.temporal.execute_workflow(
-                AccountEvaluationWorkflow.run,
-                request,
-                id=workflow_ids.evaluation(request.payment_request_id),
-                task_queue=settings.temporal_task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,  # a read: re-evaluating is harmless
-                search_attributes=search_attributes.at_start(
-                    easy_pay.PRODUCT, request.payment_request_id, "EVALUATING"
-                ),
-            ),
-            settings.pay_answer_deadline.total_seconds(),
-        )
-    except TimeoutError:
-        return PayResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION, "Evaluation still running; retry"))
+        check = await asyncio.to_thread(services.payers.check_login, request)
+    except Exception as error:
+        if not cannot_succeed(error):
+            raise  # the database is down or busy: U, and Alipay+ asks again
+        log.error("pay #1 %s cannot be evaluated: %s", request.payment_request_id, type(error).__name__)
+        return PayResponse(result=Result.of(ResultCode.PROCESS_FAIL), payment_request_id=request.payment_request_id)
+    return evaluation_answer(request, check)
 
 
 async def _create_easy_pay_order(request: PayRequest, services: Services) -> PayResponse:

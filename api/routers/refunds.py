@@ -20,14 +20,15 @@ from alipayplus import (
 from alipayplus.nfc import AdjustRefundRequest, AdjustRefundResponse
 from wallet import search_attributes, workflow_ids
 from wallet.adjust_refunds import AdjustRefundOutcome, IllegalAdjustRefund, adjustment_credit
+from wallet.orders import AdjustRefundOrder, CancelOrder, RefundOrder
 from wallet.records import AdjustRefundRecord, RefundRecord
 from wallet.refunds import RefundOutcome
 from workflows.adjust_refund import PRODUCT as ADJUST_REFUND
-from workflows.adjust_refund import AdjustRefundOrder, AdjustRefundWorkflow
+from workflows.adjust_refund import AdjustRefundWorkflow
 from workflows.cancel_payment import PRODUCT as CANCEL
-from workflows.cancel_payment import CancelOrder, CancelPaymentWorkflow
+from workflows.cancel_payment import CancelPaymentWorkflow
 from workflows.refund import PRODUCT as REFUND
-from workflows.refund import RefundOrder, RefundWorkflow
+from workflows.refund import RefundWorkflow
 
 from ..inbound import Rejection, inbound
 from ..services import Services

@@ -26,10 +26,10 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from wallet.credentials import Verdict
+from wallet.orders import PageOutcome, PaymentState, Refusal
 from wallet.secrets import keyed_digest
 from wallet.states import PaymentStatus, VerificationMethod
 from workflows.easy_pay import PRODUCT, EasyPayWorkflow
-from workflows.payment_order import PageOutcome, PaymentState, Refusal
 
 from .. import pages
 from ..services import ClientAddress, ServicesDep

@@ -83,7 +83,7 @@ class Demo:
     async def evaluate(self, login_id: str) -> Outcome:
         request = self.stack.driver.easy_pay_evaluation(self.new_id("e"), login_id, PRICE, self.stack.settings.psp_id)
         answer = await self.stack.driver.pay(request)
-        return Outcome(f"evaluation/{request.payment_request_id}", _result(answer))
+        return Outcome(f"none: pay #1 {request.payment_request_id} is a read the API answers", _result(answer))
 
     async def create(self, request: PayRequest) -> PayResponse:
         """Alipay+ sends pay #2; on an unknown result it starts its inquiry schedule, as it does."""

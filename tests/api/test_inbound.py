@@ -76,6 +76,19 @@ async def test_seed_evaluation_sample_verbatim(alipay: AlipayPlusCaller) -> None
     assert answer["paymentRequestId"] == "2023091819074101000930025674948"
 
 
+async def test_an_evaluation_is_answered_without_a_workflow(
+    alipay: AlipayPlusCaller, client: Client, database: Ledger
+) -> None:
+    evaluation, _ = sample_requests()
+    postings = database.check().postings
+
+    answers = [await alipay.call(PAY, evaluation) for _ in range(2)]  # a repeat evaluates again
+
+    assert [result_of(answer) for answer in answers] == [("S", "SUCCESS")] * 2
+    await assert_no_workflow(client, "evaluation/2023091819074101000930025674948")
+    assert database.check().postings == postings  # a read: no money moved
+
+
 async def test_seed_order_sample_with_future_expiry(
     alipay: AlipayPlusCaller, env: WorkflowEnvironment, client: Client, settings: Settings, database: Ledger
 ) -> None:

@@ -47,12 +47,11 @@ from tests.api.conftest import result_of
 from tests.page_steps import back_to
 from wallet.ledger import Ledger
 from wallet.oauth import Authorizations, TokenLifetimes
+from wallet.orders import USER_CANCELLED, PaymentState
 from wallet.records import OAuthToken
 from wallet.secrets import token_digest
 from wallet.settings import CodeSolution, Settings
 from wallet.states import PaymentStatus
-from workflows.mpm_payment import USER_CANCELLED
-from workflows.payment_order import PaymentState
 
 from .conftest import AlipayPlusCaller, code_service_transport
 

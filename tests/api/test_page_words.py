@@ -9,9 +9,9 @@ import pytest
 from alipayplus import Amount, Quote, Result, ResultCode
 from api import pages
 from sandbox.alipayplus.driver import easy_pay_order
+from wallet.orders import USER_CANCELLED, PaymentState, masked_login, rate_text
 from wallet.states import PaymentStatus, VerificationMethod
 from workflows.easy_pay import LOCKED_MESSAGE
-from workflows.payment_order import USER_CANCELLED, PaymentState, masked_login, rate_text
 
 pytestmark = pytest.mark.timeout(10)
 NOW = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)

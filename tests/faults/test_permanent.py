@@ -20,14 +20,14 @@ from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.workflows.test_easy_pay import PIN_USER, PRICE, order, ordered
 from tests.workflows.test_refunds import paid, refund, refund_of
 from wallet.deliveries import Delivery
-from wallet.payments import PaymentRecordUpdate
+from wallet.orders import PaymentState
+from wallet.payments import OrderOpened, OrderOpening, PaymentRecordUpdate
 from wallet.records import PaymentRecord
 from wallet.refunds import RefundApplication, RefundOutcome
 from wallet.settings import Settings
 from wallet.states import PaymentStatus
 from workers.interceptors import cannot_succeed
 from workers.worker import build_worker
-from workflows.easy_pay import PaymentState
 from workflows.notify_payment import NotifyPaymentWorkflow
 
 from .conftest import replacing
@@ -39,6 +39,11 @@ TOO_LONG = DataError("INSERT INTO payment_record …", {}, Exception("value too 
 @activity.defn(name="record_payment")
 def refusing_record(change: PaymentRecordUpdate) -> PaymentStatus:
     raise TOO_LONG  # as PostgreSQL refuses a value longer than its column, on every try
+
+
+@activity.defn(name="open_order")
+def refusing_opening(opening: OrderOpening) -> OrderOpened:
+    raise TOO_LONG  # the first record, written with the payer check
 
 
 @activity.defn(name="apply_refund")
@@ -60,7 +65,7 @@ async def test_a_payment_whose_record_is_refused_is_answered_f_and_notified(
     alipayplus: SandboxAlipayPlus,
 ) -> None:
     request = await order(env, queue, PIN_USER[0])
-    async with build_worker(client, queue, replacing(activities, refusing_record)):
+    async with build_worker(client, queue, replacing(replacing(activities, refusing_record), refusing_opening)):
         handle, answer = await ordered(client, queue, request)
         state: PaymentState = await handle.result()
         notify = client.get_workflow_handle_for(NotifyPaymentWorkflow.run, f"notify/{request.payment_request_id}")

@@ -41,9 +41,10 @@ from tests.api.conftest import AlipayPlusCaller, code_service_transport, result_
 from tests.api.test_mpm import KRW_USER, Order, Phone, access_token, krw_balance, mpm_pay, ordered, status_shown
 from tests.page_steps import back_to, handed_on, shown_after
 from wallet.ledger import Ledger
+from wallet.orders import PaymentState
 from wallet.settings import Settings
 from wallet.states import PaymentStatus
-from workflows.payment_order import PaymentOrderWorkflow, PaymentState
+from workflows.payment_order import PaymentOrderWorkflow
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -25,10 +25,11 @@ from tests.conftest import new_user, save_history
 from wallet import search_attributes
 from wallet.adjust_refunds import AdjustRefundApplication, AdjustRefundOutcome, adjust_refund_key
 from wallet.ledger import Ledger
+from wallet.orders import AdjustRefundOrder
 from wallet.records import AdjustRefundRecord, Posting, read_payment
 from wallet.settings import Settings
 from wallet.states import UserStatus
-from workflows.adjust_refund import PRODUCT, AdjustRefundOrder, AdjustRefundWorkflow
+from workflows.adjust_refund import PRODUCT, AdjustRefundWorkflow
 
 from .test_nfc_payment import pay
 from .test_refunds import cancel, finished, refund

@@ -27,12 +27,13 @@ from tests.conftest import new_user, save_history
 from wallet import search_attributes
 from wallet.deliveries import Delivery
 from wallet.ledger import Ledger
+from wallet.orders import NfcOrder, PaymentState
 from wallet.records import payment_by_custom_data, read_payment
 from wallet.settings import Settings
 from wallet.states import PaymentStatus, UserStatus
-from workflows.nfc_payment import PRODUCT, NfcOrder, NfcPaymentWorkflow
+from workflows.nfc_payment import PRODUCT, NfcPaymentWorkflow
 from workflows.notify_payment import NotifyPaymentWorkflow
-from workflows.payment_order import PaymentOrderWorkflow, PaymentState
+from workflows.payment_order import PaymentOrderWorkflow
 
 from .test_refunds import cancel, finished, refund
 

@@ -17,11 +17,12 @@ from alipayplus import Amount, CancelPaymentRequest, CancelPaymentResponse, PayR
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.conftest import save_history
 from wallet.ledger import Ledger
+from wallet.orders import CancelOrder, EasyPayOrder, PaymentState, RefundOrder
 from wallet.settings import Settings
 from wallet.states import PaymentStatus
-from workflows.cancel_payment import CancelOrder, CancelPaymentWorkflow
-from workflows.easy_pay import EasyPayOrder, EasyPayWorkflow, PaymentState
-from workflows.refund import RefundOrder, RefundWorkflow
+from workflows.cancel_payment import CancelPaymentWorkflow
+from workflows.easy_pay import EasyPayWorkflow
+from workflows.refund import RefundWorkflow
 
 from .test_easy_pay import PIN_USER, PRICE, order, pin, start
 
