@@ -289,7 +289,9 @@ async def _token_and_state(
     the caller's (``nfc_token``: recorded by its activation) is not found, and no workflow is started
     for it."""
     owner = await asyncio.to_thread(services.nfc_tokens.owner_of, token_reference_id)
-    handle = services.temporal.get_workflow_handle_for(TokenWorkflow.run, workflow_ids.token(token_reference_id))
+    handle: TokenHandle = services.temporal.get_workflow_handle_for(
+        TokenWorkflow.run, workflow_ids.token(token_reference_id)
+    )
     if owner is not None and owner.customer_id != customer_id:
         raise HTTPException(404, "No such token.")
     try:
