@@ -31,7 +31,7 @@ from alipayplus import (
     ResultStatus,
     TransportError,
 )
-from api.pages import form_fields
+from api.pages import form_fields, link
 from sandbox.alipayplus.driver import AlipayPlusDriver
 
 from ._soak_stack import Service
@@ -42,6 +42,15 @@ PIN_USER, PIN = "852-11112222", "246810"
 AMOUNT = Amount(currency="IDR", value=100)  # far below every limit, whatever the count
 REFUND_SHARE = 0.3  # a partial refund: 30 of 100
 AUTH_CLIENT_ID = "2188120040699147"
+
+
+def _page_outcome(page: str) -> str:
+    """What our payment page shows: the result page's Continue to Alipay+ (success | fail), or the
+    page itself (the form again after a wrong code, or a payment that ended elsewhere)."""
+    onward = link(page, "continue") or ""
+    if "status=" in onward:
+        return "success" if "status=success" in onward else "fail"
+    return "page"
 
 
 class FlowError(Exception):
@@ -231,17 +240,28 @@ class Load:
                 if not form:  # the page first, as the user's browser shows it: its form carries the token
                     response = await self.user.get(flow.payment_url)
                     form = form_fields(response.text) if response.status_code == 200 else {}
+                    if response.status_code == 200 and not form and "<h1>We are busy</h1>" not in response.text:
+                        return _page_outcome(response.text)  # no form: the payment is final already
                 if form:
                     response = await self.user.post(flow.payment_url, data={"code": PIN, **form})
             except httpx.HTTPError as exc:
                 last = f"{type(exc).__name__}"
             else:
+                # Every post is answered 303 back to the page (a notice in its query): "busy" means try
+                # again; else the page shown now is the result page (Continue to status=…) or the form
+                # again after a wrong code.
                 location = response.headers.get("location", "")
-                if response.status_code == 303 and "status=" in location:
-                    return "success" if "status=success" in location else "fail"
-                if response.status_code == 200 and "<h1>Busy</h1>" not in response.text:  # our page: no
-                    return "page"  # longer waiting (final, no form), or wrong code
-                last = f"HTTP {response.status_code}"
+                if response.status_code == 303 and "notice=busy" not in location:
+                    try:
+                        shown = await self.user.get(httpx.URL(flow.payment_url).join(location))
+                    except httpx.HTTPError as exc:
+                        last = f"result page: {type(exc).__name__}"
+                    else:
+                        if shown.status_code == 200 and "<h1>We are busy</h1>" not in shown.text:
+                            return _page_outcome(shown.text)
+                        last = f"result page: HTTP {shown.status_code}"
+                else:
+                    last = f"HTTP {response.status_code} {location}"
             self.stats.pin_retries += 1
             await asyncio.sleep(random.uniform(0.3, 0.8))
         raise FlowError(f"PIN POST never answered before the flow's deadline (last: {last})")
