@@ -76,16 +76,20 @@ def _children(named: str) -> list[int]:
     return pids
 
 
-def cpu_seconds() -> tuple[float, float]:
-    """CPU seconds used so far by this process (all threads) and by the Temporal dev server it started."""
-    own = sum(os.times()[:2])
-    server = 0.0
+def cpu_seconds(also: Iterable[int] = ()) -> tuple[float, float]:
+    """CPU seconds used so far by this process (all threads) and the processes ``also`` names (more of
+    the system under test: extra workers), and by the Temporal dev server this process started."""
+    return sum(os.times()[:2]) + _cpu_of(also), _cpu_of(_children("temporal"))
+
+
+def _cpu_of(pids: Iterable[int]) -> float:
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    for pid in _children("temporal"):
+    seconds = 0.0
+    for pid in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # from field 3 (state) on
-            server += (int(fields[11]) + int(fields[12])) / tick
-    return own, server
+            seconds += (int(fields[11]) + int(fields[12])) / tick
+    return seconds
 
 
 def peak_rss_mib() -> tuple[float, float]:

@@ -34,16 +34,20 @@ failed or answered anything but the expected result.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import importlib.metadata
 import os
 import platform
+import signal
 import socket
+import subprocess
 import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
@@ -71,6 +75,7 @@ from workers.cli import _exit
 
 from ._ceiling import cpu_seconds, engine_ceiling, peak_rss_mib, ratio
 from ._load import Ceiling, Level, LoadProcess, TargetSpec, percentile
+from ._soak_stack import mpp_command, settings_env
 
 LEVELS = (1, 10, 50)
 FLOW_SECONDS = 8.0  # closed-loop flows per level, and at least FLOWS_PER_CLIENT each; in-flight ones count
@@ -145,23 +150,27 @@ async def drain_notifications(
 
 
 async def bench(
-    load: LoadProcess, target: TargetSpec, console: Console, peer: SandboxAlipayPlus | None = None
+    load: LoadProcess,
+    target: TargetSpec,
+    console: Console,
+    peer: SandboxAlipayPlus | None = None,
+    workers: Sequence[int] = (),  # the extra worker processes' ids: their CPU is the system's too
 ) -> tuple[list[Level], list[str]]:
     """Warm-up flows once; per level a warm-up at that concurrency (its connections open), then measure."""
     console.print(f"[bold]{target.name}[/]")
-    wall, (own, server) = time.perf_counter(), cpu_seconds()
+    wall, (own, server) = time.perf_counter(), cpu_seconds(workers)
     warm = await load.flows(target, WARMUP_FLOWS, 0.0, WARMUP_FLOWS)
     failures = warm.failures + await drain_notifications(peer, warm.completed)
     levels = []
     for concurrency in LEVELS:
         failures += (await load.latency(target, concurrency, max(WARMUP_PAYS, concurrency))).failures
         level = await load.latency(target, concurrency, latency_requests(concurrency))
-        before = cpu_seconds()
+        before = cpu_seconds(workers)
         flows = await load.flows(target, concurrency, FLOW_SECONDS, FLOWS_PER_CLIENT * concurrency)
         level.flows, level.flow_seconds, level.completed = flows.flows, flows.flow_seconds, flows.completed
         level.failures += flows.failures
         if level.flows:
-            own_used, server_used = (now - then for now, then in zip(cpu_seconds(), before, strict=True))
+            own_used, server_used = (now - then for now, then in zip(cpu_seconds(workers), before, strict=True))
             level.cpu_ms_per_flow = (own_used * 1000 / level.flows, server_used * 1000 / level.flows)
         level.failures += await drain_notifications(peer, level.completed)
         console.print(
@@ -172,7 +181,7 @@ async def bench(
         levels.append(level)
     wall, (own, server) = (
         time.perf_counter() - wall,
-        (now - then for now, then in zip(cpu_seconds(), (own, server), strict=True)),
+        (now - then for now, then in zip(cpu_seconds(workers), (own, server), strict=True)),
     )
     console.print(
         f"  CPU over {wall:.0f} s: the process under test (API, worker, sandbox peer) {own / wall:.2f} cores, "
@@ -266,7 +275,29 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def run(console: Console) -> int:
+@contextlib.contextmanager
+def extra_workers(stack: DevStack, count: int) -> Iterator[list[int]]:
+    """``count`` more worker processes (``mpp worker``) on the stack's queue, beside its own worker;
+    stopped by their own process ids (SIGTERM, then SIGKILL past 30 s)."""
+    environment = {**os.environ, **settings_env(stack.settings)}
+    children = [
+        subprocess.Popen(mpp_command("worker"), env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(count)
+    ]
+    try:
+        yield [child.pid for child in children]
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+async def run(console: Console, worker_processes: int = 1) -> int:
     if not console.is_terminal:
         console.width = max(console.width, 130)  # keep the table readable in logs
     begun = time.perf_counter()
@@ -284,6 +315,9 @@ async def run(console: Console) -> int:
                 contextlib.AsyncExitStack() as scope,
             ):
                 console.print(f"  up in {time.perf_counter() - begun:.1f} s")
+                workers = scope.enter_context(extra_workers(stack, worker_processes - 1))
+                if workers:
+                    console.print(f"  {len(workers)} more worker process(es): {', '.join(map(str, workers))}")
                 bare_url = f"http://127.0.0.1:{_free_port()}"
                 await scope.enter_async_context(
                     _serving(bare_app(stack.settings, bare_url), int(bare_url.rsplit(":", 1)[1]))
@@ -294,7 +328,7 @@ async def run(console: Console) -> int:
                     (_spec(stack, "MPP API + Temporal", stack.api_url, "pin"), stack.alipayplus),
                 ]
                 for target, peer in targets:
-                    levels, warm_up_failures = await bench(load, target, console, peer)
+                    levels, warm_up_failures = await bench(load, target, console, peer, workers)
                     results.append((target.name, levels))
                     failures += warm_up_failures + [failure for level in levels for failure in level.failures]
                 peak_rss = peak_rss_mib()
@@ -341,9 +375,17 @@ def _spec(stack: DevStack, name: str, base_url: str, flow: str) -> TargetSpec:
 
 
 async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=1,
+        help="worker processes in all: the stack's own, and `mpp worker` processes beside it (default 1)",
+    )
+    arguments = parser.parse_args()
     console = Console()
     try:
-        return await run(console)
+        return await run(console, max(1, arguments.worker_processes))
     except Exception:  # everything is shut down by now; report and leave non-zero
         console.print_exception()
         return 1
