@@ -159,30 +159,38 @@ async def answer_once(
     return answer
 
 
-class _FinalStates:
-    """The final payment states this process has seen, by workflow id (at most ``size``, oldest out).
+class _SeenStates:
+    """The last state this process saw of each payment order, by workflow id (at most ``size``).
 
     A final state never changes, so the page shown after a post (its 303) or a reload needs no
     query: a payment order's workflow ends as soon as it is final, and a query on an ended
-    workflow makes the worker replay its whole history to answer it.
+    workflow makes the worker replay its whole history to answer it. A state still in process is
+    only a hint, good for what never changes while it waits (its payer, verification method and
+    capability): a form's post uses it instead of a query, and the workflow refuses what comes
+    too late.
     """
 
     def __init__(self, size: int = 10_000) -> None:
         self._size = size
         self._states: OrderedDict[str, PaymentState] = OrderedDict()
 
-    def get(self, workflow_id: str) -> PaymentState | None:
+    def final(self, workflow_id: str) -> PaymentState | None:
+        state = self._states.get(workflow_id)
+        return state if state is not None and state.status is not PaymentStatus.PROCESSING else None
+
+    def seen(self, workflow_id: str) -> PaymentState | None:
         return self._states.get(workflow_id)
 
     def keep(self, workflow_id: str, state: PaymentState) -> None:
-        if state.status is PaymentStatus.PROCESSING:
-            return
+        if self.final(workflow_id) is not None:
+            return  # never replaced by an older answer still in process
         self._states[workflow_id] = state
+        self._states.move_to_end(workflow_id)
         while len(self._states) > self._size:
             self._states.popitem(last=False)
 
 
-_final_states = _FinalStates()
+_seen_states = _SeenStates()
 
 
 async def send_update(
@@ -192,19 +200,19 @@ async def send_update(
     update_id = str(uuid.uuid4())  # the same on every attempt: one the server took after all is joined
     outcome = await _until_deadline(lambda: handle.execute_update(update, args=args, id=update_id), deadline)
     if isinstance(outcome, PageOutcome):
-        _final_states.keep(handle.id, outcome.state)
+        _seen_states.keep(handle.id, outcome.state)
     return outcome
 
 
 async def payment_state(handle: WorkflowHandle[Any, Any], deadline: timedelta = PAGE_DEADLINE) -> PaymentState:
     """The payment order's state, for a page; ``Late`` past ``deadline``."""
-    final = _final_states.get(handle.id)
+    final = _seen_states.final(handle.id)
     if final is not None:
         return final
     state: PaymentState = await _until_deadline(
         lambda: handle.query(PaymentOrderWorkflow.state, rpc_timeout=_QUERY_ATTEMPT), deadline
     )
-    _final_states.keep(handle.id, state)
+    _seen_states.keep(handle.id, state)
     return state
 
 
@@ -237,16 +245,19 @@ async def _until_deadline(call: Callable[[], Awaitable[T]], deadline: timedelta)
 
 
 async def payment_behind_page(
-    client: Client, payment_request_id: str, payment_id: str, product: str
+    client: Client, payment_request_id: str, payment_id: str, product: str, *, seen_will_do: bool = False
 ) -> tuple[WorkflowHandle[Any, PaymentState], PaymentState] | None:
     """The payment order a page URL names, if ``payment_id`` and ``product`` match: the paymentId
     in the URL is the page's capability, and one product's page never acts on another's order.
+    ``seen_will_do``: the state this process last saw of it, if any, rather than a query (a form's
+    post: see ``_SeenStates``).
 
     Raises ``Late`` if the server was too busy to say within the page's deadline.
     """
     handle = client.get_workflow_handle(workflow_ids.payment(payment_request_id))
+    state = _seen_states.seen(handle.id) if seen_will_do else None
     try:
-        state = await payment_state(handle)
+        state = state or await payment_state(handle)
     except RPCError:
         return None
     if state.payment_id != payment_id or state.product != product:

@@ -165,8 +165,23 @@ class PagePayment:
 
 async def behind_page(payment_request_id: str, payment_id: str, services: ServicesDep) -> PagePayment:
     """A page dependency: the payment the URL names, else the page to show instead (busy; not found)."""
+    return await _behind(services, payment_request_id, payment_id, seen_will_do=False)
+
+
+async def behind_form(payment_request_id: str, payment_id: str, services: ServicesDep) -> PagePayment:
+    """A form's dependency: as ``behind_page``, but the state this process last showed will do (its
+    payer, method and capability never change; the workflow refuses a post that comes too late),
+    so a post usually needs no query before its update."""
+    return await _behind(services, payment_request_id, payment_id, seen_will_do=True)
+
+
+async def _behind(
+    services: ServicesDep, payment_request_id: str, payment_id: str, *, seen_will_do: bool
+) -> PagePayment:
     try:
-        found = await payment_behind_page(services.temporal, payment_request_id, payment_id, PRODUCT)
+        found = await payment_behind_page(
+            services.temporal, payment_request_id, payment_id, PRODUCT, seen_will_do=seen_will_do
+        )
     except Late:
         raise pages.ShowInstead(pages.message_page(200, "We are busy", TRY_AGAIN, title="Payment")) from None
     if found is None:
@@ -182,6 +197,7 @@ async def behind_page(payment_request_id: str, payment_id: str, services: Servic
 
 
 Payment = Annotated[PagePayment, Depends(behind_page)]
+FormPayment = Annotated[PagePayment, Depends(behind_form)]
 
 
 async def _press(payment: PagePayment, update: Any) -> PageOutcome | Response:
@@ -211,12 +227,17 @@ async def show(
     responses=BACK_TO_THE_PAGE,
 )
 async def submit(
-    payment: Payment,
+    payment: FormPayment,
     code: Annotated[str, Form(max_length=16)],
     address: ClientAddress,
     services: ServicesDep,
 ) -> Response:
     handle, state = payment.handle, payment.state
+    if state.verification_method is VerificationMethod.OTP:
+        try:  # a code is keyed to the challenge sent last, which a resend changes: ask for it
+            state = await payment_state(handle)
+        except (Late, RPCError):
+            return _back(state, Notice.BUSY)
     if state.status is not PaymentStatus.PROCESSING:
         return _back(state)  # already final (a resubmitted form): a closed workflow takes no updates
     code = code.strip()
@@ -261,7 +282,7 @@ async def resend(payment: Payment) -> Response:
     dependencies=[pages.form_guard(CANCEL_FORM)],
     responses=BACK_TO_THE_PAGE,
 )
-async def cancel(payment: Payment) -> Response:
+async def cancel(payment: FormPayment) -> Response:
     outcome = await _press(payment, EasyPayWorkflow.decline)
     if isinstance(outcome, Response):
         return outcome
