@@ -4,7 +4,17 @@ from ._amount import Amount, minor_unit_exponent
 from ._base import CamelModel, Message
 from ._client import SignedClient, TransportError
 from ._result import Result, ResultCode, ResultStatus
-from ._signing import KeyRegistry, SignatureError, SignatureHeader, Signer, Verifier, content_to_sign, sign, verify
+from ._signing import (
+    KeyRegistry,
+    SignatureError,
+    SignatureFailure,
+    SignatureHeader,
+    Signer,
+    Verifier,
+    content_to_sign,
+    sign,
+    verify,
+)
 from ._types import format_datetime
 from .messages import (
     ApplyTokenRequest,
@@ -66,6 +76,7 @@ __all__ = [
     "ResultCode",
     "ResultStatus",
     "SignatureError",
+    "SignatureFailure",
     "SignatureHeader",
     "SignedClient",
     "Signer",

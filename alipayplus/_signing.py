@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -36,14 +37,31 @@ _REQUEST_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?
 _REQUEST_TIME_EXAMPLE = "2019-05-28T12:12:12+08:00"
 
 
+class SignatureFailure(StrEnum):
+    """Why a signed message was refused: a small closed set, for metrics and logs (never the values)."""
+
+    UNKNOWN_CLIENT = "unknown_client"  # Client-Id missing or not the expected one
+    MISSING_TIME = "missing_time"  # no Request-Time / Response-Time header
+    MISSING_SIGNATURE = "missing_signature"  # no Signature header
+    BAD_FORMAT = "bad_format"  # a Signature header that does not parse, or not RSA256
+    UNKNOWN_KEY = "unknown_key"  # no public key for the Client-Id and keyVersion
+    BAD_SIGNATURE = "bad_signature"  # the signature does not verify
+    BAD_TIME = "bad_time"  # a Request-Time that is not an ISO 8601 date-time with an offset
+    CLOCK_SKEW = "clock_skew"  # a Request-Time outside the verifier's window
+
+
 class SignatureError(Exception):
     """A signed message refused before it is read: its signature could not be checked or did not
-    verify, or its Request-Time is unusable; ``code`` is the Alipay+ result code to answer with."""
+    verify, or its Request-Time is unusable; ``code`` is the Alipay+ result code to answer with,
+    ``reason`` which check refused it."""
 
-    def __init__(self, code: ResultCode, message: str) -> None:
+    def __init__(
+        self, code: ResultCode, message: str, reason: SignatureFailure = SignatureFailure.BAD_SIGNATURE
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.reason = reason
 
 
 def content_to_sign(method: str, path: str, client_id: str, time: str, body: bytes) -> bytes:
@@ -59,11 +77,11 @@ def parse_request_time(value: str) -> datetime:
     ISO 8601 date-time with a UTC offset or ``Z``, e.g. ``2019-05-28T12:12:12+08:00``."""
     problem = f"Request-Time: must be an ISO 8601 date-time with a UTC offset, e.g. {_REQUEST_TIME_EXAMPLE}"
     if not _REQUEST_TIME.fullmatch(value):
-        raise SignatureError(ResultCode.PARAM_ILLEGAL, problem)
+        raise SignatureError(ResultCode.PARAM_ILLEGAL, problem, SignatureFailure.BAD_TIME)
     try:  # the shape is right; the values may not be (month 13, 25:00, an offset of 24 h)
         return datetime.fromisoformat(value)
     except ValueError:
-        raise SignatureError(ResultCode.PARAM_ILLEGAL, problem) from None
+        raise SignatureError(ResultCode.PARAM_ILLEGAL, problem, SignatureFailure.BAD_TIME) from None
 
 
 def _utc_now() -> datetime:
@@ -87,10 +105,14 @@ class SignatureHeader:
     def parse(cls, header: str | None) -> SignatureHeader:
         """Parse ``algorithm=RSA256, keyVersion=1, signature=...`` (spaces after commas allowed)."""
         if not header:
-            raise SignatureError(ResultCode.INVALID_SIGNATURE, "The Signature header is missing")
+            raise SignatureError(
+                ResultCode.INVALID_SIGNATURE, "The Signature header is missing", SignatureFailure.MISSING_SIGNATURE
+            )
         parts = {name: value for name, value in _HEADER_PART.findall(header)}
         if parts.get("algorithm") != ALGORITHM or not parts.get("signature"):
-            raise SignatureError(ResultCode.INVALID_SIGNATURE, "The Signature header is malformed")
+            raise SignatureError(
+                ResultCode.INVALID_SIGNATURE, "The Signature header is malformed", SignatureFailure.BAD_FORMAT
+            )
         return cls(key_version=parts.get("keyVersion") or "1", signature=parts["signature"])
 
 
@@ -142,7 +164,9 @@ class KeyRegistry:
             return self._keys[(client_id, key_version)]
         except KeyError:
             raise SignatureError(
-                ResultCode.KEY_NOT_FOUND, f"No key for Client-Id {client_id!r} keyVersion {key_version!r}"
+                ResultCode.KEY_NOT_FOUND,
+                f"No key for Client-Id {client_id!r} keyVersion {key_version!r}",
+                SignatureFailure.UNKNOWN_KEY,
             ) from None
 
 
@@ -198,16 +222,20 @@ class Verifier:
         get = headers.get  # a dict, or httpx/Starlette headers (case-insensitive)
         client_id = get("Client-Id") or get("client-id")
         if client_id != self.client_id:
-            raise SignatureError(ResultCode.INVALID_CLIENT, f"Unknown Client-Id {client_id!r}")
+            raise SignatureError(
+                ResultCode.INVALID_CLIENT, f"Unknown Client-Id {client_id!r}", SignatureFailure.UNKNOWN_CLIENT
+            )
         time_header = "Response-Time" if response else "Request-Time"
         time = get(time_header) or get(time_header.lower())
         if not time:
             code = ResultCode.INVALID_SIGNATURE if response else ResultCode.PARAM_ILLEGAL
-            raise SignatureError(code, f"{time_header}: the header is missing")
+            raise SignatureError(code, f"{time_header}: the header is missing", SignatureFailure.MISSING_TIME)
         header = SignatureHeader.parse(get("Signature") or get("signature"))
         public_key = self.keys.get(client_id, header.key_version)
         if not verify(public_key, content_to_sign("POST", path, client_id, time, body), header.signature):
-            raise SignatureError(ResultCode.INVALID_SIGNATURE, "The signature does not verify")
+            raise SignatureError(
+                ResultCode.INVALID_SIGNATURE, "The signature does not verify", SignatureFailure.BAD_SIGNATURE
+            )
         if not response:
             self._check_request_time(time)
 
@@ -221,4 +249,5 @@ class Verifier:
                 ResultCode.PARAM_ILLEGAL,
                 f"Request-Time: {value} is more than {_seconds(self.request_time_window)} from this server's time "
                 f"({format_datetime(now.astimezone(UTC))}); check the sender's clock",
+                SignatureFailure.CLOCK_SKEW,
             )

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
 from alipayplus import ErrorResponse, Message, Result, ResultCode, SignatureError
+from wallet.telemetry.metrics import ALIPAYPLUS_RESULTS, SIGNATURE_FAILURES
 
 from .limits import read_bounded
 from .services import Services, ServicesDep
@@ -67,6 +68,17 @@ def signed(services: Services, path: str, message: Message) -> Response:
     return Response(content=body, headers=services.settings.signer.headers(path, body, response=True))
 
 
+def count_result(api: str, message: Message) -> None:
+    """One more answer to Alipay+'s ``api`` (the route's path, never the path as received) by its result."""
+    result = getattr(message, "result", None)
+    if isinstance(result, Result):
+        ALIPAYPLUS_RESULTS.labels(
+            api=api, result_status=result.result_status.value, result_code=result.result_code
+        ).inc()
+    else:  # every answer carries a result; should one not, it is still counted
+        ALIPAYPLUS_RESULTS.labels(api=api, result_status="none", result_code="none").inc()
+
+
 def inbound(
     router: APIRouter, path: str, request_type: type[RequestT]
 ) -> Callable[[Handler[RequestT]], Handler[RequestT]]:
@@ -85,6 +97,7 @@ def inbound(
                     raise Rejection(ResultCode.PARAM_ILLEGAL, "pspId: is not this MPP's pspId")
                 answer = await handler(message, services)
             except SignatureError as exc:
+                SIGNATURE_FAILURES.labels(reason=exc.reason.value).inc()
                 answer = ErrorResponse(result=Result.of(exc.code, exc.message))
             except ValidationError as exc:
                 answer = ErrorResponse(result=Result.of(ResultCode.PARAM_ILLEGAL, describe(exc)))
@@ -93,7 +106,9 @@ def inbound(
             except Exception:  # never a 500 or a stack trace to Alipay+; U makes it retry
                 log.exception("%s failed", path)
                 answer = ErrorResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION))
-            return signed(services, received_path, answer)
+            response = signed(services, received_path, answer)
+            count_result(path, answer)
+            return response
 
         endpoint.__name__ = handler.__name__
         router.add_api_route(

@@ -25,6 +25,8 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wallet.telemetry.metrics import BODY_REJECTIONS
+
 FORM = "application/x-www-form-urlencoded"
 RAW_TOO_LARGE = b"request body too large"  # /aps: the answer the inbound wrapper has always given
 
@@ -33,6 +35,7 @@ RAW_TOO_LARGE = b"request body too large"  # /aps: the answer the inbound wrappe
 class Refusal:
     status: int
     detail: str
+    reason: str  # for the metrics: too_large, multipart, too_deep
 
 
 class RequestRefused(Exception):
@@ -97,6 +100,7 @@ class BoundedRequests:
 
     ``limits`` maps path prefixes to their own limit (the longest matching prefix wins), every
     other path gets ``default_limit``. ``raw_prefixes`` name routes whose bodies are opaque bytes.
+    ``listener`` names the listener it guards in the metrics (``public``, ``ops``).
     """
 
     def __init__(
@@ -107,8 +111,10 @@ class BoundedRequests:
         limits: Mapping[str, int] | None = None,
         raw_prefixes: Sequence[str] = (),
         max_json_depth: int = 32,
+        listener: str = "public",
     ) -> None:
         self.app = app
+        self.listener = listener
         self.default_limit = default_limit
         self.limits = sorted((limits or {}).items(), key=lambda item: len(item[0]), reverse=True)
         self.raw_prefixes = tuple(raw_prefixes)
@@ -125,7 +131,7 @@ class BoundedRequests:
         raw = any(_prefix_matches(path, prefix) for prefix in self.raw_prefixes)
         limit = self.limit_for(path)
         headers = Headers(scope=scope)
-        too_large = Refusal(413, f"request body too large (limit {limit} bytes)")
+        too_large = Refusal(413, f"request body too large (limit {limit} bytes)", "too_large")
 
         declared = headers.get("content-length", "").strip()
         if declared.isdigit() and int(declared) > limit:
@@ -133,7 +139,9 @@ class BoundedRequests:
             return
         media_type = _media_type(headers)
         if not raw and media_type.startswith("multipart/"):
-            await self._refuse(send, Refusal(415, f"{media_type} bodies are not accepted; send {FORM} or JSON"), raw)
+            await self._refuse(
+                send, Refusal(415, f"{media_type} bodies are not accepted; send {FORM} or JSON", "multipart"), raw
+            )
             return
         depth = None if raw or media_type == FORM else JsonDepth(self.max_json_depth)
 
@@ -152,7 +160,7 @@ class BoundedRequests:
                 if received > limit:
                     refusal = too_large
                 elif depth is not None and not depth.feed(chunk):
-                    refusal = Refusal(400, f"JSON nested deeper than {self.max_json_depth} levels")
+                    refusal = Refusal(400, f"JSON nested deeper than {self.max_json_depth} levels", "too_deep")
                 if refusal is not None:
                     raise RequestRefused(refusal)
             return message
@@ -181,8 +189,8 @@ class BoundedRequests:
         if refusal is not None and not app_started and not answered:
             await self._refuse(send, refusal, raw)
 
-    @staticmethod
-    async def _refuse(send: Send, refusal: Refusal, raw: bool) -> None:
+    async def _refuse(self, send: Send, refusal: Refusal, raw: bool) -> None:
+        BODY_REJECTIONS.labels(listener=self.listener, reason=refusal.reason).inc()  # once a request: its one answer
         if raw:
             body, media_type = RAW_TOO_LARGE, b"text/plain; charset=utf-8"
         else:

@@ -11,29 +11,50 @@ public app: ``create_ops_app`` serves it on its own port, behind the operator's 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import cast
 
 import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from temporalio.client import Client
 
 from wallet.clients import alipayplus_client, mastercard_client
-from wallet.db import create_engine_for
+from wallet.db import create_engine_for, database_answers
+from wallet.delivery_log import DeliveryLog
 from wallet.ledger import Ledger
 from wallet.nfc_proxy import NfcProxy
 from wallet.nfc_tokens import NfcTokens
 from wallet.oauth import AppSessions, Authorizations, TokenLifetimes
 from wallet.payments import Payers
 from wallet.settings import Settings
+from wallet.telemetry.metrics import OLDEST_UNDELIVERED
+from wallet.telemetry.tracing import scrub_http_attributes, tracing_enabled
 from wallet.temporal import connect
 from wallet.users import UserStore
 
 from .code_identification import CodeIdentification
 from .limits import BoundedRequests, document_refusals
+from .monitoring import Check, HttpMetrics
 from .operators import OperatorToken
-from .routers import authorizations, codec, home, mpm, nfc, ops, payments, refunds, tokens, verification, wallet_app
+from .routers import (
+    authorizations,
+    codec,
+    deliveries,
+    home,
+    mpm,
+    nfc,
+    ops,
+    payments,
+    refunds,
+    tokens,
+    verification,
+    wallet_app,
+)
 from .services import Services
 
 APS_PREFIX = "/aps/"
@@ -60,6 +81,7 @@ def create_app(
             codes = CodeIdentification(settings, http)
             await codes.init()  # raises, and so stops start-up, unless Alipay+'s server SDK is ready
             records = create_engine_for(settings.database_url)
+            watch_undelivered(DeliveryLog(records))
             credentials = settings.credentials(records)
             app.state.services = Services(
                 settings=settings,
@@ -107,26 +129,84 @@ def create_app(
         max_json_depth=settings.max_json_depth,
     )
     document_refusals(app, raw_prefixes=[APS_PREFIX])
+    observe(app, "public")
     return app
 
 
-def create_ops_app(settings: Settings | None = None) -> FastAPI:
-    """The operator listener: the Web UI's codec, every operation behind the operator's token (its
-    landing page ``/``, which only lists them, is open: see ``api.routers.home``).
+def observe(app: FastAPI, listener: str) -> None:
+    """Count and time every request of ``app`` (outermost, so refusals count too) and, when tracing
+    is on, open a span for each, its URL reduced to the route template."""
+    app.add_middleware(HttpMetrics, listener=listener)
+    if tracing_enabled():
+        FastAPIInstrumentor.instrument_app(
+            app, server_request_hook=scrub_http_attributes, excluded_urls="healthz,readyz,metrics"
+        )
+
+
+def watch_undelivered(log: DeliveryLog) -> None:
+    """``mpp_oldest_undelivered_notification_age_seconds``, read from the attempts at each scrape of
+    the API process (every API replica shows the same value: alert on its max)."""
+
+    def age() -> float:
+        since = log.oldest_undelivered_since()
+        return 0.0 if since is None else max((datetime.now(UTC) - since).total_seconds(), 0.0)
+
+    OLDEST_UNDELIVERED.set_function(age)
+
+
+def readiness_checks(app: FastAPI) -> dict[str, Check]:
+    """What ``/readyz`` asks of the API process: its lifespan ran (keys read, Alipay+'s server SDK
+    initialised, or the API would not have started), Temporal answers, the database answers."""
+
+    def services() -> Services:
+        return cast(Services, app.state.services)  # AttributeError until the lifespan has run
+
+    async def started() -> bool:
+        return isinstance(getattr(app.state, "services", None), Services)
+
+    async def temporal() -> bool:
+        return await services().temporal.service_client.check_health()
+
+    async def database() -> bool:
+        return await asyncio.to_thread(database_answers, services().records)
+
+    return {"started": started, "temporal": temporal, "database": database}
+
+
+def create_ops_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:
+    """The operator listener: the Web UI's codec and the deliveries' view (``/ops/deliveries``), every
+    operation behind the operator's token (its landing page ``/``, which only lists them, is open: see
+    ``api.routers.home``).
 
     Raises ``OpsConfigError`` (so the listener does not start) without a usable token file, and
-    reads the payload keys now, so a missing key stops start-up too.
+    reads the payload keys now, so a missing key stops start-up too. Its lifespan connects to
+    Temporal (unless given ``temporal``) and opens the records, for the deliveries' routes.
     """
     settings = settings or Settings()
-    app = FastAPI(title="MPP operator API", openapi_url=None, docs_url=None, redoc_url=None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        records = create_engine_for(settings.database_url)
+        try:
+            client = temporal or await connect(settings)
+            app.state.deliveries = deliveries.DeliveryOps.from_settings(settings, client, DeliveryLog(records))
+            yield
+        finally:
+            records.dispose()
+
+    app = FastAPI(title="MPP operator API", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.operator_token = OperatorToken.from_file(settings.ops_token_file, check_mode=settings.key_file_mode_check)
     app.state.payload_codec = settings.payload_codec
     app.include_router(home.ops_router)
     app.include_router(codec.router)
     if settings.ops_token_in_path:
         app.include_router(codec.router_with_token_in_path)
+    app.include_router(deliveries.router)
     app.add_middleware(
-        BoundedRequests, default_limit=settings.ops_max_body_bytes, max_json_depth=settings.max_json_depth
+        BoundedRequests,
+        default_limit=settings.ops_max_body_bytes,
+        max_json_depth=settings.max_json_depth,
+        listener="ops",
     )
     document_refusals(app)
     app.add_middleware(  # outermost, so refusals (401, 413) reach the Web UI readable too
@@ -136,4 +216,5 @@ def create_ops_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],  # echoed back: Authorization, X-Namespace, Authorization-Extras
         allow_credentials=True,
     )
+    observe(app, "ops")
     return app

@@ -25,7 +25,9 @@ from typing import Annotated, Any
 
 import typer
 
-from wallet.settings import VAR_DIR, Settings
+from wallet.settings import VAR_DIR, LogFormat, Settings
+from wallet.telemetry.logs import configure_logging
+from wallet.telemetry.tracing import configure_tracing
 from workers.cli import _exit, _until_interrupted, console
 from workers.cli import app as production_app
 
@@ -42,6 +44,7 @@ def demo(var_dir: VarDir = VAR_DIR) -> None:
     from .demo.console import demo_logging
 
     async def run() -> int:
+        configure_tracing("mpp-demo")  # OTEL_TRACES_EXPORTER=otlp|console; none by default
         with demo_logging(console):  # the retries the scenarios provoke read as progress, not warnings
             return await run_demo(var_dir, console)
 
@@ -54,10 +57,14 @@ def dev(var_dir: VarDir = VAR_DIR) -> None:
     from .stack import dev_stack
 
     async def run() -> int:
+        configure_logging(LogFormat.TEXT)
+        configure_tracing("mpp-dev")  # OTEL_TRACES_EXPORTER=otlp|console; none by default
         async with dev_stack(var_dir) as stack:
             console.print(f"API         {stack.api_url}  (OpenAPI at {stack.api_url}/docs)")
             console.print(f"Sandbox     {stack.sandbox_url}  (Alipay+, SMS gateway)")
             console.print(f"Temporal    {stack.settings.temporal_address}  Web UI {stack.web_ui_url}")
+            console.print(f"Metrics     {stack.metrics_url}/metrics  (health /healthz, readiness /readyz)")
+            console.print(f"Operator    {stack.ops_url}  (`mpp ops deliveries`; the token in var/keys/ops.token)")
             console.print("Ctrl-C stops everything.")
             await _until_interrupted()
         return 0
@@ -67,6 +74,7 @@ def dev(var_dir: VarDir = VAR_DIR) -> None:
 
 # The production commands (worker, api, redeliver, unlock, migrate), as `workers.cli` registers them.
 app.registered_commands.extend(production_app.registered_commands)
+app.registered_groups.extend(production_app.registered_groups)  # `mpp ops …`
 
 
 async def _serve(app: Any, host: str, port: int) -> None:

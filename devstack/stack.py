@@ -22,7 +22,8 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from api.main import create_app, create_ops_app
+from api.main import create_app, create_ops_app, readiness_checks
+from api.monitoring import create_monitoring_app
 from sandbox.alipayplus.app import create_app as create_sandbox_app
 from sandbox.alipayplus.card_events import CardEventConverter
 from sandbox.alipayplus.driver import AlipayPlusDriver, TokenActivationNotifier
@@ -35,7 +36,9 @@ from wallet import search_attributes
 from wallet.db import create_engine_for, migrate
 from wallet.keys import ensure_dev_keys, ensure_ops_token
 from wallet.ledger import Ledger
-from wallet.settings import VAR_DIR, CodeSolution, Settings
+from wallet.settings import VAR_DIR, CodeSolution, LogFormat, Settings
+from wallet.telemetry.temporal_metrics import temporal_runtime
+from wallet.telemetry.tracing import temporal_interceptors
 from wallet.temporal import data_converter, temporal_cli
 from wallet.users import UserStore
 from workers.worker import build_worker
@@ -51,17 +54,18 @@ class Ports:
     api: int = 8000
     sandbox: int = 8001
     ops: int = 8002  # the operator listener: the Web UI's codec
+    metrics: int = 8003  # the monitoring listener: /metrics, /healthz, /readyz
 
     @classmethod
     def free(cls) -> Ports:
-        """Five free loopback ports, for tests and benchmarks beside a running stack."""
-        sockets = [socket.socket() for _ in range(5)]
+        """Six free loopback ports, for tests and benchmarks beside a running stack."""
+        sockets = [socket.socket() for _ in range(6)]
         with contextlib.ExitStack() as stack:
             for sock in sockets:
                 stack.enter_context(sock)
                 sock.bind(("127.0.0.1", 0))
-            temporal, web_ui, api, sandbox, ops = (sock.getsockname()[1] for sock in sockets)
-        return cls(temporal, web_ui, api, sandbox, ops)
+            temporal, web_ui, api, sandbox, ops, metrics = (sock.getsockname()[1] for sock in sockets)
+        return cls(temporal, web_ui, api, sandbox, ops, metrics)
 
 
 DEFAULT_PORTS = Ports()
@@ -86,6 +90,8 @@ def dev_settings(var_dir: Path = VAR_DIR, ports: Ports = DEFAULT_PORTS) -> Setti
         payload_key_file=keys / "payload.key",
         codec_cors_origins=[f"http://127.0.0.1:{ports.web_ui}", f"http://localhost:{ports.web_ui}"],
         ops_port=ports.ops,
+        metrics_port=ports.metrics,
+        log_format=LogFormat.TEXT,
         ops_token_file=keys / "ops.token",
         # the dev server's Web UI can only be given an endpoint URL, not a header: the token rides in it
         ops_token_in_path=True,
@@ -115,6 +121,7 @@ class DevStack:
     sandbox_url: str
     web_ui_url: str | None
     ops_url: str = ""  # the operator listener (send Authorization: Bearer, the token in var/keys/ops.token)
+    metrics_url: str = ""  # the monitoring listener: /metrics (API and worker: one process), /healthz, /readyz
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -188,6 +195,8 @@ async def dev_stack(
         ui=web_ui,
         ui_port=ports.web_ui if web_ui else None,
         data_converter=data_converter(settings),
+        runtime=temporal_runtime(),  # Temporal's metrics in the stack's /metrics
+        interceptors=temporal_interceptors(),  # spans, when OTEL_TRACES_EXPORTER says so
         search_attributes=search_attributes.ALL,
         dev_server_existing_path=str(temporal_cli()),
         dev_server_database_filename=str(var_dir / "temporal.sqlite"),
@@ -205,6 +214,7 @@ async def dev_stack(
         mastercard, ant_nfc, driver, psp_id=settings.psp_id, on_pay_in_process=inquiries
     )
     try:
+        api = create_app(settings, env.client)
         sandbox_worker = Worker(
             env.client,
             task_queue=SANDBOX_TASK_QUEUE,
@@ -225,8 +235,9 @@ async def dev_stack(
             ),
             _running(build_worker(env.client, settings)),
             _running(sandbox_worker),
-            _serving(create_app(settings, env.client), ports.api),
-            _serving(create_ops_app(settings), ports.ops),
+            _serving(api, ports.api),
+            _serving(create_monitoring_app(readiness_checks(api)), ports.metrics),
+            _serving(create_ops_app(settings, temporal=env.client), ports.ops),
         ):
             yield DevStack(
                 settings=settings,
@@ -243,6 +254,7 @@ async def dev_stack(
                 sandbox_url=sandbox_url,
                 web_ui_url=f"http://127.0.0.1:{ports.web_ui}" if web_ui else None,
                 ops_url=f"http://127.0.0.1:{ports.ops}",
+                metrics_url=f"http://127.0.0.1:{ports.metrics}",
             )
     finally:
         await driver.aclose()

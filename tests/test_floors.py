@@ -3,6 +3,7 @@ part of an import cycle, whatever package it is in."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,17 @@ def project_on_path() -> Iterator[None]:
     sys.path.insert(0, str(ROOT))
     yield
     sys.path.remove(str(ROOT))
+
+
+@pytest.fixture(autouse=True)
+def loggers_left_enabled() -> Iterator[None]:
+    """import-linter configures logging with ``dictConfig``, which disables every logger that exists
+    already; later tests in this process must still see our loggers' records."""
+    existing = [logging.getLogger(name) for name in logging.root.manager.loggerDict]
+    enabled = [logger for logger in existing if not logger.disabled]
+    yield
+    for logger in enabled:
+        logger.disabled = False
 
 
 def test_every_import_contract_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:

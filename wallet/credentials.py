@@ -34,6 +34,7 @@ from sqlmodel import select as select_models
 
 from .records import CredentialCounter, CredentialFailure, CredentialLockout, OtpChallenge, WalletUser
 from .secrets import PIN_SCRYPT_COST, keyed_digest, pin_verifier, pin_verifier_matches, pin_verifier_outdated
+from .telemetry.metrics import CREDENTIAL_EVENTS
 
 Clock = Callable[[], datetime]
 
@@ -78,6 +79,34 @@ ADDRESS_POLICY = GuessPolicy(
     lockout_for=timedelta(hours=1),
     forget_after=timedelta(hours=1),
 )
+
+
+class Secret(StrEnum):
+    """What was typed, as the metrics name it (``CREDENTIAL_EVENTS``' ``secret`` label)."""
+
+    LOGIN = "login"  # the app's sign-in PIN
+    PIN = "pin"  # a payment's PIN
+    OTP = "otp"  # an SMS code
+    CODE = "code"  # a PIN or OTP typed on a page, counted against its client address too
+    ANY = "any"  # an operator's unlock forgets the counter, whatever was typed
+
+
+class CredentialEvent(StrEnum):
+    """What happened to a counter (``CREDENTIAL_EVENTS``' ``event`` label). An account's and an
+    address's backoffs and lockouts are told apart: a carrier's NAT is not an attack on one user."""
+
+    WRONG = "wrong"  # a wrong answer counted (once per attempt, however many subjects count it)
+    REFUSED = "refused"  # an answer not checked: its subject waits or is locked
+    BACKOFF = "backoff"  # a wrong answer made the account wait before its next one
+    LOCKOUT = "lockout"  # a wrong answer locked the account
+    ADDRESS_BACKOFF = "address_backoff"
+    ADDRESS_LOCKOUT = "address_lockout"
+    UNLOCK = "unlock"  # an operator lifted an account's lock or backoff early
+    ADDRESS_UNLOCK = "address_unlock"
+
+
+def _count(secret: Secret, event: CredentialEvent) -> None:
+    CREDENTIAL_EVENTS.labels(secret=secret.value, event=event.value).inc()
 
 
 class Verdict(StrEnum):
@@ -154,15 +183,16 @@ class Credentials:
                 lambda: pin_verifier_matches(_no_user_pin(self._pin_cost), self.pin_digest("", pin)) and False,
                 secrets.token_hex(16),
                 "login",
+                Secret.LOGIN,
             )
         digest = self.pin_digest(user.customer_id, pin)
-        return self._check_pin(user.customer_id, digest, secrets.token_hex(16), "login", address)
+        return self._check_pin(user.customer_id, digest, secrets.token_hex(16), "login", address, Secret.LOGIN)
 
     def check_pin(
         self, customer_id: str, pin_digest: str, attempt_key: str, channel: str, address: str | None = None
     ) -> Attempt:
         """A PIN typed for ``customer_id``, as its ``pin_digest`` (what pages and workflows carry)."""
-        return self._check_pin(customer_id, pin_digest, attempt_key, channel, address)
+        return self._check_pin(customer_id, pin_digest, attempt_key, channel, address, Secret.PIN)
 
     def check_otp(
         self, customer_id: str, challenge_id: str | None, code_digest: str, attempt_key: str, channel: str
@@ -179,7 +209,7 @@ class Credentials:
                 and hmac.compare_digest(challenge.code_digest, code_digest)
             )
 
-        return self._attempt(self._subjects(customer_id, None), right, attempt_key, channel)
+        return self._attempt(self._subjects(customer_id, None), right, attempt_key, channel, Secret.OTP)
 
     def address_wait(self, address: str | None) -> Attempt | None:
         """WAIT while the address may not try (pages check it before asking a workflow), else None."""
@@ -188,8 +218,9 @@ class Credentials:
             return _blocked(connection, subjects, self._clock())
 
     def count_address_failure(self, address: str | None, attempt_key: str, channel: str) -> None:
-        """A wrong answer a workflow counted against the account, counted against the address too."""
-        self._attempt(self._subjects(None, address), lambda: False, attempt_key, channel)
+        """A wrong answer a workflow counted against the account, counted against the address too
+        (in the metrics, only the address's backoff or lockout: the wrong answer is counted already)."""
+        self._attempt(self._subjects(None, address), lambda: False, attempt_key, channel, Secret.CODE)
 
     # --- PINs -----------------------------------------------------------------------------
 
@@ -205,12 +236,18 @@ class Credentials:
 
     def unlock(self, customer_id: str, by: str) -> bool:
         """Lift an account's lockout and backoff early (audited); False if it had no failures to forget."""
-        return self._lift(customer_subject(customer_id), by)
+        lifted = self._lift(customer_subject(customer_id), by)
+        if lifted:
+            _count(Secret.ANY, CredentialEvent.UNLOCK)
+        return lifted
 
     def unlock_address(self, address: str, by: str) -> bool:
         """The same for a client address (e.g. an office's NAT after a user's forgotten PIN)."""
         subject = address_subject(address)
-        return subject is not None and self._lift(subject, by)
+        lifted = subject is not None and self._lift(subject, by)
+        if lifted:
+            _count(Secret.ANY, CredentialEvent.ADDRESS_UNLOCK)
+        return lifted
 
     def _lift(self, subject: str, by: str) -> bool:
         now = self._clock()
@@ -233,7 +270,9 @@ class Credentials:
 
     # --- the one way every answer is checked ----------------------------------------------
 
-    def _check_pin(self, customer_id: str, digest: str, attempt_key: str, channel: str, address: str | None) -> Attempt:
+    def _check_pin(
+        self, customer_id: str, digest: str, attempt_key: str, channel: str, address: str | None, secret: Secret
+    ) -> Attempt:
         stored: list[str | None] = []
 
         def right() -> bool:
@@ -242,7 +281,7 @@ class Credentials:
             stored.append(user.pin_digest if user else None)
             return pin_verifier_matches(stored[0], digest)
 
-        attempt = self._attempt(self._subjects(customer_id, address), right, attempt_key, channel)
+        attempt = self._attempt(self._subjects(customer_id, address), right, attempt_key, channel, secret)
         if attempt.verdict is not Verdict.RIGHT:
             return attempt
         if stored and stored[0] and pin_verifier_outdated(stored[0], self._pin_cost):
@@ -268,17 +307,23 @@ class Credentials:
         return subjects
 
     def _attempt(
-        self, subjects: Sequence[_Subject], right: Callable[[], bool], attempt_key: str, channel: str
+        self, subjects: Sequence[_Subject], right: Callable[[], bool], attempt_key: str, channel: str, secret: Secret
     ) -> Attempt:
+        """The answer to one attempt; its events reach the metrics once it is committed (a retry of
+        the same ``attempt_key`` answers what its first run answered and counts nothing again)."""
         now = self._clock()
+        answered = secret is not Secret.CODE  # CODE: the address's count of an answer already counted
         with self._engine.connect() as connection:  # a retry answers what its first run answered
             earlier = _recorded(connection, attempt_key)
             blocked = None if earlier else _blocked(connection, subjects, now)
         if earlier is not None:
             return earlier
         if blocked is not None:
+            if answered:
+                _count(secret, CredentialEvent.REFUSED)
             return blocked
         is_right = right()  # the slow comparison (scrypt), outside any transaction
+        events: list[CredentialEvent] = []
         with self._engine.begin() as connection:
             _lock_counters(connection, subjects)
             earlier = _recorded(connection, attempt_key)
@@ -286,11 +331,17 @@ class Credentials:
                 return earlier
             blocked = _blocked(connection, subjects, now)  # a concurrent guess got in first
             if blocked is not None:
-                return blocked
-            if is_right:
+                answer = blocked
+                events += [CredentialEvent.REFUSED] if answered else []
+            elif is_right:
                 _reset_accounts(connection, subjects)
-                return Attempt(verdict=Verdict.RIGHT)
-            return _count_failure(connection, subjects, attempt_key, channel, now)
+                answer = Attempt(verdict=Verdict.RIGHT)
+            else:
+                events += [CredentialEvent.WRONG] if answered else []
+                answer = _count_failure(connection, subjects, attempt_key, channel, now, events)
+        for event in events:
+            _count(secret, event)
+        return answer
 
 
 @cache
@@ -367,8 +418,14 @@ def _reset_accounts(connection: Connection, subjects: Sequence[_Subject]) -> Non
 
 
 def _count_failure(
-    connection: Connection, subjects: Sequence[_Subject], attempt_key: str, channel: str, now: datetime
+    connection: Connection,
+    subjects: Sequence[_Subject],
+    attempt_key: str,
+    channel: str,
+    now: datetime,
+    events: list[CredentialEvent],
 ) -> Attempt:
+    """Count a wrong answer against every subject; ``events`` gains each backoff and lockout it caused."""
     answer = Attempt(verdict=Verdict.WRONG)
     for subject in subjects:
         counter = connection.execute(
@@ -389,9 +446,12 @@ def _count_failure(
             )
             verdict = Verdict.LOCKED if subject.is_account else Verdict.WRONG
             wait = policy.lockout_for
+            events.append(CredentialEvent.LOCKOUT if subject.is_account else CredentialEvent.ADDRESS_LOCKOUT)
         else:
             wait = policy.wait_after(failures)
             changes["blocked_until"] = now + wait if wait else None
+            if wait:
+                events.append(CredentialEvent.BACKOFF if subject.is_account else CredentialEvent.ADDRESS_BACKOFF)
         connection.execute(
             update(CredentialCounter).where(col(CredentialCounter.subject) == subject.name).values(**changes)
         )

@@ -16,7 +16,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -54,6 +54,12 @@ def reader(engine: Engine) -> Engine:
     """``engine`` for transactions that only read: on SQLite they begin deferred (a WAL snapshot,
     no write lock); on PostgreSQL nothing changes. Shares ``engine``'s connection pool."""
     return engine.execution_options(**{_READ_ONLY: True})
+
+
+def database_answers(engine: Engine) -> bool:
+    """A readiness probe: the database takes a connection and answers a trivial query."""
+    with engine.connect() as connection:
+        return connection.execute(text("SELECT 1")).scalar_one() == 1
 
 
 def migrate(url: str) -> None:

@@ -25,6 +25,7 @@ from wallet.db import reader
 
 from .records import Account, Entry, Posting, utc_now
 from .states import AccountKind
+from .telemetry.metrics import POSTED_MINOR_UNITS, POSTINGS
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 200  # the posting.idempotency_key column
 
@@ -215,7 +216,9 @@ class Ledger:
                 )
                 for account_id, delta in net_changes.items():
                     _apply(connection, account_id, delta)  # raising rolls the whole posting back
-                return PostingReceipt(posting_id, idempotency_key, created_at, replayed=False)
+            # committed: only now is it a posting (a rolled-back one, or a replayed key, is not counted)
+            _count_posting(kind, currency, legs)
+            return PostingReceipt(posting_id, idempotency_key, created_at, replayed=False)
         except IntegrityError:
             # A concurrent posting with the same key committed first (PostgreSQL; SQLite
             # serialises writers, so its SELECT above sees it). Answer with the winner's.
@@ -380,6 +383,12 @@ class Ledger:
                 connection = connection.execution_options(isolation_level="REPEATABLE READ")
             with connection.begin():
                 yield connection
+
+
+def _count_posting(kind: str, currency: str, legs: Sequence[Leg]) -> None:
+    kind = str(kind)  # a PostingKind's value, not its repr
+    POSTINGS.labels(kind=kind, currency=currency).inc()
+    POSTED_MINOR_UNITS.labels(kind=kind, currency=currency).inc(sum(amount for _, amount in legs if amount > 0))
 
 
 def _returns_within_debits(user_flows: Iterable[Any]) -> bool:

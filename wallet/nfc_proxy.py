@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
@@ -21,13 +22,16 @@ from temporalio.exceptions import (
 
 from alipayplus import ResultStatus, SignedClient
 from alipayplus.nfc import SDK_SUCCESS, SdkProxyRequest, SdkProxyResponse
-from alipayplus.nfc_sdk import SdkData, SdkRequestData, SdkRequestHeader, SdkResponseHeader
+from alipayplus.nfc_sdk import ReplenishAnswer, SdkData, SdkRequestData, SdkRequestHeader, SdkResponseHeader
+
+from .telemetry.metrics import NFC_CREDENTIALS_REPLENISHED
 
 log = logging.getLogger(__name__)
 
 SDK_VERSION = "1.0.0"
 ANT_TIMEOUT_SECONDS = 15.0  # Alipay+ gives sdkProxy 10 s: ours must be longer (spec §4.1)
 AnswerT = TypeVar("AnswerT", bound=SdkData)
+COUNTED_REQUESTS = 10_000  # replenish request ids remembered, so that a retried one is not counted again
 
 
 class Destination(StrEnum):
@@ -106,6 +110,9 @@ class SdkAnswer(BaseModel):
 class NfcProxy:
     alipayplus: SignedClient  # signs sdkProxy with our key, checks Alipay+'s answer
     mastercard: httpx.AsyncClient  # base URL of Mastercard's digitization service
+    # (customer, requestId) of the replenishes already counted: the Ant server answers a repeat
+    # with the same credentials, which are not issued twice
+    _counted: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict, init=False, repr=False)
 
     async def forward(self, call: SdkCall) -> SdkAnswer:
         """Raises ``ProxyRefused`` for what we never forward; upstream failures raise httpx /
@@ -114,7 +121,29 @@ class NfcProxy:
         log.info("sdk proxy: %s for %s", api, call.customer_id)  # ids only, never the payload
         if DESTINATIONS[api] is Destination.MASTERCARD:
             return await self._to_mastercard(api, call)
-        return await self._to_ant(call)
+        answer = await self._to_ant(call)
+        if api == "replenish":
+            self._count_replenished(call, answer)
+        return answer
+
+    def _count_replenished(self, call: SdkCall, answer: SdkAnswer) -> None:
+        """The single-use credentials a successful replenish issued (how many, never what)."""
+        try:
+            if not answer.succeeded:
+                return
+            issued = len(answer.data(ReplenishAnswer).credentials)
+            request_id = json.loads(call.sdk_request_header).get("requestId")
+        except ValueError:  # not credentials (pydantic's ValidationError is a ValueError): none issued
+            return
+        if isinstance(request_id, str) and request_id:
+            key = (call.customer_id, request_id)
+            if key in self._counted:
+                return
+            self._counted[key] = None
+            if len(self._counted) > COUNTED_REQUESTS:
+                self._counted.popitem(last=False)
+        if issued:
+            NFC_CREDENTIALS_REPLENISHED.inc(issued)
 
     async def _to_ant(self, call: SdkCall) -> SdkAnswer:
         request = SdkProxyRequest(

@@ -9,6 +9,7 @@ inserts and updates, so a retry or a race never records twice or changes an owne
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from pydantic import BaseModel
 from sqlalchemy import Engine, func, insert, select, update
@@ -19,6 +20,26 @@ from alipayplus import ResultCode
 from alipayplus.nfc import NfcPaymentInfo
 
 from .records import NfcDevice, NfcTap, NfcToken, NfcTokenStatus, utc_now
+
+
+class TapRefusal(StrEnum):
+    """Why a tap's pay is refused by our token records (also the ``mpp_nfc_taps`` outcome)."""
+
+    NOT_THE_PAYERS = "not_the_payers_token"
+    TOKEN_UNAVAILABLE = "token_unavailable"  # locked, deleted, not yet active
+    REPLAYED = "replayed_atc"
+
+
+_TAP_CODES = {
+    TapRefusal.NOT_THE_PAYERS: ResultCode.RISK_REJECT,
+    TapRefusal.TOKEN_UNAVAILABLE: ResultCode.UNAVAILABLE_PAYMENT_METHOD,  # the SDK's 10008 TOKEN UNAVAILABLE
+    TapRefusal.REPLAYED: ResultCode.RISK_REJECT,
+}
+
+
+def tap_result_code(refusal: TapRefusal) -> ResultCode:
+    """What pay answers for a refused tap."""
+    return _TAP_CODES[refusal]
 
 
 class DeviceSlot(BaseModel):
@@ -138,14 +159,19 @@ class NfcTokens:
         """Defence in depth for a tap's pay, after the acquirer's own checks: the token must be the
         payer's and usable, and its ATC paid once. None: nothing against it. A token we hold no
         record of (activated before records were kept) is not refused for that alone."""
+        refusal = self.tap_check(tap, customer_id, payment_request_id)
+        return None if refusal is None else tap_result_code(refusal)
+
+    def tap_check(self, tap: NfcPaymentInfo, customer_id: str | None, payment_request_id: str) -> TapRefusal | None:
+        """``tap_refusal``'s reason (what the metrics count), None when nothing is against the tap."""
         token = self.owner_of(tap.token_reference_id)
         if token is not None:
             if token.customer_id != customer_id:
-                return ResultCode.RISK_REJECT
+                return TapRefusal.NOT_THE_PAYERS
             if token.status is not NfcTokenStatus.ACTIVE:
-                return ResultCode.UNAVAILABLE_PAYMENT_METHOD  # the SDK's 10008 TOKEN UNAVAILABLE
+                return TapRefusal.TOKEN_UNAVAILABLE
         if tap.atc is not None and not self._claim_atc(tap.token_reference_id, int(tap.atc), payment_request_id):
-            return ResultCode.RISK_REJECT  # a replayed tap: this ATC paid another payment
+            return TapRefusal.REPLAYED  # this ATC paid another payment
         return None
 
     def _claim_atc(self, token_reference_id: str, atc: int, payment_request_id: str) -> bool:

@@ -4,12 +4,20 @@ Each makes one signed call and reports how Alipay+ answered; the calling workflo
 the retry schedule, so retries survive worker restarts as durable timers. Every attempt is
 the same message: the payment's notice is fixed when the payment ends, and authNotify's tokens
 are derived from the agreement id and stored once, so a repeat after a lost answer is harmless.
+
+Each call is timed and, when the caller names the attempt (the activity's workflow run and
+activity id), recorded in the delivery log (``wallet.delivery_log``) and counted in the metrics,
+once per attempt. The log is for operators: failing to write it never changes the delivery.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -25,8 +33,13 @@ from alipayplus import (
     TransportError,
 )
 from wallet.deliveries import AuthorizationGrant, Delivery, DeliveryReport
+from wallet.delivery_log import AUTH_NOTIFY, NO_ANSWER, NOTIFY_PAYMENT, Attempt, AttemptKey, DeliveryLog
 from wallet.records import AccessToken
 from wallet.secrets import derive_token, token_digest
+from wallet.telemetry.metrics import DELIVERY_ATTEMPT_LATENCY, DELIVERY_ATTEMPTS
+
+log = logging.getLogger(__name__)
+Answer = TypeVar("Answer", NotifyPaymentResponse, AuthNotifyResponse)
 
 
 def _report(status: ResultStatus, code: str) -> DeliveryReport:
@@ -38,6 +51,17 @@ def _report(status: ResultStatus, code: str) -> DeliveryReport:
     return DeliveryReport(delivery=delivery, detail=f"{status}/{code}")
 
 
+@dataclass(frozen=True)
+class Sent:
+    """One signed call: what the workflow is told, and what the delivery log keeps of it."""
+
+    report: DeliveryReport
+    answer: str  # S, F, U or NO_ANSWER
+    result_code: str | None
+    sent_at: datetime
+    seconds: float
+
+
 @dataclass
 class Notifications:
     alipayplus: SignedClient
@@ -46,20 +70,77 @@ class Notifications:
     access_token_ttl: timedelta
     refresh_token_ttl: timedelta
 
-    async def notify_payment(self, request: NotifyPaymentRequest) -> DeliveryReport:
-        try:
-            response = await self.alipayplus.call(NotifyPaymentRequest.PATH, request, NotifyPaymentResponse)
-        except TransportError as exc:
-            return DeliveryReport(delivery=Delivery.UNKNOWN, detail=str(exc))
-        return _report(response.result.result_status, response.result.result_code)
+    delivery_log: DeliveryLog | None = None  # None: the log in ``engine``
 
-    async def auth_notify(self, grant: AuthorizationGrant) -> DeliveryReport:
+    def __post_init__(self) -> None:
+        if self.delivery_log is None:
+            self.delivery_log = DeliveryLog(self.engine)
+
+    async def send_payment_notice(
+        self, request: NotifyPaymentRequest, attempt: AttemptKey | None = None
+    ) -> DeliveryReport:
+        """Send the payment's notice once; with ``attempt``, record the call as that attempt."""
+        return await self._send(NOTIFY_PAYMENT, NotifyPaymentRequest.PATH, request, NotifyPaymentResponse, attempt)
+
+    async def send_auth_notice(self, grant: AuthorizationGrant, attempt: AttemptKey | None = None) -> DeliveryReport:
+        """Issue (once) and send the agreement's tokens; with ``attempt``, record the call (never the tokens)."""
         request = self._issue_tokens(grant)
+        return await self._send(AUTH_NOTIFY, AuthNotifyRequest.PATH, request, AuthNotifyResponse, attempt)
+
+    async def _send(
+        self,
+        kind: str,
+        path: str,
+        request: NotifyPaymentRequest | AuthNotifyRequest,
+        response_type: type[Answer],
+        attempt: AttemptKey | None,
+    ) -> DeliveryReport:
+        sent_at, started = datetime.now(UTC), time.perf_counter()
         try:
-            response = await self.alipayplus.call(AuthNotifyRequest.PATH, request, AuthNotifyResponse)
+            response = await self.alipayplus.call(path, request, response_type)
         except TransportError as exc:
-            return DeliveryReport(delivery=Delivery.UNKNOWN, detail=str(exc))
-        return _report(response.result.result_status, response.result.result_code)
+            report = DeliveryReport(delivery=Delivery.UNKNOWN, detail=str(exc))
+            sent = Sent(report, NO_ANSWER, None, sent_at, time.perf_counter() - started)
+        except asyncio.CancelledError:
+            # The attempt's timeout, or the worker stopping: the workflow counts it as unanswered, and so
+            # does the log. Written at once: a cancelled task must not wait for a thread.
+            if attempt is not None:
+                gone = DeliveryReport(delivery=Delivery.UNKNOWN, detail="no answer: the attempt was cancelled")
+                self._log(kind, attempt, Sent(gone, NO_ANSWER, None, sent_at, time.perf_counter() - started))
+            raise
+        else:
+            result = response.result
+            report = _report(result.result_status, result.result_code)
+            sent = Sent(report, result.result_status.value, result.result_code, sent_at, time.perf_counter() - started)
+        if attempt is not None:
+            await asyncio.to_thread(self._log, kind, attempt, sent)  # a write may wait for SQLite's lock
+        return sent.report
+
+    def _log(self, kind: str, attempt: AttemptKey, sent: Sent) -> None:
+        """Record the attempt and, the first time only, count it; a failure is a warning, nothing more."""
+        assert self.delivery_log is not None  # set in __post_init__
+        try:
+            new = self.delivery_log.record(
+                Attempt(
+                    delivery_id=attempt.delivery_id,
+                    kind=kind,
+                    run_id=attempt.run_id,
+                    activity_id=attempt.activity_id,
+                    attempted_at=sent.sent_at,
+                    answer=sent.answer,
+                    result_code=sent.result_code,
+                    detail=sent.report.detail,
+                    latency_ms=round(sent.seconds * 1000),
+                )
+            )
+        except Exception:
+            log.warning(
+                "%s: could not record delivery attempt %s", attempt.delivery_id, attempt.activity_id, exc_info=True
+            )
+            return
+        if new:
+            DELIVERY_ATTEMPTS.labels(kind=kind, answer=sent.answer).inc()
+            DELIVERY_ATTEMPT_LATENCY.labels(kind=kind).observe(sent.seconds)
 
     def _issue_tokens(self, grant: AuthorizationGrant) -> AuthNotifyRequest:
         """Store the token pair for the agreement once (digests only) and build the notice."""

@@ -20,12 +20,13 @@ from alipayplus import Amount, PayRequest, PayResponse, Result, ResultCode
 from wallet.credentials import Attempt, Credentials
 from wallet.evaluation import evaluate_account
 from wallet.ledger import InsufficientFunds, Ledger, PostingRefused
-from wallet.nfc_tokens import NfcTokens
+from wallet.nfc_tokens import NfcTokens, tap_result_code
 from wallet.oauth import access_token_owner
 from wallet.records import OtpChallenge, PaymentRecord, WalletUser
 from wallet.secrets import keyed_digest, pin_verifier_matches
 from wallet.sms import SmsGateway
 from wallet.states import PaymentStatus, VerificationMethod
+from wallet.telemetry.metrics import NFC_TAPS
 from wallet.users import UserStore
 
 
@@ -215,10 +216,15 @@ class Payments:
         ATC used once), then the same checks as every payer; no money moves."""
         customer_id, tap = request.payment_method.customer_id, request.nfc_payment_info
         if tap is not None:
-            refusal = self.nfc_tokens.tap_refusal(tap, customer_id, request.payment_request_id)
+            refusal = self.nfc_tokens.tap_check(tap, customer_id, request.payment_request_id)
             if refusal is not None:
-                return AccountCheck(result_code=refusal, customer_id=customer_id)
-        return self.payers.check_customer(customer_id, request.pay_to_amount)
+                NFC_TAPS.labels(outcome=refusal.value).inc()
+                return AccountCheck(result_code=tap_result_code(refusal), customer_id=customer_id)
+        check = self.payers.check_customer(customer_id, request.pay_to_amount)
+        # accepted: on to the debit (whose answer PAYMENTS_FINISHED{product="NFC"} counts);
+        # payer_refused: the account's checks (status, limits, balance) said no
+        NFC_TAPS.labels(outcome="accepted" if check.result_code is ResultCode.SUCCESS else "payer_refused").inc()
+        return check
 
     def open_order(self, opening: OrderOpening) -> OrderOpened:
         """A payment order's first step in one call: the payer check and, if it passes, the first

@@ -400,3 +400,24 @@ class NfcTap(SQLModel, table=True):
     token_reference_id: str = Field(primary_key=True, max_length=64)
     atc: int = Field(primary_key=True)
     payment_request_id: str = Field(max_length=64)
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    """One call of a notifyPayment / authNotify delivery and how Alipay+ answered it (``wallet.delivery_log``).
+
+    Never the message, a token or a person's data: authNotify's request carries the tokens. One row per
+    activity run: a second execution of the same run's activity (``run_id``, ``activity_id``) adds none."""
+
+    __tablename__ = "delivery_attempt"
+    __table_args__ = (UniqueConstraint("run_id", "activity_id", name="uq_delivery_attempt_run_activity"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(index=True, max_length=128)  # the workflow id: notify/… or auth/…
+    kind: str = Field(max_length=16)  # notifyPayment, authNotify
+    run_id: str = Field(max_length=64)
+    activity_id: str = Field(max_length=64)
+    attempted_at: datetime = Field(sa_type=UtcDateTime)
+    answer: str = Field(max_length=16)  # S, F, U, NO_ANSWER
+    result_code: str | None = Field(default=None, max_length=64)
+    detail: str = Field(max_length=200)  # e.g. "S/SUCCESS" or why there was no answer, truncated
+    latency_ms: int

@@ -21,6 +21,7 @@ from wallet.secrets import PIN_SCRYPT_COST
 
 from .codec import EncryptionCodec
 from .keys import InsecureSecretError, read_secret_file
+from .telemetry.logs import LogFormat
 
 VAR_DIR = Path("var")
 
@@ -140,6 +141,9 @@ class Settings(BaseSettings):
     worker_workflow_pollers: int = Field(default=10, ge=2)  # at least 2: the sticky and the normal queue
     worker_activity_pollers: int = Field(default=5, ge=1)
     worker_cached_workflows: int = Field(default=2000, ge=0)
+    # A worker whose Temporal has not answered a health check for this long exits 1 (its supervisor
+    # restarts it); the SDK alone would retry for ever and look alive
+    worker_lost_connection_exit: timedelta = Field(default=timedelta(minutes=5), gt=timedelta(0))
 
     # Refunds and cancellation (spec §5, §6): refunds are accepted for at least 366 days
     refund_window: timedelta = Field(default=timedelta(days=366), ge=timedelta(days=366))
@@ -150,6 +154,16 @@ class Settings(BaseSettings):
     # unset, workflows.delivery.DeliverySchedule's: 5 s, 30 s, 1 min … 1 h, for 3 days
     delivery_retry_delays: list[timedelta] | None = Field(default=None, min_length=1)
     delivery_horizon: timedelta | None = Field(default=None, gt=timedelta(0))
+
+    # Operations (wallet.telemetry): each process serves /metrics, /healthz and /readyz on a monitoring
+    # listener of its own, when given a port: the API process on metrics_port, a worker on
+    # worker_metrics_port (plus i for the i-th of `mpp worker --processes N`). Traces follow the standard
+    # OTEL_* variables (OTEL_TRACES_EXPORTER=otlp|console|none, OTEL_EXPORTER_OTLP_ENDPOINT, …); none by default.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    worker_metrics_port: int | None = None
+    log_format: LogFormat = LogFormat.JSON  # `mpp dev` and `mpp demo` write text for a person
+    log_level: str = "INFO"
 
     # Transport
     # MPP_REQUEST_TIME_WINDOW (e.g. PT5M): also refuse an Alipay+ request whose Request-Time lies further than

@@ -13,6 +13,8 @@ from temporalio.converter import DataConverter, DefaultFailureConverterWithEncod
 
 from .keys import InsecureSecretError, read_secret_file
 from .settings import Settings
+from .telemetry.temporal_metrics import temporal_runtime
+from .telemetry.tracing import temporal_interceptors
 
 
 def data_converter(settings: Settings) -> DataConverter:
@@ -49,6 +51,8 @@ async def connect(settings: Settings) -> Client:
         tls=tls,
         api_key=settings.temporal_api_key,
         data_converter=data_converter(settings),
+        runtime=temporal_runtime(),  # the SDK's metrics, in this process's /metrics
+        interceptors=temporal_interceptors(),  # spans, when tracing is on
     )
 
 

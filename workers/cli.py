@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -21,15 +22,22 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from wallet.settings import Settings
 
+if TYPE_CHECKING:
+    from temporalio.client import Client
+from wallet.telemetry import process as telemetry
+from workers.ops_cli import ops_app
+
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console()
+log = logging.getLogger(__name__)
 
 
 def _exit(run: Callable[[], Coroutine[Any, Any, int]]) -> None:
@@ -60,12 +68,17 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-async def _until_interrupted() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM from now on (a signal during start-up is not lost)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def _until_interrupted() -> None:
+    await _stop_on_signals().wait()
 
 
 @app.command()
@@ -83,25 +96,77 @@ def worker(
     if processes > 1:
         raise typer.Exit(_supervise(processes))
 
+    from api.monitoring import create_monitoring_app
     from wallet.temporal import connect
 
-    from .worker import build_worker
+    from .worker import build_worker, worker_readiness_checks
 
     async def run() -> int:
+        stop = _stop_on_signals()
         settings = Settings()
+        telemetry.start("mpp-worker", settings)
         client = await connect(settings)
         payments_worker = build_worker(client, settings)
         task = asyncio.create_task(payments_worker.run())
-        console.print(
-            f"worker on {settings.temporal_address}/{settings.temporal_namespace} queue {settings.temporal_task_queue}"
+        monitor, stop_monitor = None, asyncio.Event()
+        if settings.worker_metrics_port is not None:
+            checks = worker_readiness_checks(client, settings, task)
+            monitoring = create_monitoring_app(checks)
+            listener = Listener(monitoring, settings.metrics_host, settings.worker_metrics_port, access_log=False)
+            monitor = asyncio.create_task(_serve_together([listener], until=stop_monitor))
+        log.info(
+            "worker on %s/%s queue %s%s",
+            settings.temporal_address,
+            settings.temporal_namespace,
+            settings.temporal_task_queue,
+            f", metrics on {settings.metrics_host}:{settings.worker_metrics_port}" if monitor else "",
         )
-        with contextlib.suppress(asyncio.CancelledError):
-            await _until_interrupted()
-        await payments_worker.shutdown()
-        await task
-        return 0
+        interrupted = asyncio.create_task(stop.wait())
+        lost = asyncio.create_task(_until_connection_lost(client, settings.worker_lost_connection_exit))
+        await asyncio.wait([task, interrupted, lost], return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if task.done():  # the worker stopped by itself: a bug, or a fatal error from the server
+            error = task.exception()
+            log.error("worker stopped: %s", error if error else "without an error")
+            code = 1
+        else:
+            if lost.done():
+                log.error(
+                    "Temporal unreachable for %s: stopping, so that the supervisor restarts the worker",
+                    settings.worker_lost_connection_exit,
+                )
+                code = 1
+            await payments_worker.shutdown()
+            with contextlib.suppress(Exception):  # a worker that loses its server may end with an error
+                await task
+        interrupted.cancel()
+        lost.cancel()
+        stop_monitor.set()
+        if monitor is not None:
+            await monitor
+        return code
 
     _exit(run)
+
+
+async def _until_connection_lost(client: Client, grace: timedelta) -> None:
+    """Return once Temporal has failed every health check for ``grace``. The SDK's pollers retry a
+    lost connection for ever; a process that cannot regain it should say so by exiting non-zero."""
+    failing_since: float | None = None
+    interval = min(5.0, max(grace.total_seconds() / 4, 0.2))
+    while True:
+        try:
+            healthy = await asyncio.wait_for(client.service_client.check_health(), interval)
+        except Exception:  # unreachable, refused, timed out: all "not healthy"
+            healthy = False
+        now = time.monotonic()
+        if healthy:
+            failing_since = None
+        elif failing_since is None:
+            failing_since = now
+        elif now - failing_since >= grace.total_seconds():
+            return
+        await asyncio.sleep(interval)
 
 
 def _supervise(count: int) -> int:
@@ -110,7 +175,8 @@ def _supervise(count: int) -> int:
     could not regain) stops the others, and its exit code is returned, so that whatever runs this
     restarts the set."""
     command = [sys.executable, "-m", "workers.cli", "worker"]
-    children = [subprocess.Popen(command) for _ in range(count)]
+    base_port = Settings().worker_metrics_port
+    children = [subprocess.Popen(command, env=_child_environment(base_port, index)) for index in range(count)]
     stopping = False
 
     def stop(*_: object) -> None:
@@ -133,6 +199,14 @@ def _supervise(count: int) -> int:
     return failed or next((child.returncode for child in children if child.returncode), 0)
 
 
+def _child_environment(base_port: int | None, index: int) -> dict[str, str]:
+    """The i-th worker's environment: its monitoring listener on the base port plus i."""
+    environment = dict(os.environ)
+    if base_port is not None:
+        environment["MPP_WORKER_METRICS_PORT"] = str(base_port + index)
+    return environment
+
+
 @dataclass(frozen=True)
 class Listener:
     """One HTTP server of a process: what it serves, where, and whether it logs each request."""
@@ -148,14 +222,20 @@ def _server_config(listener: Listener) -> Any:
     import uvicorn
 
     return uvicorn.Config(
-        listener.app, host=listener.host, port=listener.port, server_header=False, access_log=listener.access_log
+        listener.app,
+        host=listener.host,
+        port=listener.port,
+        server_header=False,
+        access_log=listener.access_log,
+        log_config=None,  # uvicorn's records go to the root logger's handler: JSON, like every other line
     )
 
 
-async def _serve_together(listeners: Sequence[Listener]) -> int:
-    """Serve every listener in this process until SIGINT or SIGTERM, as ``_serve`` does one: each
-    then finishes its requests in flight, and this returns 0. If one of them cannot start (a port
-    in use, a lifespan that fails) or stops, the others stop too and uvicorn's exit code is returned."""
+async def _serve_together(listeners: Sequence[Listener], *, until: asyncio.Event | None = None) -> int:
+    """Serve every listener in this process until SIGINT or SIGTERM (or, if given, until ``until`` is
+    set: its owner handles the signals): each then finishes its requests in flight, and this returns 0.
+    If one of them cannot start (a port in use, a lifespan that fails) or stops, the others stop too
+    and uvicorn's exit code is returned."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -179,14 +259,19 @@ async def _serve_together(listeners: Sequence[Listener]) -> int:
             stop_all()  # one listener down takes the others down: never half a service
 
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = (signal.SIGINT, signal.SIGTERM) if until is None else ()
     for sig in signals:
         loop.add_signal_handler(sig, stop_all)
+    stopper = asyncio.create_task(until.wait()) if until is not None else None
+    if stopper is not None:
+        stopper.add_done_callback(lambda _: stop_all())
     try:
         outcomes = await asyncio.gather(*(run(server) for server in servers), return_exceptions=True)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+        if stopper is not None:
+            stopper.cancel()
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
@@ -205,12 +290,18 @@ def api(
 ) -> None:
     """Serve the HTTP API against the configured Temporal cluster; with --ops-port, the operator
     listener too, in the same process (it needs MPP_OPS_TOKEN_FILE, or nothing starts)."""
-    from api.main import create_app, create_ops_app
+    from api.main import create_app, create_ops_app, readiness_checks
+    from api.monitoring import create_monitoring_app
     from api.operators import OpsConfigError
 
     async def run() -> int:
         settings = Settings()
-        listeners = [Listener(create_app(settings), settings.api_host, settings.api_port)]
+        telemetry.start("mpp-api", settings)
+        public = create_app(settings)
+        listeners = [Listener(public, settings.api_host, settings.api_port)]
+        if settings.metrics_port is not None:
+            monitoring = create_monitoring_app(readiness_checks(public))
+            listeners.append(Listener(monitoring, settings.metrics_host, settings.metrics_port, access_log=False))
         port = ops_port if ops_port is not None else settings.ops_port
         if port is not None:
             try:
@@ -284,6 +375,9 @@ def migrate(demo_users: Annotated[bool, typer.Option(help="Also create and fund 
         UserStore(engine).seed_demo_users(Ledger(engine), settings.secret_key, settings.pin_scrypt_cost)
         engine.dispose()
     console.print(f"schema up to date{' with demo users' if demo_users else ''}")
+
+
+app.add_typer(ops_app, name="ops", help="The operator's view of deliveries, over the operator listener")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import compileall
 import concurrent.futures
 import inspect
@@ -24,8 +25,9 @@ from activities.notifications import NotificationActivities
 from activities.payments import PaymentActivities
 from activities.refunds import RefundActivities
 from alipayplus import SignedClient
+from api.monitoring import Check
 from wallet.clients import alipayplus_client, mastercard_client
-from wallet.db import create_engine_for
+from wallet.db import create_engine_for, database_answers
 from wallet.deliveries import DeliverySchedule
 from wallet.ledger import Ledger
 from wallet.nfc_proxy import NfcProxy
@@ -171,4 +173,33 @@ def build_worker(client: Client, settings: Settings, activities: list[Any] | Non
     )
 
 
-__all__ = ["WORKFLOWS", "activities_for", "alipayplus_client", "build_worker", "delivery_schedule", "mastercard_client"]
+def worker_readiness_checks(client: Client, settings: Settings, running: asyncio.Task[None]) -> dict[str, Check]:
+    """What ``/readyz`` asks of a worker process: it still runs, Temporal answers, the database
+    answers, and its keys are readable."""
+    engine = create_engine_for(settings.database_url)
+
+    async def worker() -> bool:
+        return not running.done()
+
+    async def temporal() -> bool:
+        return await client.service_client.check_health()
+
+    async def database() -> bool:
+        return await asyncio.to_thread(database_answers, engine)
+
+    async def keys() -> bool:
+        settings.load_keys()  # read once and kept: raises if a key file was unreadable at start
+        return True
+
+    return {"worker": worker, "temporal": temporal, "database": database, "keys": keys}
+
+
+__all__ = [
+    "WORKFLOWS",
+    "activities_for",
+    "alipayplus_client",
+    "build_worker",
+    "delivery_schedule",
+    "mastercard_client",
+    "worker_readiness_checks",
+]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from ._options import db_step, processed
+from ._options import count, db_step, processed
 
 with workflow.unsafe.imports_passed_through():
     from activities.adjust_refunds import AdjustRefundActivities
@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from wallet import search_attributes
     from wallet.adjust_refunds import AdjustRefundApplication
     from wallet.orders import AdjustRefundOrder
+    from wallet.telemetry.metrics import HELP, MONEY_PROCESSES_FINISHED
 
 PRODUCT = "ADJUST_REFUND"
 
@@ -49,6 +50,7 @@ class AdjustRefundWorkflow:
         if outcome and outcome.customer_id:
             updates.append(search_attributes.CUSTOMER_ID.value_set(outcome.customer_id))
         workflow.upsert_search_attributes(updates)
+        count(MONEY_PROCESSES_FINISHED, HELP[MONEY_PROCESSES_FINISHED], process="adjust_refund", status=status)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._answer
 

@@ -14,7 +14,7 @@ import contextlib
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from ._options import db_step, processed
+from ._options import count, db_step, processed
 from .payment_order import PaymentOrderWorkflow
 
 with workflow.unsafe.imports_passed_through():
@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from wallet import search_attributes, workflow_ids
     from wallet.cancellation import CancelApplication, Cancellation
     from wallet.orders import CancelOrder
+    from wallet.telemetry.metrics import HELP, MONEY_PROCESSES_FINISHED
 
 PRODUCT = "CANCEL"
 
@@ -40,6 +41,7 @@ class CancelPaymentWorkflow:
             "cancelPayment",
         )
         if outcome is None:  # nothing changed: a final F rather than a cancel Alipay+ retries forever
+            count(MONEY_PROCESSES_FINISHED, HELP[MONEY_PROCESSES_FINISHED], process="cancel", status="FAIL")
             return CancelPaymentResponse(result=Result.of(ResultCode.PROCESS_FAIL))
         if outcome.cancellation in (Cancellation.CLOSED_UNPAID, Cancellation.REVERSED):
             payment = workflow.get_external_workflow_handle(
@@ -48,4 +50,10 @@ class CancelPaymentWorkflow:
             with contextlib.suppress(ApplicationError):  # it has finished already; its record says closed
                 await payment.signal(PaymentOrderWorkflow.cancel)
         workflow.upsert_search_attributes([search_attributes.PAYMENT_STATUS.value_set(outcome.cancellation.value)])
+        count(
+            MONEY_PROCESSES_FINISHED,
+            HELP[MONEY_PROCESSES_FINISHED],
+            process="cancel",
+            status=outcome.cancellation.value,
+        )
         return CancelPaymentResponse(result=Result.of(outcome.result_code))

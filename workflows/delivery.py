@@ -19,7 +19,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from ._options import is_permanent, reason
+from ._options import count, is_permanent, reason
 
 with workflow.unsafe.imports_passed_through():
     from wallet import search_attributes
@@ -30,11 +30,14 @@ with workflow.unsafe.imports_passed_through():
         DeliveryProgress,
         DeliveryReport,
     )
+    from wallet.telemetry.metrics import DELIVERIES_FINISHED, HELP
 
 DELIVERY_STATUS_PATCH = "delivery-status"  # workflow.patched: older histories end without the upsert
 # One call per slot of the schedule: Temporal must not retry it on its own, because a timeout or a
 # lost worker is caught below and counted as an unanswered attempt like any other.
 ONE_CALL = RetryPolicy(maximum_attempts=1)
+# The ``kind`` label of the delivery metrics, by workflow type (as ``DELIVERY_ATTEMPTS`` names them).
+KINDS = {"NotifyPaymentWorkflow": "notifyPayment", "AuthNotifyWorkflow": "authNotify"}
 
 
 class DeliveryWorkflow:
@@ -106,6 +109,13 @@ class DeliveryWorkflow:
 
     def _end(self, outcome: Delivery, detail: str) -> DeliveryReport:
         self._status = outcome.value
+        workflow_type = workflow.info().workflow_type
+        count(
+            DELIVERIES_FINISHED,
+            HELP[DELIVERIES_FINISHED],
+            kind=KINDS.get(workflow_type, workflow_type),
+            outcome=outcome.value,
+        )
         if outcome is not Delivery.ACKNOWLEDGED:
             workflow.logger.error("delivery ended %s: %s", outcome.value, detail)
         if workflow.patched(DELIVERY_STATUS_PATCH):

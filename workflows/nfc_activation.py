@@ -30,7 +30,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from ._options import DB_RETRY, DB_TIMEOUT
+from ._options import DB_RETRY, DB_TIMEOUT, count
 
 with workflow.unsafe.imports_passed_through():
     from activities.nfc_proxy import NfcActivities
@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from wallet.nfc_proxy import SdkAnswer, SdkCall
     from wallet.nfc_tokens import DeviceSlot, TokenOwnerRecord
+    from wallet.telemetry.metrics import HELP, NFC_ACTIVATIONS
 
 # within the step's deadline, as often as it takes; then a clear failure
 PROXY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))
@@ -128,8 +129,22 @@ class ActivationRequest(BaseModel):
     step_deadline: timedelta = timedelta(minutes=2)  # a step's retries; then the activation fails (status 0)
 
 
+class Outcome(StrEnum):
+    """How an activation ended, as the metrics count it (``NFC_ACTIVATIONS``' ``outcome``)."""
+
+    ACTIVATED = "activated"
+    REJECTED = "rejected"  # the Ant server refused a step (an F, a rejected application, another's token)
+    PHONE = "phone"  # the phone did not answer a device step, or could not do it
+    UNCONFIRMED = "unconfirmed"  # silent activation: the user never confirmed
+    FAILED = "failed"  # the proxy kept failing, the poll limit, an answer that is not one
+
+
 class ActivationFailed(Exception):
     """Why this activation stops (the workflow ends failed with it)."""
+
+    def __init__(self, message: str, outcome: Outcome = Outcome.FAILED) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 @workflow.defn
@@ -152,6 +167,7 @@ class NfcActivationWorkflow:
             await self._activate(request)
         except ActivationFailed as failure:
             self._phase, self._status, self._failure = Phase.FAILED, TokenStatus.NO_CARD, str(failure)
+            count(NFC_ACTIVATIONS, HELP[NFC_ACTIVATIONS], outcome=failure.outcome.value)
             self._device_action = None
             if workflow.patched(DEVICE_BOUND):  # the phone holds no card: its slot is free again
                 await workflow.execute_local_activity_method(
@@ -163,6 +179,7 @@ class NfcActivationWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             details = self.progress().model_dump(mode="json")
             raise ApplicationError(str(failure), details, type="ActivationFailed") from None
+        count(NFC_ACTIVATIONS, HELP[NFC_ACTIVATIONS], outcome=Outcome.ACTIVATED.value)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.progress()
 
@@ -269,7 +286,7 @@ class NfcActivationWorkflow:
             cause = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc.cause or exc)
             raise ActivationFailed(f"{api}: the proxy failed ({cause})") from None
         if not answer.succeeded:
-            raise ActivationFailed(f"{api}: refused ({answer.code})")
+            raise ActivationFailed(f"{api}: refused ({answer.code})", Outcome.REJECTED)
         try:
             return answer.data(answer_type)
         except ValidationError as exc:
@@ -288,7 +305,7 @@ class NfcActivationWorkflow:
             retry_policy=DB_RETRY,
         )
         if not recorded:
-            raise ActivationFailed("queryToken: the token is recorded as another customer's")
+            raise ActivationFailed("queryToken: the token is recorded as another customer's", Outcome.REJECTED)
 
     async def _notify_new_device(self) -> None:
         request = self._request
@@ -317,7 +334,9 @@ class NfcActivationWorkflow:
             if answer.status == done:
                 return answer
             if answer.status == TokenRequestStatus.REJECTED:
-                raise ActivationFailed(f"{api}: the application was rejected ({answer.reason or 'no reason'})")
+                raise ActivationFailed(
+                    f"{api}: the application was rejected ({answer.reason or 'no reason'})", Outcome.REJECTED
+                )
         raise ActivationFailed(f"{api}: no answer after {request.poll_limit} polls")
 
     async def _on_device(self, step: DeviceStep, payload: dict[str, Any]) -> None:
@@ -327,11 +346,11 @@ class NfcActivationWorkflow:
         try:
             await workflow.wait_condition(lambda: step in self._device_reports, timeout=self._request.device_timeout)
         except TimeoutError:
-            raise ActivationFailed(f"{step}: the phone did not answer (offline?)") from None
+            raise ActivationFailed(f"{step}: the phone did not answer (offline?)", Outcome.PHONE) from None
         finally:
             self._device_action = None
         if not self._device_reports[step]:
-            raise ActivationFailed(f"{step}: the phone could not do it")
+            raise ActivationFailed(f"{step}: the phone could not do it", Outcome.PHONE)
         self._phase = Phase.RUNNING
 
     async def _await_confirmation(self, timeout: timedelta) -> None:
@@ -339,7 +358,7 @@ class NfcActivationWorkflow:
         try:
             await workflow.wait_condition(lambda: self._confirmed, timeout=timeout)
         except TimeoutError:
-            raise ActivationFailed("the user did not confirm the silent activation") from None
+            raise ActivationFailed("the user did not confirm the silent activation", Outcome.UNCONFIRMED) from None
         self._phase, self._status = Phase.RUNNING, TokenStatus.IN_ACTIVATION
 
 

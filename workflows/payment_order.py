@@ -18,7 +18,17 @@ from typing import Any
 
 from temporalio import workflow
 
-from ._options import ACTIVITY_FAILURES, DB_RETRY, DB_TIMEOUT, LOCAL_STEPS, db_step, is_permanent, processed, reason
+from ._options import (
+    ACTIVITY_FAILURES,
+    DB_RETRY,
+    DB_TIMEOUT,
+    LOCAL_STEPS,
+    count,
+    db_step,
+    is_permanent,
+    processed,
+    reason,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.deliveries import DeliveryActivities
@@ -30,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from wallet.orders import PageOutcome, PaymentState, masked_login, rate_text
     from wallet.payments import AccountCheck, DebitRequest, OrderOpening, PayerCheck, PaymentRecordUpdate
     from wallet.states import PaymentStatus
+    from wallet.telemetry.metrics import HELP, PAYMENTS_FINISHED
 
 # Under LOCAL_STEPS an order's steps run as local activities, the payer check and the first record
 # are one step (open_order), and a debit that recorded SUCCESS is not followed by a second record
@@ -238,6 +249,7 @@ class PaymentOrderWorkflow:
         """Record the final state, notify it and, on one-click consent, authorise."""
         self._status = status
         self._result = Result.of(code, message)
+        count(PAYMENTS_FINISHED, HELP[PAYMENTS_FINISHED], product=self.product, status=status.value)
         if self._answer is None:
             self._answer = self.current_answer()
         workflow.upsert_search_attributes([search_attributes.PAYMENT_STATUS.value_set(status.value)])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from ._options import db_step, processed
+from ._options import count, db_step, processed
 
 with workflow.unsafe.imports_passed_through():
     from activities.refunds import RefundActivities
@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from wallet import search_attributes
     from wallet.orders import RefundOrder
     from wallet.refunds import RefundApplication
+    from wallet.telemetry.metrics import HELP, MONEY_PROCESSES_FINISHED
 
 PRODUCT = "REFUND"
 
@@ -44,6 +45,7 @@ class RefundWorkflow:
         self._answer = outcome.to_response() if outcome else RefundResponse(result=Result.of(ResultCode.PROCESS_FAIL))
         status = "SUCCESS" if self._answer.result.is_success else "FAIL"
         workflow.upsert_search_attributes([search_attributes.PAYMENT_STATUS.value_set(status)])
+        count(MONEY_PROCESSES_FINISHED, HELP[MONEY_PROCESSES_FINISHED], process="refund", status=status)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._answer
 

@@ -33,6 +33,7 @@ from .easy_pay import EASY_PAY_SCENARIOS
 from .mpm import MPM_SCENARIOS
 from .nfc import NFC_SCENARIOS
 from .nfc_pay import NFC_PAY_SCENARIOS
+from .observed import where_and_what
 from .session import (
     FROZEN_USER,
     OTP_PHONE,
@@ -131,6 +132,8 @@ async def run_demo(var_dir: Path, console: Console, ports: Ports = DEFAULT_PORTS
         check = Ledger(engine).check()
         engine.dispose()
         console.print(ledger_line(check))
+        for line in await where_and_what(stack.metrics_url):
+            console.print(line)
         console.print(f"Temporal Web UI: {stack.web_ui_url}/namespaces/{stack.settings.temporal_namespace}/workflows")
         console.print("(the demo stops the stack it started; `make dev` brings it back with these workflows)")
     wrong = [scenario.name for scenario, outcome, _ in results if outcome.state != scenario.expected]

@@ -10,11 +10,15 @@ import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from rich.console import Console
+from sqlalchemy import text as text_sql
 
 from devstack.demo import SCENARIOS, Outcome, Scenario, run_scenarios
-from devstack.stack import Ports, dev_stack
+from devstack.stack import DevStack, Ports, dev_stack
 from wallet.db import create_engine_for
 from wallet.ledger import Ledger, LedgerCheck
 from wallet.users import DEMO_USERS
@@ -23,21 +27,70 @@ pytestmark = pytest.mark.timeout(180)
 
 
 @dataclass(frozen=True)
+class Counts:
+    """What the stack's /metrics says, and what its database holds, at one moment."""
+
+    metrics: list[Sample]
+    postings: dict[str, int]  # by kind
+    posted: dict[str, int]  # minor units moved, by posting kind (each posting's positive legs)
+    attempts: dict[str, int]  # delivery attempts by answer
+    payments_ended: int  # payment records past PROCESSING
+
+
+@dataclass(frozen=True)
 class DemoRun:
     outcomes: dict[str, tuple[Scenario, Outcome, float]]
     ledger: LedgerCheck
+    before: Counts
+    after: Counts
+
+
+async def _counts(stack: DevStack) -> Counts:
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        text = (await http.get(f"{stack.metrics_url}/metrics")).text
+    engine = create_engine_for(stack.settings.database_url)
+    try:
+        with engine.connect() as db:
+            postings = dict(db.execute(text_sql("SELECT kind, count(*) FROM posting GROUP BY kind")).all())
+            posted = dict(
+                db.execute(
+                    text_sql(
+                        "SELECT p.kind, sum(e.amount) FROM posting p JOIN entry e ON e.posting_id = p.id"
+                        " WHERE e.amount > 0 GROUP BY p.kind"
+                    )
+                ).all()
+            )
+            attempts = dict(db.execute(text_sql("SELECT answer, count(*) FROM delivery_attempt GROUP BY answer")).all())
+            ended = db.execute(
+                text_sql("SELECT count(*) FROM payment_record WHERE status != 'PROCESSING'")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    return Counts(samples, postings, posted, attempts, int(ended))
+
+
+def _metric(counts: Counts, name: str, **labels: str) -> float:
+    return sum(
+        sample.value
+        for sample in counts.metrics
+        if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items())
+    )
 
 
 @pytest.fixture(scope="module")
 async def demo_run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DemoRun]:
     async with dev_stack(var_dir=tmp_path_factory.mktemp("dev_stack"), ports=Ports.free(), web_ui=False) as stack:
+        before = await _counts(stack)
         results = await run_scenarios(stack, Console(file=io.StringIO()))
+        after = await _counts(stack)
         engine = create_engine_for(stack.settings.database_url)
         try:
             check = Ledger(engine).check()
         finally:
             engine.dispose()
-        yield DemoRun({scenario.name: (scenario, outcome, seconds) for scenario, outcome, seconds in results}, check)
+        outcomes = {scenario.name: (scenario, outcome, seconds) for scenario, outcome, seconds in results}
+        yield DemoRun(outcomes, check, before, after)
 
 
 def test_every_scenario_ran(demo_run: DemoRun) -> None:
@@ -53,3 +106,27 @@ def test_scenario_ends_in_expected_state(demo_run: DemoRun, name: str) -> None:
 def test_ledger_check_is_ok(demo_run: DemoRun) -> None:
     assert demo_run.ledger.ok, demo_run.ledger
     assert demo_run.ledger.postings > len(DEMO_USERS)  # the demo funding, then the payments debited
+
+
+def _grew(run: DemoRun, name: str, **labels: str) -> float:
+    return _metric(run.after, name, **labels) - _metric(run.before, name, **labels)
+
+
+def test_metrics_count_what_the_database_holds(demo_run: DemoRun) -> None:
+    """The counters moved by exactly what the run wrote: postings and money by kind, delivery
+    attempts by answer, payments that ended; and the pay route's requests were counted."""
+    before, after = demo_run.before, demo_run.after
+    for kind in after.postings:
+        written = after.postings[kind] - before.postings.get(kind, 0)
+        moved = after.posted[kind] - before.posted.get(kind, 0)
+        assert _grew(demo_run, "mpp_postings_total", kind=kind) == written, kind
+        assert _grew(demo_run, "mpp_posted_minor_units_total", kind=kind) == moved, kind
+    assert after.postings.get("PAYMENT_DEBIT", 0) > before.postings.get("PAYMENT_DEBIT", 0)
+    for answer, count in after.attempts.items():
+        assert _grew(demo_run, "mpp_delivery_attempts_total", answer=answer) == count - before.attempts.get(answer, 0)
+    assert after.attempts.get("U", 0) >= 2  # the scripted U answers of notifyPayment and authNotify
+    # at least once: a workflow task that fails and runs again counts again (a replay does not)
+    assert _grew(demo_run, "mpp_payments_finished_total") >= after.payments_ended - before.payments_ended
+    assert _grew(demo_run, "mpp_payments_finished_total", status="SUCCESS") > 0
+    assert _grew(demo_run, "mpp_http_requests_total", route="/aps/api/v1/payments/pay", status="200") > 0
+    assert _grew(demo_run, "mpp_signature_failures_total") >= 1  # the tampered-body scenario

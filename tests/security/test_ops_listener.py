@@ -291,7 +291,7 @@ async def test_the_dev_stack_points_the_web_ui_at_the_ops_listener(tmp_path: Pat
         )
 
     assert endpoint.startswith(f"http://127.0.0.1:{ports.ops}/codec/")
-    assert len(set(ports.__dict__.values())) == 5  # the ops port is a port of its own
+    assert len(set(ports.__dict__.values())) == 6  # the ops and metrics ports are ports of their own
     assert decoded.status_code == 200 and _unwire(decoded.json()) == [PLAIN]
     assert decoded.headers["access-control-allow-origin"] == origin
 

@@ -64,6 +64,7 @@ def test_migrations_create_exactly_the_models_and_can_rerun(database_url: str, e
         "credential_counter",
         "credential_failure",
         "credential_lockout",
+        "delivery_attempt",
         "nfc_token",
         "nfc_device",
         "nfc_tap",
