@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from alipayplus import ErrorResponse, Message, Result, ResultCode, SignatureError
+from wallet.telemetry.logs import bind_payment_request_id
 from wallet.telemetry.metrics import ALIPAYPLUS_RESULTS, SIGNATURE_FAILURES
 
 from .limits import read_bounded
@@ -33,6 +35,20 @@ class Rejection(Exception):
     def __init__(self, code: ResultCode, message: str | None = None) -> None:
         super().__init__(message or code)
         self.result = Result.of(code, message)
+
+
+def identify(message: object) -> None:
+    """Name the call's business ids on the rest of its log lines and on its span: the
+    paymentRequestId (refundRequestId, …) of a verified message, never anything else of it."""
+    ids = {
+        name: value
+        for name in ("payment_request_id", "refund_request_id")
+        if isinstance(value := getattr(message, name, None), str)
+    }
+    bind_payment_request_id(ids.get("payment_request_id"))
+    span = trace.get_current_span()
+    for name, value in ids.items():
+        span.set_attribute(f"alipayplus.{name}", value)
 
 
 def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +109,7 @@ def inbound(
             try:
                 services.settings.verifier.check(received_path, request.headers, body)
                 message = request_type.from_wire(body, inbound=True)
+                identify(message)
                 if getattr(message, "psp_id", services.settings.psp_id) != services.settings.psp_id:
                     raise Rejection(ResultCode.PARAM_ILLEGAL, "pspId: is not this MPP's pspId")
                 answer = await handler(message, services)

@@ -26,6 +26,7 @@ from wallet.db import reader
 from .records import Account, Entry, Posting, utc_now
 from .states import AccountKind
 from .telemetry.metrics import POSTED_MINOR_UNITS, POSTINGS
+from .telemetry.tracing import tracer
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 200  # the posting.idempotency_key column
 
@@ -184,6 +185,20 @@ class Ledger:
         posted), or ``IdempotencyConflict`` if the key was used for a different posting.
         A key already posted returns that posting's receipt with ``replayed=True``.
         """
+        # a span of the trace that led here (the debit's activity, a refund's): the write, timed
+        with tracer().start_as_current_span("ledger.post", attributes={"ledger.kind": str(kind)}) as span:
+            receipt = self._post(idempotency_key, kind, reference, legs, conditions)
+            span.set_attribute("ledger.replayed", receipt.replayed)
+            return receipt
+
+    def _post(
+        self,
+        idempotency_key: str,
+        kind: str,
+        reference: str,
+        legs: Sequence[Leg],
+        conditions: Sequence[Condition],
+    ) -> PostingReceipt:
         if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
             raise ValueError(f"an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
         net_changes = _net_changes(legs)

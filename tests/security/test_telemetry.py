@@ -139,7 +139,11 @@ def test_a_payment_is_one_trace_from_pay_2_through_the_pin_to_the_debit_and_the_
         span.context.trace_id for span in telemetry.spans if span.context is not None and "/easypay/verify" in span.name
     }
     assert any(link.context.trace_id in posts for link in update.links), names  # the PIN post's trace, linked
-    assert any(span.name == "RunActivity:debit" for span in trace), names
+    debit = next(span for span in trace if span.name == "RunActivity:debit")
+    ledger = [span for span in trace if span.name == "ledger.post" and span.parent is not None]
+    assert any(span.parent.span_id == debit.context.span_id for span in ledger if span.parent and debit.context), names
+    pay = next(span for span in trace if span.name == "POST /aps/api/v1/payments/pay")
+    assert pay.attributes is not None and pay.attributes.get("alipayplus.payment_request_id")
     call_out = [span for span in trace if span.kind.name == "CLIENT" and span.name.startswith("POST")]
     chains = [_ancestry(span, by_id) for span in call_out]
     notify = [chain for chain in chains if "RunActivity:notify_payment" in chain]

@@ -102,5 +102,7 @@ def scrub_http_attributes(span: trace.Span, scope: dict[str, object]) -> None:
     person or a one-time value; keep the template (the span's name) instead."""
     if span.is_recording():
         route = span.name.split(" ", 1)[-1] if hasattr(span, "name") else ""
+        present = getattr(span, "attributes", None) or {}
         for attribute in _URL_ATTRIBUTES:
-            span.set_attribute(attribute, route)
+            if attribute in present:
+                span.set_attribute(attribute, "" if attribute == "url.query" else route)
