@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.testing import WorkflowEnvironment
@@ -15,12 +17,13 @@ from temporalio.worker import Worker
 
 from alipayplus import Amount, CancelPaymentRequest, CancelPaymentResponse, PayRequest, RefundRequest, ResultCode
 from sandbox.alipayplus.peer import SandboxAlipayPlus
-from tests.conftest import save_history
+from tests.conftest import real_activities, save_history, time_skipping_server
 from wallet import workflow_ids
 from wallet.ledger import Ledger
 from wallet.orders import CancelOrder, EasyPayOrder, PaymentState, RefundOrder
 from wallet.settings import Settings
 from wallet.states import PaymentStatus
+from workers.worker import build_worker
 from workflows.cancel_payment import CancelPaymentWorkflow
 from workflows.easy_pay import EasyPayWorkflow
 from workflows.refund import RefundWorkflow
@@ -40,6 +43,21 @@ async def paid(env: WorkflowEnvironment, client: Client, settings: Settings) -> 
     # clock, and the order now ends before its delivery's first attempt does
     await finished(client, workflow_ids.payment_notification(request.payment_request_id))
     return request, state
+
+
+@pytest.fixture
+async def own_server(
+    settings: Settings, database: Ledger, alipayplus: SandboxAlipayPlus
+) -> AsyncIterator[tuple[WorkflowEnvironment, Client]]:
+    """A time-skipping server and worker of the test's own, for the tests that skip days: on the
+    package's server, every delivery other tests left retrying runs its hourly attempts during the
+    skip, and an activity in flight holds the clock ('Timeout expired')."""
+    async with (
+        time_skipping_server(settings) as environment,
+        real_activities(environment.client, settings, alipayplus) as activities,
+        build_worker(environment.client, settings, activities),
+    ):
+        yield environment, environment.client
 
 
 async def finished(client: Client, workflow_id: str, result_type: type | None = None) -> Any:
@@ -241,8 +259,9 @@ async def test_cancel_of_an_unknown_payment_closes_a_late_pay(
 
 
 async def test_cancel_outside_its_window_is_refused(
-    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker, database: Ledger
+    own_server: tuple[WorkflowEnvironment, Client], settings: Settings, database: Ledger
 ) -> None:
+    env, client = own_server
     payment, _ = await paid(env, client, settings)
     before = database.balance(ACCOUNT)
 
@@ -271,9 +290,8 @@ async def test_a_cancel_racing_the_verification_ends_one_way(
         assert database.check().ok
 
 
-async def test_refund_window_is_366_days(
-    env: WorkflowEnvironment, client: Client, settings: Settings, worker: Worker
-) -> None:
+async def test_refund_window_is_366_days(own_server: tuple[WorkflowEnvironment, Client], settings: Settings) -> None:
+    env, client = own_server
     payment, state = await paid(env, client, settings)
 
     await env.sleep(timedelta(days=365))
