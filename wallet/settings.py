@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from alipayplus import KeyRegistry, Signer, Verifier
 from wallet.credentials import ACCOUNT_POLICY, ADDRESS_POLICY, Credentials, GuessPolicy
+from wallet.deliveries import DeliverySchedule
 from wallet.secrets import PIN_SCRYPT_COST
 
 from .codec import EncryptionCodec
@@ -225,6 +226,12 @@ class Settings(BaseSettings):
     def secret_key(self) -> bytes:
         """Server secret for keyed digests of PINs, OTPs and tokens."""
         return read_secret_file(self.secret_key_file, check_mode=self.key_file_mode_check)
+
+    def delivery_schedule(self) -> DeliverySchedule:
+        """The deployment's notifyPayment / authNotify schedule (``MPP_DELIVERY_*``): the workflow's
+        default where unset. Deliveries start with it, and so do redeliveries."""
+        configured = {"delays": self.delivery_retry_delays, "horizon": self.delivery_horizon}
+        return DeliverySchedule(**{name: value for name, value in configured.items() if value is not None})
 
     def credentials(self, engine: Engine) -> Credentials:
         """The guessing limits and PIN checks over the database at ``engine``."""

@@ -327,13 +327,11 @@ def redeliver(
     from wallet.delivery_starts import redeliver as start_again
     from wallet.temporal import connect
 
-    from .worker import delivery_schedule
-
     async def run() -> int:
         settings = Settings()
         client = await connect(settings)
         try:
-            run_id = await start_again(client, workflow_id, settings.temporal_task_queue, delivery_schedule(settings))
+            run_id = await start_again(client, workflow_id, settings.temporal_task_queue, settings.delivery_schedule())
         except NotRedeliverable as exc:
             console.print(f"not redelivered: {exc}")
             return 1

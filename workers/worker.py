@@ -28,7 +28,6 @@ from alipayplus import SignedClient
 from api.monitoring import Check
 from wallet.clients import alipayplus_client, mastercard_client
 from wallet.db import create_engine_for, database_answers
-from wallet.deliveries import DeliverySchedule
 from wallet.ledger import Ledger
 from wallet.nfc_proxy import NfcProxy
 from wallet.nfc_tokens import NfcTokens
@@ -81,12 +80,6 @@ def compile_workflow_modules(workflows: Sequence[type] = WORKFLOWS) -> None:
         compileall.compile_dir(directory, maxlevels=0, quiet=2)
 
 
-def delivery_schedule(settings: Settings) -> DeliverySchedule:
-    """The deployment's notifyPayment / authNotify schedule: the workflow's default where unset."""
-    configured = {"delays": settings.delivery_retry_delays, "horizon": settings.delivery_horizon}
-    return DeliverySchedule(**{name: value for name, value in configured.items() if value is not None})
-
-
 def activities_for(
     client: Client,
     settings: Settings,
@@ -120,7 +113,7 @@ def activities_for(
         refresh_token_ttl=settings.refresh_token_ttl,
     )
     deliveries = DeliveryActivities(
-        temporal=client, task_queue=settings.temporal_task_queue, schedule=delivery_schedule(settings)
+        temporal=client, task_queue=settings.temporal_task_queue, schedule=settings.delivery_schedule()
     )
     device_notices = NfcTokenActivities(nfc_tokens, users, sms)
     refunds = RefundActivities(engine=engine, ledger=ledger)
@@ -199,7 +192,6 @@ __all__ = [
     "activities_for",
     "alipayplus_client",
     "build_worker",
-    "delivery_schedule",
     "mastercard_client",
     "worker_readiness_checks",
 ]

@@ -60,15 +60,11 @@ class DeliveryOps:
     temporal: Client
     log: DeliveryLog
     task_queue: str
-    schedule: DeliverySchedule  # a redelivery's, as the worker's deliveries (``workers.worker.delivery_schedule``)
+    schedule: DeliverySchedule  # a redelivery's: the deployment's, as the worker's deliveries
 
     @classmethod
     def from_settings(cls, settings: Settings, temporal: Client, log: DeliveryLog) -> DeliveryOps:
-        # The deployment's schedule where set (MPP_DELIVERY_*), else the workflow's own; the api
-        # layer cannot import the worker's helper, so this repeats its two lines.
-        configured = {"delays": settings.delivery_retry_delays, "horizon": settings.delivery_horizon}
-        schedule = DeliverySchedule(**{name: value for name, value in configured.items() if value is not None})
-        return cls(temporal, log, settings.temporal_task_queue, schedule)
+        return cls(temporal, log, settings.temporal_task_queue, settings.delivery_schedule())
 
 
 def _ops(request: Request) -> DeliveryOps:

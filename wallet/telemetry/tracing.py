@@ -27,6 +27,7 @@ EXPORTER_VARIABLE = "OTEL_TRACES_EXPORTER"
 TRACER_NAME = "mpp-wallet"
 
 _provider: TracerProvider | None = None
+_TRACER = trace.get_tracer(TRACER_NAME)
 
 
 class UnknownExporter(ValueError):
@@ -73,11 +74,13 @@ def tracing_enabled() -> bool:
 def temporal_interceptors() -> list[Interceptor]:
     """Given to every Temporal client: spans for starts, updates, queries, workflows and activities,
     with the trace context carried in Temporal headers (W3C trace context, not payloads)."""
-    return [TracingInterceptor(trace.get_tracer(TRACER_NAME))] if tracing_enabled() else []
+    return [TracingInterceptor(_TRACER)] if tracing_enabled() else []
 
 
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    """Ours, made once: a proxy that follows whatever provider ``configure_tracing`` installs later
+    (no-op until then), so a hot path like the ledger's post pays no lookup."""
+    return _TRACER
 
 
 # The attributes of an HTTP server span that would repeat a concrete URL; the span's name and
