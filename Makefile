@@ -8,7 +8,7 @@ LOCK := requirements.lock
 UV_VERSION := 0.13.9
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint dev bench bench-nfc bench-nfc-pay soak clean lock
+.PHONY: demo test lint dev bench bench-nfc bench-nfc-pay soak clean lock postgresql
 
 # Every dependency at the version and hashes in $(LOCK) (runtime + test extras, Python 3.11; pip and
 # setuptools too): pip refuses any file whose hash differs. Then the project itself, without deps.
@@ -43,8 +43,20 @@ $(CHROMIUM):
 	$$sudo apt-get install -y --no-install-recommends chromium \
 	|| { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends chromium; }
 
-test: lint $(CHROMIUM)
+# The tests start PostgreSQL servers of their own (tests/postgres.py) from Debian's postgresql package:
+# the same server production runs, no download beyond the distribution's signed packages.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$sudo apt-get install -y --no-install-recommends postgresql \
+	|| { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends postgresql; }; }
+
+# Everything on SQLite (the persistence tests in tests/wallet on PostgreSQL too), then the API tests
+# again with the session's records on PostgreSQL.
+test: lint $(CHROMIUM) postgresql
 	$(BIN)/pytest
+	$(BIN)/pytest --database=postgresql tests/api
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

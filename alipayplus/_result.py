@@ -61,6 +61,9 @@ class ResultCode(StrEnum):
     EXPIRED_REFRESH_TOKEN = "EXPIRED_REFRESH_TOKEN"
     # Alipay+ to its client SDK (sandbox): decode and sessions
     SESSION_EXPIRED = "SESSION_EXPIRED"
+    # sendOtp and verifyOtp (Auto Debit risk challenge): the docs' digest names no codes of their own
+    OTP_SEND_TOO_FREQUENTLY = "OTP_SEND_TOO_FREQUENTLY"  # [inferred] daily limit or resend gap
+    OTP_EXPIRED = "OTP_EXPIRED"  # [inferred] verifyRequestId unknown, another user's, used or expired
 
 
 _STATUS = {
@@ -100,6 +103,8 @@ _MESSAGES = {
     ResultCode.INVALID_REFRESH_TOKEN: "The refresh token is invalid",
     ResultCode.EXPIRED_REFRESH_TOKEN: "The refresh token has expired",
     ResultCode.SESSION_EXPIRED: "The session has expired; create a new one",
+    ResultCode.OTP_SEND_TOO_FREQUENTLY: "Too many OTPs requested for this access token; try again later",
+    ResultCode.OTP_EXPIRED: "The verification request is unknown, used or expired; send a new OTP",
 }
 
 

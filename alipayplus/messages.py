@@ -17,7 +17,10 @@ from ._result import Result
 from ._types import (
     DateTime,
     Flag,
+    Id16,
+    Id32,
     Id64,
+    Id128,
     Identifier,
     OptionalId32,
     OptionalId64,
@@ -26,6 +29,7 @@ from ._types import (
     OptionalText,
     OptionalUrl,
     Text,
+    Url,
 )
 from .nfc import NfcPaymentInfo
 
@@ -287,6 +291,14 @@ class AuthNotifyResponse(Message):
 # --- applyToken (Alipay+ -> MPP) ---------------------------------------------------------
 
 
+class Scope(StrEnum):
+    """What an access token may be used for (Alipay+'s auth scopes)."""
+
+    BASE_USER_INFO = "BASE_USER_INFO"
+    USER_INFO = "USER_INFO"
+    AGREEMENT_PAY = "AGREEMENT_PAY"
+
+
 class GrantType(StrEnum):
     AUTHORIZATION_CODE = "AUTHORIZATION_CODE"
     REFRESH_TOKEN = "REFRESH_TOKEN"
@@ -324,6 +336,105 @@ class ApplyTokenResponse(Message):
     refresh_token_expiry_time: DateTime | None = None
     customer_id: OptionalId64 = None
     pass_through_info: OptionalText = None
+
+
+# --- Auto Debit binding and revocation (spec §§7.2, 7.3, 8) --------------------------------
+
+
+class PrepareRequest(Message):
+    """Alipay+ asks for the URL where our user authorises a merchant (Auto Debit binding).
+    Idempotent on authClientId + referenceAgreementId (spec §1.9)."""
+
+    PATH: ClassVar[str] = "/aps/api/v1/authorizations/prepare"
+
+    psp_id: Id64
+    acquirer_id: Id64
+    auth_client_id: Id64
+    auth_client_name: Text = Field(min_length=1, max_length=256)
+    auth_client_display_name: OptionalText = Field(default=None, max_length=64)
+    reference_merchant_id: OptionalId64 = None
+    reference_agreement_id: Id64
+    auth_redirect_url: Url
+    scopes: list[Scope] = Field(min_length=1, max_length=4)
+    auth_state: Text = Field(min_length=1, max_length=256)  # echoed in AUTHCODE_CREATED [inferred: required]
+    terminal_type: OptionalIdentifier = None
+    os_type: OptionalIdentifier = None
+    pass_through_info: OptionalText = Field(default=None, max_length=20000)
+
+    def key_fields_digest(self) -> str:
+        """What a repeat of the same agreement must keep (spec §1.9)."""
+        return self.digest_of({"auth_client_name", "reference_merchant_id", "auth_redirect_url", "scopes"})
+
+
+class PrepareResponse(Message):
+    result: Result
+    auth_url: OptionalUrl = None
+
+
+class CancelTokenRequest(Message):
+    """Alipay+ revokes an access token (the merchant unbound); idempotent on accessToken."""
+
+    PATH: ClassVar[str] = "/aps/api/v1/authorizations/cancelToken"
+
+    psp_id: Id64
+    acquirer_id: Id64
+    access_token: Id128  # looked up by its digest, never stored
+    pass_through_info: OptionalText = Field(default=None, max_length=20000)
+
+
+class CancelTokenResponse(Message):
+    result: Result
+
+
+class ConsultUnbindingRequest(Message):
+    """MPP -> Alipay+: may our user unbind this merchant from the wallet side?"""
+
+    PATH: ClassVar[str] = "/aps/api/v1/authorizations/consultUnbinding"
+
+    auth_client_id: Id64
+    reference_merchant_id: Id32
+    access_token: Id128
+
+
+class ConsultUnbindingResponse(Message):
+    result: Result
+    allow_unbinding: Flag | None = None
+
+
+# --- risk challenge (Alipay+ -> MPP, spec §9.1 sendOTP; Auto Debit risk control) -----------
+
+
+class VerifyType(StrEnum):
+    MOBILE = "MOBILE"
+    EMAIL = "EMAIL"
+
+
+class SendOtpRequest(Message):
+    PATH: ClassVar[str] = "/aps/api/v1/authorizations/sendOtp"  # [inferred] path: the docs' page omits it
+
+    acquirer_id: Id64
+    psp_id: Id64
+    access_token: Id128  # names the user; looked up by its digest, never stored
+    verify_type: VerifyType = VerifyType.MOBILE
+
+
+class SendOtpResponse(Message):
+    result: Result
+    verify_request_id: OptionalId64 = None
+
+
+class VerifyOtpRequest(Message):
+    PATH: ClassVar[str] = "/aps/api/v1/authorizations/verifyOtp"  # [inferred] path, as sendOtp's
+
+    acquirer_id: Id64
+    psp_id: Id64
+    access_token: Id128
+    verify_request_id: Id64
+    otp_code: Id16  # checked against its keyed digest, never stored
+
+
+class VerifyOtpResponse(Message):
+    result: Result
 
 
 class ErrorResponse(Message):

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 
 from wallet.credentials import Attempt, Verdict
+from wallet.secrets import token_digest
 
 from .services import ServicesDep
 
@@ -21,6 +22,13 @@ def session_token(request: Request) -> str | None:
     if scheme.lower() == "bearer" and token:
         return token.strip()
     return request.cookies.get(SESSION_COOKIE)
+
+
+def page_session(request: Request) -> str | None:
+    """What a signed-in page's form is bound to: the app session it was served to (its digest);
+    ``None`` without one (the page then answers 401 and changes nothing)."""
+    token = session_token(request)
+    return token_digest(token) if token else None
 
 
 async def signed_in_customer(request: Request, services: ServicesDep) -> str | None:

@@ -23,6 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from temporalio.client import Client
 
+from wallet.agreements import Agreements
 from wallet.clients import alipayplus_client, mastercard_client
 from wallet.db import create_engine_for, database_answers
 from wallet.delivery_log import DeliveryLog
@@ -31,7 +32,9 @@ from wallet.nfc_proxy import NfcProxy
 from wallet.nfc_tokens import NfcTokens
 from wallet.oauth import AppSessions, Authorizations, TokenLifetimes
 from wallet.payments import Payers
+from wallet.risk_challenges import RiskChallenges
 from wallet.settings import Settings
+from wallet.sms import HttpSmsGateway
 from wallet.telemetry.metrics import OLDEST_UNDELIVERED
 from wallet.telemetry.tracing import scrub_http_attributes, tracing_enabled
 from wallet.temporal import connect
@@ -44,6 +47,7 @@ from .operators import OperatorToken
 from .routers import (
     authorizations,
     codec,
+    consent,
     deliveries,
     home,
     mpm,
@@ -51,6 +55,7 @@ from .routers import (
     ops,
     payments,
     refunds,
+    risk,
     tokens,
     verification,
     wallet_app,
@@ -97,11 +102,33 @@ def create_app(
                         access_token=settings.mpm_access_token_ttl,
                         refresh_token=settings.mpm_refresh_token_ttl,
                     ),
+                    agreement_lifetimes=TokenLifetimes(
+                        auth_code=settings.auth_code_ttl,
+                        access_token=settings.access_token_ttl,
+                        refresh_token=settings.refresh_token_ttl,
+                    ),
+                ),
+                agreements=Agreements(
+                    records,
+                    settings.secret_key,
+                    consent_page_url=f"{settings.public_base_url}/agreements/consent",
+                    auth_code_ttl=settings.auth_code_ttl,
                 ),
                 codes=codes,
                 nfc_proxy=NfcProxy(to_alipayplus, to_mastercard),
                 nfc_tokens=NfcTokens(records, settings.nfc_max_devices),
                 payers=Payers(UserStore(records), Ledger(records)),
+                risk_challenges=RiskChallenges(
+                    records,
+                    settings.secret_key,
+                    HttpSmsGateway(settings.sms_gateway_url, httpx.Client(timeout=5.0)),
+                    UserStore(records),
+                    credentials,
+                    settings.otp_ttl,
+                    settings.risk_otp_daily_limit,
+                    settings.risk_otp_resend_gap,
+                    attempts_per_code=settings.verification_attempts,
+                ),
             )
             yield
             records.dispose()
@@ -115,10 +142,12 @@ def create_app(
     app.include_router(payments.router)
     app.include_router(refunds.router)
     app.include_router(authorizations.router)
+    app.include_router(risk.router)
     app.include_router(tokens.router)
     app.include_router(verification.router)
     app.include_router(wallet_app.router)
     app.include_router(mpm.router)
+    app.include_router(consent.router)
     app.include_router(nfc.router)
     app.include_router(ops.router)
     app.add_middleware(

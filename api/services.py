@@ -9,11 +9,13 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from wallet.agreements import Agreements
 from wallet.credentials import Credentials
 from wallet.nfc_proxy import NfcProxy
 from wallet.nfc_tokens import NfcTokens
 from wallet.oauth import AppSessions, Authorizations
 from wallet.payments import Payers
+from wallet.risk_challenges import RiskChallenges
 from wallet.settings import Settings
 
 from .code_identification import CodeIdentification
@@ -27,10 +29,12 @@ class Services:
     sessions: AppSessions  # the wallet app's logins
     credentials: Credentials  # typed PINs and OTPs, under the guessing limits
     authorizations: Authorizations  # authCodes and applyToken's token pairs
+    agreements: Agreements  # Auto Debit bindings and one-click consents: prepare, tokens, revocation
     codes: CodeIdentification  # scanned codes: ours, Alipay+'s or invalid
     nfc_proxy: NfcProxy  # the phone's SDK requests on to Mastercard and the Ant server
     nfc_tokens: NfcTokens  # whose each token is, and the devices each customer activates on
     payers: Payers  # pay #1: who pays and whether they can, read from the core
+    risk_challenges: RiskChallenges  # Auto Debit risk challenge: sendOtp and verifyOtp
 
 
 def _services(request: Request) -> Services:

@@ -38,6 +38,8 @@ from wallet.temporal import data_converter, temporal_test_server
 from wallet.users import UserStore
 from workers.worker import activities_for, build_worker
 
+from .postgres import postgres_server
+
 FIXTURES = Path(__file__).parent / "fixtures"
 LENIENT_GUESSING = GuessPolicy(
     free_failures=10_000,
@@ -66,11 +68,35 @@ async def update_unless_closed(handle: WorkflowHandle, update: Any, *args: Any) 
         return None
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="where the session's records live (API, workflow, fault and end-to-end tests); the persistence "
+        "tests in tests/wallet run on both either way",
+    )
+
+
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    database = tmp_path_factory.mktemp("db") / "mpp.sqlite"
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server of the session's own (tests/postgres.py), started on first use: its URL."""
+    with postgres_server() as url:
+        yield url
+
+
+def on_postgresql(config: pytest.Config) -> bool:
+    return bool(config.getoption("--database") == "postgresql")
+
+
+@pytest.fixture(scope="session")
+def settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    if on_postgresql(request.config):
+        database_url = request.getfixturevalue("postgres")
+    else:
+        database_url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'mpp.sqlite'}"
     return Settings(
-        database_url=f"sqlite:///{database}",
+        database_url=database_url,
         temporal_task_queue=f"test-{uuid.uuid4().hex[:8]}",
         mpp_private_key_file=FIXTURES / "test_mpp_private.pem",
         mpp_public_key_file=FIXTURES / "test_mpp_public.pem",

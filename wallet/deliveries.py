@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from alipayplus import NotifyPaymentRequest
+from alipayplus import AuthorizationNotifyType, NotifyPaymentRequest
 
 NOTIFY_PAYMENT_WORKFLOW = "NotifyPaymentWorkflow"  # the workflow types, started by name from below them
 AUTH_NOTIFY_WORKFLOW = "AuthNotifyWorkflow"
@@ -32,7 +32,9 @@ class DeliveryReport(BaseModel):
 
 
 class AuthorizationGrant(BaseModel):
-    """What one-click consent on pay #2 authorises: a token bound to the agreement."""
+    """What an authNotify tells Alipay+ about an agreement: by default (one-click consent on Easy Pay's
+    pay #2) the token bound to it, TOKEN_CREATED; for an Auto Debit binding the authCode,
+    AUTHCODE_CREATED; after the user unbound in the app, TOKEN_CANCELED (then ``agreement_id`` names it)."""
 
     reference_agreement_id: str
     auth_client_id: str
@@ -40,6 +42,8 @@ class AuthorizationGrant(BaseModel):
     user_login_id: str | None = None
     acquirer_id: str
     psp_id: str
+    notify_type: AuthorizationNotifyType = AuthorizationNotifyType.TOKEN_CREATED
+    agreement_id: str | None = None
 
 
 class DeliverySchedule(BaseModel):

@@ -52,7 +52,12 @@ class DeliveryStarts:
         return workflow_id
 
     async def start_auth_notification(self, notice: AuthNotifyInput) -> str:
-        workflow_id = workflow_ids.auth_notification(notice.grant.reference_agreement_id)
+        grant = notice.grant
+        workflow_id = (
+            workflow_ids.auth_notification(grant.reference_agreement_id)
+            if grant.agreement_id is None  # Easy Pay's TOKEN_CREATED, as ever
+            else workflow_ids.agreement_notification(grant.agreement_id, grant.notify_type)
+        )
         await _start(self.temporal, self.task_queue, AUTH_NOTIFY_WORKFLOW, self._scheduled(notice), workflow_id)
         return workflow_id
 

@@ -148,8 +148,13 @@ class Ledger:
 
     def debited_since(self, account_id: str, since: datetime) -> int:
         """Minor units paid out of the account by PAYMENT_DEBIT postings made at or after ``since``."""
+        return self.debits_since(account_id, since)[0]
+
+    def debits_since(self, account_id: str, since: datetime) -> tuple[int, int]:
+        """What PAYMENT_DEBIT postings made at or after ``since`` took from the account: minor units, and
+        how many payments (one query: every payment's checks read both)."""
         paid = (
-            select(func.coalesce(func.sum(-col(Entry.amount)), 0))
+            select(func.coalesce(func.sum(-col(Entry.amount)), 0), func.count())
             .select_from(Entry)
             .join(Posting, col(Posting.id) == col(Entry.posting_id))
             .where(
@@ -160,7 +165,8 @@ class Ledger:
             )
         )
         with self._reader.begin() as connection:
-            return int(connection.execute(paid).scalar_one())
+            total, count = connection.execute(paid).one()
+        return int(total), int(count)
 
     # postings
 

@@ -29,12 +29,14 @@ from alipayplus import (
     NotifyPaymentRequest,
     NotifyPaymentResponse,
     ResultStatus,
+    Scope,
     SignedClient,
     TransportError,
 )
+from wallet.agreements import Agreements, Origin, easy_pay_agreement_id
 from wallet.deliveries import AuthorizationGrant, Delivery, DeliveryReport
 from wallet.delivery_log import AUTH_NOTIFY, NO_ANSWER, NOTIFY_PAYMENT, Attempt, AttemptKey, DeliveryLog
-from wallet.records import AccessToken
+from wallet.records import AccessToken, Agreement, AgreementStatus
 from wallet.secrets import derive_token, token_digest
 from wallet.telemetry.metrics import DELIVERY_ATTEMPT_LATENCY, DELIVERY_ATTEMPTS
 
@@ -83,8 +85,13 @@ class Notifications:
         return await self._send(NOTIFY_PAYMENT, NotifyPaymentRequest.PATH, request, NotifyPaymentResponse, attempt)
 
     async def send_auth_notice(self, grant: AuthorizationGrant, attempt: AttemptKey | None = None) -> DeliveryReport:
-        """Issue (once) and send the agreement's tokens; with ``attempt``, record the call (never the tokens)."""
-        request = self._issue_tokens(grant)
+        """Issue (once) and send the agreement's tokens, or its authCode or cancellation; with ``attempt``,
+        record the call (never the tokens or the code)."""
+        if grant.notify_type is AuthorizationNotifyType.TOKEN_CREATED:
+            request = await asyncio.to_thread(self._issue_tokens, grant)
+        else:
+            agreements = Agreements(self.engine, self.secret_key)
+            request = await asyncio.to_thread(agreements.notice, grant.agreement_id or "", grant.notify_type)
         return await self._send(AUTH_NOTIFY, AuthNotifyRequest.PATH, request, AuthNotifyResponse, attempt)
 
     async def _send(
@@ -152,7 +159,25 @@ class Notifications:
             ).first()
             if stored is None:
                 now = datetime.now(UTC).replace(microsecond=0)
+                agreement_id = easy_pay_agreement_id(access_token)
+                if session.get(Agreement, agreement_id) is None:
+                    session.add(
+                        Agreement(
+                            id=agreement_id,
+                            auth_client_id=grant.auth_client_id,
+                            reference_agreement_id=grant.reference_agreement_id,
+                            origin=Origin.EASY_PAY,
+                            status=AgreementStatus.ACTIVE,
+                            scopes=Scope.AGREEMENT_PAY.value,
+                            customer_id=grant.customer_id,
+                            acquirer_id=grant.acquirer_id,
+                            psp_id=grant.psp_id,
+                            created_at=now,
+                            authorized_at=now,
+                        )
+                    )
                 stored = AccessToken(
+                    agreement_id=agreement_id,
                     token_digest=token_digest(access_token),
                     reference_agreement_id=grant.reference_agreement_id,
                     auth_client_id=grant.auth_client_id,

@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 from alipayplus import ApplyTokenRequest, ApplyTokenResponse, GrantType, Result, ResultCode
 
 from .credentials import Attempt, Credentials, Verdict
-from .records import AppSession, AuthCode, OAuthToken
+from .records import Agreement, AgreementStatus, AppSession, AuthCode, OAuthToken
 from .secrets import derive_token, token_digest
 
 Clock = Callable[[], datetime]
@@ -102,8 +102,17 @@ class TokenLifetimes:
 class Authorizations:
     """authCodes for Alipay+'s client SDK, and applyToken's token pairs."""
 
-    def __init__(self, engine: Engine, secret_key: bytes, lifetimes: TokenLifetimes, clock: Clock = _utc_now) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        secret_key: bytes,
+        lifetimes: TokenLifetimes,
+        clock: Clock = _utc_now,
+        agreement_lifetimes: TokenLifetimes | None = None,
+    ) -> None:
         self._engine, self._secret_key, self._lifetimes, self._clock = engine, secret_key, lifetimes, clock
+        # an Auto Debit binding's pairs live as long as agreement tokens do (settings.access_token_ttl, …)
+        self._agreement_lifetimes = agreement_lifetimes or lifetimes
 
     def issue_auth_code(self, customer_id: str, scopes: str) -> IssuedAuthCode:
         code = secrets.token_hex(16).upper()  # 32 characters, the seed's limit
@@ -138,7 +147,16 @@ class Authorizations:
             code = session.get(AuthCode, digest)
             if claimed.rowcount != 1 or code is None:
                 return _refused(_why_unusable(code, now))
-            pair = self._new_pair(code.customer_id, code.scopes, now)
+            if code.agreement_id is not None:  # an Auto Debit binding: its agreement becomes active
+                bound = session.connection().execute(
+                    update(Agreement)
+                    .where(col(Agreement.id) == code.agreement_id, col(Agreement.status) == AgreementStatus.AUTHORIZED)
+                    .values(status=AgreementStatus.ACTIVE)
+                )
+                if bound.rowcount != 1:  # revoked between the consent and the exchange
+                    session.rollback()
+                    return _refused(ResultCode.INVALID_CODE)
+            pair = self._new_pair(code.customer_id, code.scopes, now, code.agreement_id)
             session.add(pair)
             session.commit()
             return self._answer(pair)
@@ -155,7 +173,7 @@ class Authorizations:
                 return self._replayed(session, old, now)
             if old.refresh_token_expires_at <= now:
                 return _refused(ResultCode.EXPIRED_REFRESH_TOKEN)
-            new = self._new_pair(old.customer_id, old.scopes, now)
+            new = self._new_pair(old.customer_id, old.scopes, now, old.agreement_id)
             retired = session.connection().execute(  # only one refresh of a pair wins
                 update(OAuthToken)
                 .where(col(OAuthToken.id) == old.id, col(OAuthToken.retired_at).is_(None))
@@ -177,17 +195,19 @@ class Authorizations:
             return _refused(ResultCode.INVALID_REFRESH_TOKEN)
         return self._answer(successor)
 
-    def _new_pair(self, customer_id: str, scopes: str, now: datetime) -> OAuthToken:
+    def _new_pair(self, customer_id: str, scopes: str, now: datetime, agreement_id: str | None = None) -> OAuthToken:
         pair_id = uuid.uuid4().hex
         access_token, refresh_token = self._tokens(pair_id)
+        lifetimes = self._agreement_lifetimes if agreement_id else self._lifetimes
         return OAuthToken(
             id=pair_id,
             access_token_digest=token_digest(access_token),
             refresh_token_digest=token_digest(refresh_token),
             customer_id=customer_id,
             scopes=scopes,
-            access_token_expires_at=now + self._lifetimes.access_token,
-            refresh_token_expires_at=now + self._lifetimes.refresh_token,
+            access_token_expires_at=now + lifetimes.access_token,
+            refresh_token_expires_at=now + lifetimes.refresh_token,
+            agreement_id=agreement_id,
         )
 
     def _tokens(self, pair_id: str) -> tuple[str, str]:

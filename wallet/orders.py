@@ -124,6 +124,11 @@ class NfcOrder(BaseModel):
     default_expiry: timedelta = timedelta(minutes=1)  # nothing waits; only an order past it on arrival closes
 
 
+class AutoDebitOrder(BaseModel):
+    request: PayRequest
+    default_expiry: timedelta = Field(default=timedelta(minutes=1), le=timedelta(minutes=1))  # spec §2.2
+
+
 class RefundOrder(BaseModel):
     request: RefundRequest
     window: timedelta = timedelta(days=366)

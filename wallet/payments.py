@@ -17,12 +17,13 @@ from sqlmodel import Session, col
 from temporalio.exceptions import ApplicationError
 
 from alipayplus import Amount, PayRequest, PayResponse, Result, ResultCode
+from wallet.agreements import Agreements, TokenOwner
 from wallet.credentials import Attempt, Credentials
 from wallet.evaluation import evaluate_account
 from wallet.ledger import InsufficientFunds, Ledger, PostingRefused
 from wallet.nfc_tokens import NfcTokens, tap_result_code
 from wallet.oauth import access_token_owner
-from wallet.records import OtpChallenge, PaymentRecord, WalletUser
+from wallet.records import Agreement, AgreementStatus, OtpChallenge, PaymentRecord, WalletUser
 from wallet.secrets import keyed_digest, pin_verifier_matches
 from wallet.sms import SmsGateway
 from wallet.states import PaymentStatus, VerificationMethod
@@ -37,6 +38,7 @@ class AccountCheck(BaseModel):
     customer_id: str | None = None
     verification_method: VerificationMethod | None = None
     phone_hint: str | None = None
+    agreement_id: str | None = None  # Auto Debit: the agreement whose token names the payer
 
 
 def evaluation_answer(request: PayRequest, check: AccountCheck) -> PayResponse:
@@ -69,6 +71,7 @@ class PayerCheck(StrEnum):
     LOGIN = "login"  # Easy Pay: the login (or our customer id) the user gave at checkout
     ACCESS_TOKEN = "access-token"  # MPM: the access token our applyToken gave Alipay+
     CUSTOMER = "customer"  # NFC: the customer the acquirer turned the tapped token into
+    AGREEMENT = "agreement"  # Auto Debit: the agreement's access token (paymentMethodId) we issued
 
 
 class OrderOpening(BaseModel):
@@ -115,6 +118,7 @@ class DebitRequest(BaseModel):
     customer_id: str
     amount: Amount
     paid_at: datetime  # the workflow's clock; the refund and cancel windows count from it
+    agreement_id: str | None = None  # Auto Debit: debited only while this agreement is still active
 
 
 class DebitResult(BaseModel):
@@ -140,14 +144,22 @@ class Payers:
     users: UserStore
     ledger: Ledger
 
-    def check_login(self, request: PayRequest) -> AccountCheck:
-        """Easy Pay: the payer by ``paymentMethodId`` (our customer id) or the login given at checkout."""
+    def check_login(self, request: PayRequest, agreement: TokenOwner | None = None) -> AccountCheck:
+        """Easy Pay: the payer by ``paymentMethodId`` (our customer id) or the login given at checkout.
+        When ``paymentMethodId`` is an agreement token of ours (``agreement``: a returning one-click
+        user), the token names the payer: it must be live, and the login given, if any, must be its user's."""
         metadata = request.payment_method.payment_method_meta_data
-        user = self.users.find(
-            request.payment_method.payment_method_id,
-            metadata.user_login_id if metadata else None,
-            metadata.user_login_id_type if metadata else None,
-        )
+        login_id = metadata.user_login_id if metadata else None
+        login_id_type = metadata.user_login_id_type if metadata else None
+        if agreement is not None and agreement.customer_id is not None:
+            if agreement.result_code is not ResultCode.SUCCESS:
+                return AccountCheck(result_code=agreement.result_code)
+            named = self.users.find(None, login_id, login_id_type) if login_id else None
+            if login_id and (named is None or named.customer_id != agreement.customer_id):
+                return AccountCheck(result_code=ResultCode.INVALID_TOKEN)
+            user = self.users.get(agreement.customer_id)
+        else:
+            user = self.users.find(request.payment_method.payment_method_id, login_id, login_id_type)
         if user is None:
             return AccountCheck(result_code=ResultCode.USER_NOT_EXIST)
         return AccountCheck(
@@ -156,6 +168,17 @@ class Payers:
             verification_method=VerificationMethod(user.verification_method),
             phone_hint=mask_phone(user.phone),
         )
+
+    def check_agreement(self, request: PayRequest, owner: TokenOwner) -> AccountCheck:
+        """Auto Debit: the agreement token names the payer (``paymentMethod.customerId``, if sent,
+        must be the same user), then the same checks as every payer."""
+        if owner.result_code is not ResultCode.SUCCESS:
+            return AccountCheck(result_code=owner.result_code)
+        named = request.payment_method.customer_id
+        if named and named != owner.customer_id:
+            return AccountCheck(result_code=ResultCode.INVALID_TOKEN)
+        check = self.check_customer(owner.customer_id, request.pay_to_amount)
+        return check.model_copy(update={"agreement_id": owner.agreement_id})
 
     def check_customer(self, customer_id: str | None, amount: Amount) -> AccountCheck:
         user = self.users.get(customer_id) if customer_id else None
@@ -168,11 +191,13 @@ class Payers:
     def standing(self, user: WalletUser, amount: Amount) -> ResultCode:
         """Status, currency, limits and balance, as of now."""
         midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        debited_today, payments_today = self.ledger.debits_since(user.account_id, midnight)
         return evaluate_account(
             user,
             amount,
-            debited_today=self.ledger.debited_since(user.account_id, midnight),
+            debited_today=debited_today,
             balance=self.ledger.balance(user.account_id),
+            payments_today=payments_today,
         )
 
 
@@ -191,9 +216,23 @@ class Payments:
     def payers(self) -> Payers:
         return Payers(self.users, self.ledger)
 
+    @property
+    def agreements(self) -> Agreements:
+        return Agreements(self.engine, self.secret_key)
+
     def check_account(self, request: PayRequest) -> AccountCheck:
         """Does the account exist, is it active, within limits, with enough balance? No money moves."""
-        return self.payers.check_login(request)
+        return self.payers.check_login(request, self.easy_pay_agreement(request))
+
+    def easy_pay_agreement(self, request: PayRequest) -> TokenOwner | None:
+        """Easy Pay's pay carrying an agreement token of ours in ``paymentMethodId``, checked."""
+        token = request.payment_method.payment_method_id
+        return self.agreements.token_owner(token) if token else None
+
+    def check_agreement_account(self, request: PayRequest) -> AccountCheck:
+        """Auto Debit: the payer is the user of the agreement token in ``paymentMethodId``."""
+        owner = self.agreements.token_owner(request.payment_method.payment_method_id or "")
+        return self.payers.check_agreement(request, owner)
 
     def check_token_account(self, request: PayRequest) -> AccountCheck:
         """MPM (seed 003, step 5): the payer is the customer of the access token our applyToken
@@ -233,6 +272,7 @@ class Payments:
             PayerCheck.LOGIN: self.check_account,
             PayerCheck.ACCESS_TOKEN: self.check_token_account,
             PayerCheck.CUSTOMER: self.check_customer_account,
+            PayerCheck.AGREEMENT: self.check_agreement_account,
         }
         change = opening.record
         check = checks[opening.payer](change.request)
@@ -259,17 +299,22 @@ class Payments:
             "payment_expiry_time": change.payment_expiry_time,
             "updated_at": change.now,
         }
+        # An opening write (PROCESSING) never replaces a final status: a workflow task retried after
+        # the debit wrote SUCCESS runs its open again, and the record must stay as the debit left it.
+        not_backwards = (
+            [col(PaymentRecord.status) == PaymentStatus.PROCESSING] if change.status is PaymentStatus.PROCESSING else []
+        )
         with self.engine.begin() as connection:
             changed = connection.execute(
                 update(PaymentRecord)
-                .where(this_payment, col(PaymentRecord.cancelled_at).is_(None))
+                .where(this_payment, col(PaymentRecord.cancelled_at).is_(None), *not_backwards)
                 .values(**mirrored, payment_time=func.coalesce(col(PaymentRecord.payment_time), change.payment_time))
             ).rowcount
             if changed == 1:
                 return change.status
             stored = connection.execute(select(col(PaymentRecord.status)).where(this_payment)).scalar()
             if stored is not None:
-                return PaymentStatus(stored)  # cancelled: it stays closed
+                return PaymentStatus(stored)  # cancelled: it stays closed; final: it stays final
             connection.execute(  # a concurrent tombstone makes this fail: the retry then sees it
                 insert(PaymentRecord).values(
                     payment_request_id=request.payment_request_id,
@@ -367,14 +412,23 @@ class Payments:
                 updated_at=paid_at,
             )
         )
+        conditions = [(still_open, "cancelled")]
+        if request.agreement_id is not None:  # a revocation that commits first leaves nothing to debit
+            still_bound = (
+                update(Agreement)
+                .where(col(Agreement.id) == request.agreement_id, col(Agreement.status) == AgreementStatus.ACTIVE)
+                .values(status=AgreementStatus.ACTIVE)
+            )
+            conditions.append((still_bound, "revoked"))
         try:
             self.ledger.debit_user_to_settlement(
-                key, request.payment_request_id, user.account_id, request.amount, [(still_open, "cancelled")]
+                key, request.payment_request_id, user.account_id, request.amount, conditions
             )
         except InsufficientFunds:
             return DebitResult(result_code=ResultCode.USER_BALANCE_NOT_ENOUGH)
-        except PostingRefused:
-            return DebitResult(result_code=ResultCode.ORDER_IS_CLOSED)
+        except PostingRefused as refused:
+            revoked = refused.reason == "revoked"
+            return DebitResult(result_code=ResultCode.INVALID_TOKEN if revoked else ResultCode.ORDER_IS_CLOSED)
         with Session(self.engine) as session:  # the time the record holds, also on a retry
             record = session.get(PaymentRecord, request.payment_request_id)
         return DebitResult(result_code=ResultCode.SUCCESS, payment_time=record.payment_time if record else paid_at)

@@ -9,7 +9,16 @@ read back aware UTC, on SQLite as on PostgreSQL. The schema is created by the Al
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Dialect, Engine, ForeignKeyConstraint, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Engine,
+    ForeignKeyConstraint,
+    UniqueConstraint,
+    true,
+)
 from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, Session, SQLModel, col, select
@@ -98,6 +107,8 @@ class WalletUser(SQLModel, table=True):
     single_payment_limit: int = Field(sa_type=BigInteger)
     daily_limit: int = Field(sa_type=BigInteger)
     account_id: str = Field(max_length=128)
+    kyc_verified: bool = Field(default=True, sa_column_kwargs={"server_default": true()})  # else USER_KYC_NOT_QUALIFIED
+    daily_payment_count_limit: int = Field(default=100, sa_column_kwargs={"server_default": "100"})
 
 
 class Posting(SQLModel, table=True):
@@ -235,6 +246,7 @@ class OtpChallenge(SQLModel, table=True):
     code_digest: str = Field(max_length=64)  # keyed_digest(key, "otp", id, code); never the code
     expires_at: datetime = Field(sa_type=UtcDateTime)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    verified_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # a risk challenge's code, used once
 
 
 class AccessToken(SQLModel, table=True):
@@ -254,6 +266,45 @@ class AccessToken(SQLModel, table=True):
     access_token_expires_at: datetime = Field(sa_type=UtcDateTime)
     refresh_token_expires_at: datetime = Field(sa_type=UtcDateTime)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    agreement_id: str | None = Field(default=None, index=True, max_length=32)  # Agreement.id
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # cancelToken or the user unbound
+
+
+class AgreementStatus(StrEnum):
+    PREPARED = "PREPARED"  # prepare answered: waiting for our user's consent
+    AUTHORIZED = "AUTHORIZED"  # the user consented: an authCode is out, waiting for applyToken
+    ACTIVE = "ACTIVE"  # a token pair is out: the merchant may charge the user
+    CANCELLED = "CANCELLED"  # revoked (cancelToken or the user unbound): no token of it works again
+
+
+class Agreement(SQLModel, table=True):
+    """A merchant's standing authorisation to charge one of our users without them (Auto Debit
+    binding via prepare, or Easy Pay's one-click consent). One per authClientId + referenceAgreementId,
+    the idempotency key of prepare (spec §1.9); its tokens name it (``agreement_id``)."""
+
+    __tablename__ = "agreement"
+    __table_args__ = (
+        UniqueConstraint("auth_client_id", "reference_agreement_id", name="uq_agreement_client_reference"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    auth_client_id: str = Field(max_length=64)
+    reference_agreement_id: str = Field(max_length=64)
+    origin: str = Field(max_length=16)  # AUTO_DEBIT (prepare) or EASY_PAY (one-click consent)
+    status: str = Field(max_length=16)  # AgreementStatus
+    scopes: str = Field(max_length=128)  # space-separated Scope values
+    auth_client_name: str | None = Field(default=None, max_length=256)
+    reference_merchant_id: str | None = Field(default=None, max_length=64)
+    auth_redirect_url: str | None = Field(default=None, max_length=2048)
+    auth_state: str | None = Field(default=None, max_length=256)  # echoed in AUTHCODE_CREATED
+    request_digest: str | None = Field(default=None, max_length=64)  # prepare's key fields
+    acquirer_id: str | None = Field(default=None, max_length=64)
+    psp_id: str | None = Field(default=None, max_length=64)
+    customer_id: str | None = Field(default=None, index=True, max_length=64)  # set by the user's consent
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    authorized_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    cancelled_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    cancelled_by: str | None = Field(default=None, max_length=16)  # MERCHANT (cancelToken) or USER (the app)
 
 
 class AppSession(SQLModel, table=True):
@@ -279,6 +330,7 @@ class AuthCode(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UtcDateTime)
     used_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # set once, by a conditional UPDATE
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    agreement_id: str | None = Field(default=None, max_length=32)  # an Auto Debit binding's code
 
 
 class OAuthToken(SQLModel, table=True):
@@ -301,6 +353,8 @@ class OAuthToken(SQLModel, table=True):
     retired_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
     successor_id: str | None = Field(default=None, max_length=32)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    agreement_id: str | None = Field(default=None, index=True, max_length=32)  # an Auto Debit binding's pair
+    revoked_at: datetime | None = Field(default=None, sa_type=UtcDateTime)  # cancelToken or the user unbound
 
 
 class TokenActivation(SQLModel, table=True):

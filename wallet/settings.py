@@ -74,8 +74,10 @@ class Settings(BaseSettings):
     default_payment_expiry: timedelta = timedelta(minutes=10)
     otp_ttl: timedelta = timedelta(minutes=5)
     sms_gateway_url: str = "http://127.0.0.1:8001/sandbox/sms"
-    access_token_ttl: timedelta = timedelta(days=365 * 10)
-    refresh_token_ttl: timedelta = timedelta(days=365 * 10)
+    # Agreement tokens (Easy Pay one-click, Auto Debit bindings): access > 10 minutes, refresh > 1.5 years
+    # (seed 003); the merchant refreshes by applyToken, and either dies with cancelToken or an unbinding
+    access_token_ttl: timedelta = Field(default=timedelta(days=30), gt=timedelta(minutes=10))
+    refresh_token_ttl: timedelta = Field(default=timedelta(days=730), gt=timedelta(days=548))
     secret_key_file: Path = VAR_DIR / "keys" / "mpp_secret.key"
 
     # Pages: where a final payment may send the browser (JSON lists of host names: exact, `*.suffix`
@@ -97,6 +99,16 @@ class Settings(BaseSettings):
     mpm_refresh_token_ttl: timedelta = Field(default=timedelta(days=730), gt=timedelta(days=548))  # > 1.5 years
     mpm_payment_expiry: timedelta = Field(default=timedelta(minutes=3), le=timedelta(minutes=3))
     code_service_url: str = "http://127.0.0.1:8001"  # Alipay+'s server SDK (the sandbox's in dev)
+
+    # Auto Debit (spec §§2, 7, 9.5): a token payment closes after at most a minute without its own
+    # paymentExpiryTime; consultUnbinding asks Alipay+ before the user unbinds in the app (optional);
+    # the risk challenge's OTPs: at least 3 per token a day, a new one no sooner than 30-60 s after the last
+    auto_debit_payment_expiry: timedelta = Field(default=timedelta(minutes=1), le=timedelta(minutes=1))
+    consult_unbinding: bool = False
+    risk_otp_daily_limit: int = Field(default=5, ge=3)
+    risk_otp_resend_gap: timedelta = Field(
+        default=timedelta(seconds=30), ge=timedelta(seconds=30), le=timedelta(seconds=60)
+    )
     code_solution: CodeSolution = CodeSolution.ALLOWLIST
     code_allowlist: list[str] = []  # prefixes of partner codes our own logic handles
     code_blocklist: list[str] = []  # prefixes of codes refused outright

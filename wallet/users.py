@@ -32,6 +32,8 @@ class DemoUser:
     currency: str = "IDR"
     single_payment_limit: int = 5_000_000
     daily_limit: int = 20_000_000
+    kyc_verified: bool = True
+    daily_payment_count_limit: int = 100
 
 
 DEMO_USERS: tuple[DemoUser, ...] = (
@@ -67,6 +69,15 @@ DEMO_USERS: tuple[DemoUser, ...] = (
         verification_method=VerificationMethod.PIN,
         phone="+85255556666",
         balance=40,
+    ),
+    DemoUser(  # KYC not completed: may hold money, may not pay (USER_KYC_NOT_QUALIFIED)
+        customer_id="2160220037535024",
+        login_id="852-77778888",
+        status=UserStatus.ACTIVE,
+        verification_method=VerificationMethod.PIN,
+        phone="+85277778888",
+        balance=10_000_000,
+        kyc_verified=False,
     ),
     DemoUser(  # a KRW wallet: seed 003's sample pays 1000 KRW for a 100 JPY order
         customer_id="2160220037535031",
@@ -138,6 +149,8 @@ class UserStore:
                         single_payment_limit=demo.single_payment_limit,
                         daily_limit=demo.daily_limit,
                         account_id=account_id,
+                        kyc_verified=demo.kyc_verified,
+                        daily_payment_count_limit=demo.daily_payment_count_limit,
                     )
                 )
             ledger.fund_user(f"seed/{demo.customer_id}", account_id, Amount(currency=demo.currency, value=demo.balance))

@@ -36,6 +36,16 @@ def auth_notification(reference_agreement_id: str) -> str:
     return f"auth/{reference_agreement_id}"
 
 
+def agreement_notification(agreement_id: str, notify_type: str) -> str:
+    """authNotify's delivery for an Auto Debit agreement: AUTHCODE_CREATED or TOKEN_CANCELED."""
+    return f"auth/{agreement_id}/{notify_type}"
+
+
+def auto_debit_unbinding(agreement_id: str) -> str:
+    """The user unbinding an agreement in the app: consultUnbinding, revocation, TOKEN_CANCELED."""
+    return f"unbind/{agreement_id}"
+
+
 def activation(customer_id: str, device_id: str) -> str:
     """An NFC activation of one customer's device."""
     return f"activation/{customer_id}/{device_id}"

@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.adjust_refunds import AdjustRefundActivities
+from activities.agreements import AgreementActivities
 from activities.cancellation import CancelActivities
 from activities.deliveries import DeliveryActivities
 from activities.nfc_proxy import NfcActivities
@@ -26,6 +27,7 @@ from activities.payments import PaymentActivities
 from activities.refunds import RefundActivities
 from alipayplus import SignedClient
 from api.monitoring import Check
+from wallet.agreements import Agreements
 from wallet.clients import alipayplus_client, mastercard_client
 from wallet.db import create_engine_for, database_answers
 from wallet.ledger import Ledger
@@ -37,6 +39,7 @@ from wallet.users import UserStore
 from workflows.account_evaluation import AccountEvaluationWorkflow
 from workflows.adjust_refund import AdjustRefundWorkflow
 from workflows.auth_notify import AuthNotifyWorkflow
+from workflows.auto_debit import AutoDebitWorkflow
 from workflows.cancel_payment import CancelPaymentWorkflow
 from workflows.easy_pay import EasyPayWorkflow
 from workflows.mpm_payment import MpmPaymentWorkflow
@@ -45,6 +48,7 @@ from workflows.nfc_payment import NfcPaymentWorkflow
 from workflows.notify_payment import NotifyPaymentWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.token import TokenWorkflow
+from workflows.unbind_agreement import UnbindAgreementWorkflow
 
 from .interceptors import PermanentFailures
 
@@ -53,6 +57,7 @@ WORKFLOWS: Sequence[type] = (
     EasyPayWorkflow,
     MpmPaymentWorkflow,
     NfcPaymentWorkflow,
+    AutoDebitWorkflow,
     NotifyPaymentWorkflow,
     AuthNotifyWorkflow,
     RefundWorkflow,
@@ -60,6 +65,7 @@ WORKFLOWS: Sequence[type] = (
     AdjustRefundWorkflow,
     NfcActivationWorkflow,
     TokenWorkflow,
+    UnbindAgreementWorkflow,
 )
 
 
@@ -116,6 +122,7 @@ def activities_for(
         temporal=client, task_queue=settings.temporal_task_queue, schedule=settings.delivery_schedule()
     )
     device_notices = NfcTokenActivities(nfc_tokens, users, sms)
+    agreements = AgreementActivities(Agreements(engine, settings.secret_key), to_alipayplus)
     refunds = RefundActivities(engine=engine, ledger=ledger)
     cancellations = CancelActivities(engine=engine, ledger=ledger)
     adjustments = AdjustRefundActivities(engine=engine, ledger=ledger)
@@ -140,6 +147,9 @@ def activities_for(
         device_notices.record_token_owner,
         device_notices.notify_new_device,
         device_notices.release_device,
+        agreements.unbinding_subject,
+        agreements.consult_unbinding,
+        agreements.revoke_for_user,
     ]
 
 

@@ -207,14 +207,16 @@ class PaymentOrderWorkflow:
             return False
         return True
 
-    async def _debit_and_finish(self) -> None:
-        """Debit payToAmount exactly once, then finish with the ledger's answer."""
+    async def _debit_and_finish(self, agreement_id: str | None = None) -> None:
+        """Debit payToAmount exactly once, then finish with the ledger's answer; with ``agreement_id``
+        (Auto Debit) only while that agreement is still active (else INVALID_TOKEN)."""
         request = self._request
         debit_request = DebitRequest(
             payment_request_id=request.payment_request_id,
             customer_id=self._customer_id or "",
             amount=request.pay_to_amount,
             paid_at=workflow.now(),
+            agreement_id=agreement_id,
         )
         debit = await db_step(PaymentActivities.debit, debit_request)
         self._payment_time = debit.payment_time

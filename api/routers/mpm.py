@@ -21,12 +21,11 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from wallet.orders import Decision, PaymentState
-from wallet.secrets import token_digest
 from wallet.states import PaymentStatus
 from workflows.mpm_payment import PRODUCT, MpmPaymentWorkflow
 
 from .. import pages
-from ..dependencies import SignedIn, session_token
+from ..dependencies import SignedIn, page_session
 from ..services import ServicesDep
 from ..workflow_calls import Late, payment_behind_page, payment_state, send_update
 
@@ -42,13 +41,6 @@ router = pages.page_router(PREFIX, "MPM confirmation page", REDIRECTS, responses
 BUSY = "busy"  # the only notice the page shows after a post: try again
 TRY_AGAIN = "We are busy and could not take that just now. Please try again."
 DECIDE_FORM = "mpm.decide"  # what the confirm / cancel form's token is for
-
-
-def page_session(request: Request) -> str | None:
-    """What the page's form is bound to: the app session it was served to (its digest); ``None``
-    without one (the page then answers 401 and changes nothing)."""
-    token = session_token(request)
-    return token_digest(token) if token else None
 
 
 def next_location(state: PaymentState, user_agent: str) -> str | None:

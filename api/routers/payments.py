@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -24,11 +25,12 @@ from alipayplus import (
 from alipayplus.nfc import NFC_PAYMENT_METHOD_TYPE
 from wallet import search_attributes, workflow_ids
 from wallet.failures import cannot_succeed
-from wallet.orders import EasyPayOrder, MpmOrder, NfcOrder, PaymentState
-from wallet.payments import evaluation_answer
+from wallet.orders import AutoDebitOrder, EasyPayOrder, MpmOrder, NfcOrder, PaymentState
+from wallet.payments import AccountCheck, evaluation_answer
 from wallet.records import PaymentRecord, stored_amount
 from wallet.states import PaymentStatus
-from workflows import easy_pay, mpm_payment, nfc_payment
+from workflows import auto_debit, easy_pay, mpm_payment, nfc_payment
+from workflows.auto_debit import AutoDebitWorkflow
 from workflows.easy_pay import EasyPayWorkflow
 from workflows.mpm_payment import MpmPaymentWorkflow
 from workflows.nfc_payment import NfcPaymentWorkflow
@@ -81,21 +83,53 @@ async def pay(request: PayRequest, services: Services) -> PayResponse:
         if factor.is_payment_evaluation:
             return await _evaluate_account(request, services)
         return await _create_easy_pay_order(request, services)
+    if factor.is_agreement_payment:
+        if not request.payment_method.payment_method_id:
+            raise Rejection(
+                ResultCode.PARAM_ILLEGAL, "paymentMethod.paymentMethodId: the access token is required for Auto Debit"
+            )
+        if factor.is_payment_evaluation:
+            return await _evaluate_agreement(request, services)
+        return await _create_auto_debit_order(request, services)
     if factor.is_in_store_payment and not factor.is_payment_evaluation:
         if not factor.is_cashier_payment:
             raise Rejection(ResultCode.PARAM_ILLEGAL, 'paymentFactor.isCashierPayment: must be "true" for MPM')
         return await _create_mpm_order(request, services)
     raise Rejection(
         ResultCode.BUSINESS_NOT_SUPPORT,
-        "Only Easy Pay (isEasyPayScenario), merchant-presented mode (isInStorePayment) and NFC are served",
+        "Only Easy Pay (isEasyPayScenario), Auto Debit (isAgreementPayment), merchant-presented mode"
+        " (isInStorePayment) and NFC are served",
     )
 
 
+def _check_easy_pay_payer(request: PayRequest, services: Services) -> AccountCheck:
+    token = request.payment_method.payment_method_id
+    agreement = services.agreements.token_owner(token) if token else None
+    return services.payers.check_login(request, agreement)
+
+
+def _check_agreement_payer(request: PayRequest, services: Services) -> AccountCheck:
+    owner = services.agreements.token_owner(request.payment_method.payment_method_id or "")
+    return services.payers.check_agreement(request, owner)
+
+
 async def _evaluate_account(request: PayRequest, services: Services) -> PayResponse:
-    """pay #1 (isPaymentEvaluation): a read with no side effect, answered here from the core: there
-    is nothing to make durable, so no workflow. A repeat evaluates again."""
+    """Easy Pay's pay #1 (isPaymentEvaluation)."""
+    return await _evaluate(request, services, _check_easy_pay_payer)
+
+
+async def _evaluate_agreement(request: PayRequest, services: Services) -> PayResponse:
+    """Auto Debit payment evaluation: the token and the payer checked, no money moves (spec §2.6)."""
+    return await _evaluate(request, services, _check_agreement_payer)
+
+
+async def _evaluate(
+    request: PayRequest, services: Services, checked: Callable[[PayRequest, Services], AccountCheck]
+) -> PayResponse:
+    """An evaluation is a read with no side effect, answered here from the core: there is nothing
+    to make durable, so no workflow. A repeat evaluates again."""
     try:
-        check = await asyncio.to_thread(services.payers.check_login, request)
+        check = await asyncio.to_thread(checked, request, services)
     except Exception as error:
         if not cannot_succeed(error):
             raise  # the database is down or busy: U, and Alipay+ asks again
@@ -113,6 +147,11 @@ async def _create_easy_pay_order(request: PayRequest, services: Services) -> Pay
         verification_attempts=settings.verification_attempts,
     )
     return await _create_order(request, services, easy_pay.PRODUCT, EasyPayWorkflow.run, order)
+
+
+async def _create_auto_debit_order(request: PayRequest, services: Services) -> PayResponse:
+    order = AutoDebitOrder(request=request, default_expiry=services.settings.auto_debit_payment_expiry)
+    return await _create_order(request, services, auto_debit.PRODUCT, AutoDebitWorkflow.run, order)
 
 
 async def _create_mpm_order(request: PayRequest, services: Services) -> PayResponse:

@@ -1,4 +1,5 @@
-"""What our own wallet app calls: login, the authCode for Alipay+'s client SDK, code identification.
+"""What our own wallet app calls: login, the authCode for Alipay+'s client SDK, code identification,
+and the user's agreements with merchants (list, unbind).
 
 Not Alipay+ APIs: plain JSON, authenticated by the app session (``Authorization: Bearer``
 or the ``mpp_session`` cookie, which our pages opened in the app's web view also use).
@@ -8,13 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 from pydantic import Field
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from alipayplus import CamelModel
+from wallet import workflow_ids
+from wallet.agreements import UnbindOutcome, UnbindRequest
 from wallet.credentials import Attempt
+from wallet.records import AgreementStatus
+from workflows.unbind_agreement import UnbindAgreementWorkflow
 
 from ..code_identification import CodeVerdict
 from ..dependencies import SESSION_COOKIE, SIGNED_IN, Customer, refuse_attempt, session_token
@@ -88,3 +94,72 @@ async def auth_code(body: AuthCodeRequest, customer_id: Customer, services: Serv
 async def identify_code(body: ScannedCode, customer_id: Customer, services: ServicesDep) -> CodeVerdict:
     """Step 3: whose code the user scanned, so the app knows what to do with it."""
     return await services.codes.identify(body.code_value, customer_id)
+
+
+class AgreementItem(CamelModel):
+    agreement_id: str
+    merchant_name: str
+    scopes: list[str]
+    origin: str  # AUTO_DEBIT or EASY_PAY
+    status: str  # ACTIVE, or AUTHORIZED (consented; the merchant has not fetched its token yet)
+    since: datetime
+
+
+class Unbinding(CamelModel):
+    agreement_id: str
+    outcome: str  # UNBOUND, REFUSED (unbind with the merchant), UNANSWERED, or PENDING (still asking)
+
+
+AGREEMENT_STATUSES: dict[int | str, dict[str, Any]] = {
+    **SIGNED_IN,
+    202: {"description": "Still asking Alipay+ (consultUnbinding): look at the list again shortly"},
+    404: {"description": "No such agreement of this user's"},
+}
+UNBIND_WAIT = 5.0  # seconds the app waits for the unbinding before it is answered PENDING
+
+
+@router.get("/agreements", response_model=list[AgreementItem], responses=SIGNED_IN)
+async def agreements(customer_id: Customer, services: ServicesDep) -> list[AgreementItem]:
+    """The merchants that may charge the user without them (Auto Debit, Easy Pay one-click)."""
+    found = await asyncio.to_thread(services.agreements.of_customer, customer_id)
+    return [
+        AgreementItem(
+            agreement_id=agreement.agreement_id,
+            merchant_name=agreement.merchant_name,
+            scopes=agreement.scopes,
+            origin=agreement.origin.value,
+            status=agreement.status.value,
+            since=agreement.authorized_at or agreement.created_at,
+        )
+        for agreement in found
+    ]
+
+
+@router.delete("/agreements/{agreement_id}", response_model=Unbinding, responses=AGREEMENT_STATUSES)
+async def unbind(
+    agreement_id: Annotated[str, Path(min_length=1, max_length=32)],
+    customer_id: Customer,
+    response: Response,
+    services: ServicesDep,
+) -> Unbinding:
+    """The user unbinds a merchant: consultUnbinding (if configured), revocation, then authNotify
+    TOKEN_CANCELED, all in the workflow ``unbind/{agreementId}``, which outlives this call."""
+    owned = await asyncio.to_thread(services.agreements.owned, agreement_id, customer_id)
+    if owned is None or owned.status not in (AgreementStatus.ACTIVE, AgreementStatus.AUTHORIZED):
+        raise HTTPException(404, "No such agreement.")
+    handle = await services.temporal.start_workflow(
+        UnbindAgreementWorkflow.run,
+        UnbindRequest(agreement_id=agreement_id, customer_id=customer_id, consult=services.settings.consult_unbinding),
+        id=workflow_ids.auto_debit_unbinding(agreement_id),
+        task_queue=services.settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,  # after REFUSED or UNANSWERED, the user may ask again
+    )
+    try:
+        outcome = await asyncio.wait_for(handle.result(), UNBIND_WAIT)
+    except TimeoutError:
+        response.status_code = 202
+        return Unbinding(agreement_id=agreement_id, outcome="PENDING")
+    if outcome is UnbindOutcome.NOT_FOUND:
+        raise HTTPException(404, "No such agreement.")
+    return Unbinding(agreement_id=agreement_id, outcome=outcome.value)

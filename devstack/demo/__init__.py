@@ -1,18 +1,19 @@
-"""``make demo``: every Easy Pay, refund, cancel, merchant-presented (MPM), NFC activation and NFC
-payment scenario, through the real HTTP API, on the embedded stack.
+"""``make demo``: every Easy Pay, refund, cancel, merchant-presented (MPM), NFC activation, NFC
+payment and Auto Debit scenario, through the real HTTP API, on the embedded stack.
 
 Alipay+ is the sandbox driver (signed pay, inquiryPayment, refund and cancelPayment calls); the
 user is an HTTP client on our verification page, reading OTPs from the sandbox SMS inbox. For
 NFC, each scenario activates its own phone (``hce_device.nfc_sdk``) and taps it on a sandbox POS
 terminal, whose authorization goes over HTTP to the sandbox Mastercard and becomes Alipay+'s NFC
 pay; reversals, clearings and merchant refunds become cancelPayment, refund and adjustRefund
-(``devstack.demo.nfc_pay``). Scenarios run concurrently; each ends in a state that is checked, and
-the process exits non-zero if any state is wrong. Money given back is read from the ledger, per
-payment.
+(``devstack.demo.nfc_pay``). For Auto Debit, each scenario binds a merchant (prepare, our consent
+page, applyToken) and charges the agreement's token (``devstack.demo.auto_debit``). Scenarios run
+concurrently; each ends in a state that is checked, and the process exits non-zero if any state is
+wrong. Money given back is read from the ledger, per payment.
 
 ``session`` is what every scenario shares (``Demo``, ``Scenario``, ``Outcome``) and imports no
-scenario module; ``easy_pay``, ``mpm``, ``nfc`` and ``nfc_pay`` hold the scenarios; this module
-runs them all (``SCENARIOS``, in the summary's order) and re-exports what the tests and benches use.
+scenario module; ``easy_pay``, ``mpm``, ``nfc``, ``nfc_pay`` and ``auto_debit`` hold the scenarios;
+this module runs them all (``SCENARIOS``, in the summary's order) and re-exports what the tests and benches use.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from wallet.db import create_engine_for
 from wallet.ledger import Ledger, LedgerCheck
 
 from ..stack import DEFAULT_PORTS, DevStack, Ports, dev_stack
+from .auto_debit import AUTO_DEBIT_SCENARIOS
 from .easy_pay import EASY_PAY_SCENARIOS
 from .mpm import MPM_SCENARIOS
 from .nfc import NFC_SCENARIOS
@@ -67,7 +69,7 @@ __all__ = [
     "summary",
 ]
 
-SCENARIOS = [*EASY_PAY_SCENARIOS, *MPM_SCENARIOS, *NFC_SCENARIOS, *NFC_PAY_SCENARIOS]
+SCENARIOS = [*EASY_PAY_SCENARIOS, *MPM_SCENARIOS, *NFC_SCENARIOS, *NFC_PAY_SCENARIOS, *AUTO_DEBIT_SCENARIOS]
 
 
 async def run_scenarios(stack: DevStack, console: Console) -> list[tuple[Scenario, Outcome, float]]:
@@ -101,7 +103,7 @@ async def run_scenarios(stack: DevStack, console: Console) -> list[tuple[Scenari
 
 
 def summary(results: list[tuple[Scenario, Outcome, float]]) -> Table:
-    table = Table(title="Easy Pay, refund, cancel, MPM, NFC activation and NFC payment scenarios")
+    table = Table(title="Easy Pay, refund, cancel, MPM, NFC activation, NFC payment and Auto Debit scenarios")
     for column in ("scenario", "workflow id", "final state", "seconds", ""):
         table.add_column(column)
     for scenario, outcome, seconds in results:

@@ -4,6 +4,10 @@ Run one process (``uvicorn --factory``) or mount in-process with ``httpx.ASGITra
 The Alipay+ endpoints behave like the real ones at the protocol level: the MPP's signature
 is checked over the raw body and every answer (errors included) is signed with Alipay+'s key.
 
+For Auto Debit it records authNotify AUTHCODE_CREATED and TOKEN_CANCELED as it does TOKEN_CREATED,
+and answers consultUnbinding (``POST /sandbox/consult-unbinding`` sets whether a merchant allows
+the user to unbind from the wallet's side; by default it does).
+
 Optionally it also serves merchant-presented mode (``mpm.mpm_router``: the client SDK's
 endpoints and the merchant's pages) and the server SDK's code identification service
 (``sandbox.code_service``); those speak plain JSON, as Alipay+'s SDKs do with Alipay+.
@@ -24,6 +28,10 @@ from pydantic import BaseModel
 from alipayplus import (
     AuthNotifyRequest,
     AuthNotifyResponse,
+    AuthorizationNotifyType,
+    CamelModel,
+    ConsultUnbindingRequest,
+    ConsultUnbindingResponse,
     Message,
     NotifyPaymentRequest,
     NotifyPaymentResponse,
@@ -51,7 +59,14 @@ _ANSWERS: dict[Behaviour, ResultCode] = {
 class BehaviourScript(BaseModel):
     api: Api
     answers: list[Behaviour]
-    subject: str | None = None  # a paymentRequestId / referenceAgreementId, or any
+    subject: str | None = None  # a paymentRequestId / referenceAgreementId / authClientId, or any
+
+
+class UnbindingAnswer(CamelModel):
+    """What consultUnbinding answers from now on: for one merchant (authClientId), or every other."""
+
+    allow_unbinding: bool = True
+    auth_client_id: str | None = None
 
 
 def create_app(
@@ -124,6 +139,24 @@ def create_app(
 
         return await receive(request, AuthNotifyRequest, "authNotify", answer)
 
+    @app.post(ConsultUnbindingRequest.PATH)
+    async def consult_unbinding(request: Request) -> Response:
+        """May the user unbind this merchant from the wallet's side? S with allowUnbinding as set
+        for the merchant (scripted U/F/SILENT first, like the notices)."""
+
+        async def handle(message: ConsultUnbindingRequest, body: bytes) -> Message:
+            peer.record_consultation(message, json.loads(body))
+            behaviour = peer.next_behaviour("consultUnbinding", message.auth_client_id)
+            if behaviour is Behaviour.SILENT:
+                await asyncio.sleep(peer.silence_seconds)
+            if behaviour is not Behaviour.S:
+                return ConsultUnbindingResponse(result=Result.of(_ANSWERS[behaviour]))
+            return ConsultUnbindingResponse(
+                result=Result.success(), allow_unbinding=peer.allows_unbinding(message.auth_client_id)
+            )
+
+        return await answer_signed_call(request, peer.signer, peer.verifier, ConsultUnbindingRequest, handle)
+
     app.include_router(_control_router(peer))
 
     @app.get("/sandbox/result", response_class=HTMLResponse)
@@ -154,8 +187,22 @@ def _control_router(peer: SandboxAlipayPlus) -> APIRouter:
         return [received.as_json() for received in peer.notifications(paymentRequestId)]
 
     @router.get("/auth-notifications")
-    async def auth_notifications(referenceAgreementId: str | None = None) -> list[dict[str, Any]]:  # noqa: N803
-        return [received.as_json() for received in peer.auth_notifications(referenceAgreementId)]
+    async def auth_notifications(
+        referenceAgreementId: str | None = None,  # noqa: N803
+        authorizationNotifyType: AuthorizationNotifyType | None = None,  # noqa: N803
+    ) -> list[dict[str, Any]]:
+        return [
+            received.as_json() for received in peer.auth_notifications(referenceAgreementId, authorizationNotifyType)
+        ]
+
+    @router.post("/consult-unbinding")
+    async def set_unbinding_answer(answer: UnbindingAnswer) -> dict[str, Any]:
+        peer.allow_unbinding(answer.allow_unbinding, answer.auth_client_id)
+        return {"authClientId": answer.auth_client_id, "allowUnbinding": answer.allow_unbinding}
+
+    @router.get("/consult-unbinding")
+    async def consultations(authClientId: str | None = None) -> list[dict[str, Any]]:  # noqa: N803
+        return [received.as_json() for received in peer.consultations(authClientId)]
 
     @router.post("/sms")
     async def send_sms(sms: Sms) -> dict[str, bool]:
@@ -174,4 +221,4 @@ def _control_router(peer: SandboxAlipayPlus) -> APIRouter:
     return router
 
 
-__all__ = ["BehaviourScript", "create_app"]
+__all__ = ["BehaviourScript", "UnbindingAnswer", "create_app"]

@@ -1,5 +1,7 @@
 """What Alipay+ sends the MPP: signed pay, inquiryPayment, refund, cancelPayment and applyToken
-calls, and realistic Easy Pay, merchant-presented (MPM) and refund requests.
+calls, and realistic Easy Pay, merchant-presented (MPM) and refund requests; for Auto Debit also
+prepare, applyToken for the consent's authCode, token payments (and their evaluation), cancelToken,
+the risk challenge's sendOtp and verifyOtp, and the user following the consent page (``consent``).
 
 The Easy Pay builders follow seed 004's two samples (same acquirer, merchant and shape); only the
 ids, the user, the amount and the times vary. The MPM builders follow seed 003 (steps 1.2 and 5).
@@ -22,6 +24,8 @@ from alipayplus import (
     AuthorizationInfo,
     CancelPaymentRequest,
     CancelPaymentResponse,
+    CancelTokenRequest,
+    CancelTokenResponse,
     GrantType,
     InquiryPaymentRequest,
     InquiryPaymentResponse,
@@ -32,11 +36,18 @@ from alipayplus import (
     PaymentMethodMetadata,
     PayRequest,
     PayResponse,
+    PrepareRequest,
+    PrepareResponse,
     RefundRequest,
     RefundResponse,
+    Scope,
+    SendOtpRequest,
+    SendOtpResponse,
     SignedClient,
     Signer,
     Verifier,
+    VerifyOtpRequest,
+    VerifyOtpResponse,
     minor_unit_exponent,
 )
 from alipayplus.messages import Env, MerchantAddress, Quote
@@ -53,6 +64,7 @@ from alipayplus.nfc import (
 )
 
 from ._samples import EVALUATION_SAMPLE, ORDER_SAMPLE
+from .consent import ConsentAction, ConsentBrowser, ConsentDecision
 from .peer import SandboxAlipayPlus
 
 ACQUIRER_ID = "1022188000000000001"  # the ACQP in seed 004's samples
@@ -60,6 +72,7 @@ PSP_ID = "1022160000000000000"  # the MPP's pspId in seed 004 (and settings' def
 PAYMENT_METHOD_TYPE = "ALIPAY_HK"
 ALIPAYPLUS_ACQUIRER_ID = "2052666000000000"  # applyToken from the client SDK's session: Alipay+ itself (seed 003)
 NFC_ACQUIRER_ID = "1022188000000000002"  # the card acquirer behind the sandbox POS terminals
+AUTO_DEBIT_CLIENT_ID = "2188120040699147"  # the merchant asking to bind (its authClientId): seed 004's merchant
 CONNECT_WALLET = "CONNECT_WALLET"  # the MPM payment method: the user's wallet, by the session's accessToken
 MPM_PAYMENT_EXPIRY = timedelta(seconds=120)  # seed 003: at most 3 minutes for merchant-presented mode
 PAY_TIMEOUT = 8.0  # Alipay+ waits 8 s for pay, refund and cancelPayment ...
@@ -236,20 +249,123 @@ def adjust_refund_request(
 
 
 def apply_token_request(
-    *, auth_code: str | None = None, refresh_token: str | None = None, psp_id: str = PSP_ID
+    *,
+    auth_code: str | None = None,
+    refresh_token: str | None = None,
+    psp_id: str = PSP_ID,
+    acquirer_id: str = ALIPAYPLUS_ACQUIRER_ID,
+    auth_client_id: str | None = None,
 ) -> ApplyTokenRequest:
     """applyToken as Alipay+ sends it for a client-SDK session: exchange an authCode, or refresh.
 
-    Exactly one of ``auth_code`` / ``refresh_token``; it decides the grantType.
+    Exactly one of ``auth_code`` / ``refresh_token``; it decides the grantType. For an Auto Debit
+    binding (``agreement_apply_token``) the merchant's acquirer and authClientId ride along.
     """
     if (auth_code is None) == (refresh_token is None):
         raise ValueError("give exactly one of auth_code and refresh_token")
     return ApplyTokenRequest(
         psp_id=psp_id,
-        acquirer_id=ALIPAYPLUS_ACQUIRER_ID,
+        acquirer_id=acquirer_id,
         grant_type=GrantType.AUTHORIZATION_CODE if auth_code is not None else GrantType.REFRESH_TOKEN,
         auth_code=auth_code,
         refresh_token=refresh_token,
+        auth_client_id=auth_client_id,
+    )
+
+
+# --- Auto Debit (spec §§2, 7, 9.5) ----------------------------------------------------------
+
+
+def prepare_request(
+    reference_agreement_id: str,
+    redirect_url: str,
+    *,
+    auth_client_id: str = AUTO_DEBIT_CLIENT_ID,
+    auth_client_name: str = "Sandbox Gift Shop",
+    auth_state: str | None = None,
+    psp_id: str = PSP_ID,
+) -> PrepareRequest:
+    """prepare: the merchant asks to bind the user for AGREEMENT_PAY; the MPP answers its consent page."""
+    return PrepareRequest(
+        psp_id=psp_id,
+        acquirer_id=ACQUIRER_ID,
+        auth_client_id=auth_client_id,
+        auth_client_name=auth_client_name,
+        reference_merchant_id=auth_client_id,
+        reference_agreement_id=reference_agreement_id,
+        auth_redirect_url=redirect_url,
+        scopes=[Scope.AGREEMENT_PAY],
+        auth_state=auth_state or f"state_{reference_agreement_id}",
+        terminal_type="APP",
+        os_type="ANDROID",
+    )
+
+
+def agreement_apply_token(
+    *,
+    auth_code: str | None = None,
+    refresh_token: str | None = None,
+    auth_client_id: str = AUTO_DEBIT_CLIENT_ID,
+    psp_id: str = PSP_ID,
+) -> ApplyTokenRequest:
+    """applyToken for an Auto Debit binding: the consent's authCode for a token pair, or a refresh."""
+    return apply_token_request(
+        auth_code=auth_code,
+        refresh_token=refresh_token,
+        psp_id=psp_id,
+        acquirer_id=ACQUIRER_ID,
+        auth_client_id=auth_client_id,
+    )
+
+
+def auto_debit_pay(
+    payment_request_id: str,
+    access_token: str,
+    amount: Amount,
+    *,
+    psp_id: str = PSP_ID,
+    evaluation: bool = False,
+    customer_id: str | None = None,
+    expires_in: timedelta | None = None,
+) -> PayRequest:
+    """An Auto Debit pay: the agreement's access token in ``paymentMethodId``, no Easy Pay flag;
+    the MPP answers S or F within the call. ``evaluation``: only "could this token pay this?"."""
+    expiry = datetime.now(_UTC8).replace(microsecond=0) + expires_in if expires_in is not None else None
+    return PayRequest(
+        acquirer_id=ACQUIRER_ID,
+        psp_id=psp_id,
+        payment_request_id=payment_request_id,
+        order=_order(payment_request_id, amount),
+        payment_amount=amount,
+        pay_to_amount=amount,
+        payment_method=PaymentMethod(
+            payment_method_type=PAYMENT_METHOD_TYPE, payment_method_id=access_token, customer_id=customer_id
+        ),
+        payment_factor=PaymentFactor(is_agreement_payment=True, is_payment_evaluation=evaluation),
+        payment_expiry_time=expiry,
+    )
+
+
+def cancel_token_request(access_token: str, psp_id: str = PSP_ID) -> CancelTokenRequest:
+    """cancelToken: the merchant unbound; the token (and its agreement) dies."""
+    return CancelTokenRequest(psp_id=psp_id, acquirer_id=ACQUIRER_ID, access_token=access_token)
+
+
+def send_otp_request(access_token: str, psp_id: str = PSP_ID) -> SendOtpRequest:
+    """sendOtp: the risk challenge texts the token's user a code."""
+    return SendOtpRequest(acquirer_id=ACQUIRER_ID, psp_id=psp_id, access_token=access_token)
+
+
+def verify_otp_request(
+    access_token: str, verify_request_id: str, otp_code: str, psp_id: str = PSP_ID
+) -> VerifyOtpRequest:
+    """verifyOtp: the code the user typed for sendOtp's verifyRequestId."""
+    return VerifyOtpRequest(
+        acquirer_id=ACQUIRER_ID,
+        psp_id=psp_id,
+        access_token=access_token,
+        verify_request_id=verify_request_id,
+        otp_code=otp_code,
     )
 
 
@@ -326,6 +442,12 @@ class AlipayPlusDriver:
     nfc_pay_request = staticmethod(nfc_pay_request)
     adjust_refund_request = staticmethod(adjust_refund_request)
     mpm_order = staticmethod(mpm_order)
+    prepare_request = staticmethod(prepare_request)
+    agreement_apply_token = staticmethod(agreement_apply_token)
+    auto_debit_pay = staticmethod(auto_debit_pay)
+    cancel_token_request = staticmethod(cancel_token_request)
+    send_otp_request = staticmethod(send_otp_request)
+    verify_otp_request = staticmethod(verify_otp_request)
 
     def __init__(
         self,
@@ -339,6 +461,7 @@ class AlipayPlusDriver:
     ) -> None:
         self.pay_timeout = pay_timeout
         self.inquiry_timeout = inquiry_timeout
+        self.base_url, self._transport = base_url, transport
         self._client = SignedClient(base_url, signer, verifier, timeout=inquiry_timeout, transport=transport)
 
     @classmethod
@@ -394,6 +517,30 @@ class AlipayPlusDriver:
         return await self._client.call(
             CancelPaymentRequest.PATH, request, CancelPaymentResponse, timeout=self.pay_timeout
         )
+
+    # --- Auto Debit ------------------------------------------------------------------------
+
+    async def prepare(self, request: PrepareRequest) -> PrepareResponse:
+        """prepare; Alipay+ documents no timeout for the authorization APIs: 8 s, as for pay."""
+        return await self._client.call(PrepareRequest.PATH, request, PrepareResponse, timeout=self.pay_timeout)
+
+    async def cancel_token(self, request: CancelTokenRequest) -> CancelTokenResponse:
+        return await self._client.call(CancelTokenRequest.PATH, request, CancelTokenResponse, timeout=self.pay_timeout)
+
+    async def send_otp(self, request: SendOtpRequest) -> SendOtpResponse:
+        return await self._client.call(SendOtpRequest.PATH, request, SendOtpResponse, timeout=self.pay_timeout)
+
+    async def verify_otp(self, request: VerifyOtpRequest) -> VerifyOtpResponse:
+        return await self._client.call(VerifyOtpRequest.PATH, request, VerifyOtpResponse, timeout=self.pay_timeout)
+
+    async def follow_consent(
+        self, auth_url: str, login_id: str, pin: str, action: ConsentAction = "agree"
+    ) -> ConsentDecision:
+        """The merchant opens prepare's ``authUrl`` in the wallet app: the user signs in (on the MPP
+        this driver calls) and presses ``action``; the answer's redirect carries authCode and authState."""
+        async with ConsentBrowser(self.base_url, transport=self._transport) as user:
+            await user.login(login_id, pin)
+            return await user.decide(auth_url, action)
 
     async def aclose(self) -> None:
         await self._client.aclose()

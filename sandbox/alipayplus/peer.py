@@ -1,5 +1,9 @@
 """The sandbox Alipay+'s memory: what the MPP sent it, what it should answer next, SMS sent.
 
+Auto Debit adds two things the MPP sends: authNotify AUTHCODE_CREATED and TOKEN_CANCELED (recorded
+like TOKEN_CREATED, ``auth_notifications``) and consultUnbinding (recorded, ``consultations``, and
+answered as each merchant allows: ``allow_unbinding``, by default yes).
+
 One instance per process; the FastAPI app (``app.py``) is a thin shell over it so tests
 can script and inspect it directly as well as over HTTP.
 """
@@ -13,12 +17,21 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from alipayplus import AuthNotifyRequest, CamelModel, KeyRegistry, NotifyPaymentRequest, Signer, Verifier
+from alipayplus import (
+    AuthNotifyRequest,
+    AuthorizationNotifyType,
+    CamelModel,
+    ConsultUnbindingRequest,
+    KeyRegistry,
+    NotifyPaymentRequest,
+    Signer,
+    Verifier,
+)
 
 if TYPE_CHECKING:
     from wallet.settings import Settings
 
-Api = Literal["notifyPayment", "authNotify"]
+Api = Literal["notifyPayment", "authNotify", "consultUnbinding"]
 _OTP = re.compile(r"\s*(\d{6})\b")  # the MPP's SMS text starts with the code
 
 
@@ -32,7 +45,7 @@ class Behaviour(StrEnum):
 
 
 class Received(CamelModel):
-    """One notifyPayment/authNotify as received: the body as sent, and when."""
+    """One notifyPayment/authNotify/consultUnbinding as received: the body as sent, and when."""
 
     body: dict[str, Any]
     received_at: datetime
@@ -75,6 +88,9 @@ class SandboxAlipayPlus:
         self._notifications: list[tuple[NotifyPaymentRequest, Received]] = []
         self._auth_notifications: list[tuple[AuthNotifyRequest, Received]] = []
         self._sms: list[Sms] = []
+        self._consultations: list[tuple[ConsultUnbindingRequest, Received]] = []
+        # consultUnbinding's allowUnbinding by authClientId (None: every other merchant); default yes
+        self._unbinding: dict[str | None, bool] = {}
         # keyed by (api, subject): a subject is a paymentRequestId or referenceAgreementId, or
         # None for "any"; scripts for one payment let concurrent scenarios not steal answers
         self._behaviours: dict[tuple[str, str | None], deque[Behaviour]] = {}
@@ -92,7 +108,10 @@ class SandboxAlipayPlus:
     # --- scripted answers --------------------------------------------------------------
 
     def script(self, api: Api, answers: list[Behaviour] | list[str], subject: str | None = None) -> None:
-        """Queue answers for ``api`` (for one ``subject``, or any); once used up the sandbox answers S."""
+        """Queue answers for ``api`` (for one ``subject``, or any); once used up the sandbox answers S.
+
+        A subject is a paymentRequestId (notifyPayment), a referenceAgreementId (authNotify) or an
+        authClientId (consultUnbinding, whose S carries ``allows_unbinding``)."""
         self._behaviours.setdefault((api, subject), deque()).extend(Behaviour(answer) for answer in answers)
 
     def next_behaviour(self, api: Api, subject: str | None = None) -> Behaviour:
@@ -118,11 +137,44 @@ class SandboxAlipayPlus:
             if payment_request_id is None or request.payment_request_id == payment_request_id
         ]
 
-    def auth_notifications(self, reference_agreement_id: str | None = None) -> list[Received]:
+    def auth_notifications(
+        self,
+        reference_agreement_id: str | None = None,
+        notify_type: AuthorizationNotifyType | str | None = None,
+    ) -> list[Received]:
+        """authNotify calls received (TOKEN_CREATED, AUTHCODE_CREATED, TOKEN_CANCELED), oldest first,
+        every retry included; of one agreement and/or one type, if given."""
         return [
             received
             for request, received in self._auth_notifications
-            if reference_agreement_id is None or request.reference_agreement_id == reference_agreement_id
+            if (reference_agreement_id is None or request.reference_agreement_id == reference_agreement_id)
+            and (notify_type is None or request.authorization_notify_type == notify_type)
+        ]
+
+    def auth_code(self, reference_agreement_id: str) -> str | None:
+        """The authCode of the newest AUTHCODE_CREATED for the agreement, as the merchant gets it."""
+        notices = self.auth_notifications(reference_agreement_id, AuthorizationNotifyType.AUTHCODE_CREATED)
+        code = notices[-1].body.get("authCode") if notices else None
+        return str(code) if code else None
+
+    # --- consultUnbinding --------------------------------------------------------------
+
+    def allow_unbinding(self, allow: bool, auth_client_id: str | None = None) -> None:
+        """What consultUnbinding answers for ``auth_client_id``'s agreements (or every merchant's)."""
+        self._unbinding[auth_client_id] = allow
+
+    def allows_unbinding(self, auth_client_id: str) -> bool:
+        return self._unbinding.get(auth_client_id, self._unbinding.get(None, True))
+
+    def record_consultation(self, request: ConsultUnbindingRequest, body: dict[str, Any]) -> None:
+        self._consultations.append((request, Received(body=body, received_at=_now())))
+
+    def consultations(self, auth_client_id: str | None = None) -> list[Received]:
+        """consultUnbinding calls received, oldest first; of one merchant, if given."""
+        return [
+            received
+            for request, received in self._consultations
+            if auth_client_id is None or request.auth_client_id == auth_client_id
         ]
 
     # --- SMS gateway -------------------------------------------------------------------
@@ -146,6 +198,8 @@ class SandboxAlipayPlus:
         self._auth_notifications.clear()
         self._sms.clear()
         self._behaviours.clear()
+        self._consultations.clear()
+        self._unbinding.clear()
 
 
 def _now() -> datetime:

@@ -1,7 +1,8 @@
-"""Fixtures for the persistence tests: a fresh, migrated database per test.
+"""Fixtures for the persistence tests: a fresh, migrated database per test, on each of SQLite and
+PostgreSQL (every test runs on both).
 
-SQLite file under tmp_path by default. With ``DATABASE_URL=postgresql+psycopg://…`` each
-test gets its own schema in that database instead (dropped afterwards).
+SQLite: a file under tmp_path. PostgreSQL: a schema of the test's own (dropped afterwards) in the
+session's server (tests/postgres.py), or in the server ``DATABASE_URL=postgresql+psycopg://…`` names.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from wallet.ledger import Ledger
 from wallet.users import UserStore
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
-    server_url = os.environ.get("DATABASE_URL", "")
-    if not server_url.startswith("postgresql"):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'mpp.sqlite'}"
         return
+    server_url = os.environ.get("DATABASE_URL", "")
+    if not server_url.startswith("postgresql"):
+        server_url = request.getfixturevalue("postgres")
     schema = f"test_{uuid.uuid4().hex}"
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:

@@ -15,6 +15,7 @@ from wallet.users import UserStore
 ACTIVE_PIN_USER = "2160220037535021"
 FROZEN_USER = "2160220037535022"
 POOR_USER = "2160220037535023"
+KYC_PENDING_USER = "2160220037535024"
 
 
 def idr(value: int) -> Amount:
@@ -32,11 +33,13 @@ def evaluate(ledger: Ledger, user: WalletUser | None, amount: Amount) -> ResultC
         return evaluate_account(None, amount, debited_today=0, balance=0)
     # the last 24 hours: a test running across midnight must not lose its own debits
     since = datetime.now(UTC) - timedelta(days=1)
+    debited_today, payments_today = ledger.debits_since(user.account_id, since)
     return evaluate_account(
         user,
         amount,
-        debited_today=ledger.debited_since(user.account_id, since),
+        debited_today=debited_today,
         balance=ledger.balance(user.account_id),
+        payments_today=payments_today,
     )
 
 
@@ -91,3 +94,19 @@ def test_checks_come_in_order(demo: dict[str, WalletUser]) -> None:
     assert evaluate_account(active, idr(1), 20_000_000, 0) is ResultCode.USER_AMOUNT_EXCEED_LIMIT
     assert evaluate_account(active, idr(1), 0, 0) is ResultCode.USER_BALANCE_NOT_ENOUGH
     assert evaluate_account(active, idr(1), 0, 1) is ResultCode.SUCCESS
+
+
+def test_a_user_without_kyc_may_not_pay(ledger: Ledger, demo: dict[str, WalletUser]) -> None:
+    pending = demo[KYC_PENDING_USER]
+    assert ledger.balance(pending.account_id) >= 1  # money is not the reason
+    assert evaluate(ledger, pending, idr(1)) is ResultCode.USER_KYC_NOT_QUALIFIED
+
+
+def test_the_payments_a_day_limit_counts_todays_payments(ledger: Ledger, demo: dict[str, WalletUser]) -> None:
+    user = demo[ACTIVE_PIN_USER].model_copy(update={"daily_payment_count_limit": 3})
+    for n in range(2):
+        ledger.debit_user_to_settlement(f"pay/count-{n}", f"count-{n}", user.account_id, idr(1))
+    assert evaluate(ledger, user, idr(1)) is ResultCode.SUCCESS  # the third of three
+    ledger.debit_user_to_settlement("pay/count-2", "count-2", user.account_id, idr(1))
+    assert evaluate(ledger, user, idr(1)) is ResultCode.PAYMENT_COUNT_EXCEED_LIMIT
+    assert ledger.debits_since(user.account_id, datetime.now(UTC) - timedelta(days=1)) == (3, 3)

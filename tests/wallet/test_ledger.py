@@ -60,6 +60,7 @@ def test_migrations_create_exactly_the_models_and_can_rerun(database_url: str, e
     assert tables == {
         "alembic_version",
         "account",
+        "agreement",
         "wallet_user",
         "credential_counter",
         "credential_failure",
@@ -286,12 +287,13 @@ def test_seeding_demo_users_twice_changes_nothing(ledger: Ledger, users: UserSto
         "2160220037535021": 10_000_000,
         "2160220037535022": 10_000_000,
         "2160220037535023": 40,
+        "2160220037535024": 10_000_000,
         "2160220037535031": 1_000_000,  # KRW, exponent 0
     }
     check = ledger.check()
     assert check.ok
-    assert check.postings == postings == 5
-    assert ledger.balance(ledger.funding_account("IDR")) == -30_000_040
+    assert check.postings == postings == 6
+    assert ledger.balance(ledger.funding_account("IDR")) == -40_000_040
     assert ledger.balance(ledger.funding_account("KRW")) == -1_000_000
 
 

@@ -3,8 +3,10 @@
 Two angles on the same activities, called directly (no Temporal) on a real database:
   * races: 16 threads released together refund (or refund and cancel) one payment;
   * a Hypothesis state machine: orders, debits, refunds (over-sized, with refundFromAmount,
-    duplicated), cancels (also of unknown ids), late orders and activity retries, with the
-    ledger audited and compared with a model after every step.
+    duplicated), cancels (also of unknown ids), late orders and activity retries, Auto Debit
+    bindings, payments with their tokens and revocations (cancelToken, or the user unbinding:
+    a revoked token's payment is refused and moves nothing), with the ledger audited and
+    compared with a model after every step.
 """
 
 from __future__ import annotations
@@ -13,30 +15,44 @@ import itertools
 import shutil
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.internal.conjecture import engine as hypothesis_engine
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, create_engine, func
+from sqlalchemy.engine import make_url
 from sqlmodel import Session, col, select
 
 from activities.cancellation import CancelActivities
 from activities.payments import PaymentActivities
 from activities.refunds import RefundActivities
-from alipayplus import Amount, PayRequest, RefundRequest, ResultCode
-from sandbox.alipayplus.driver import ACQUIRER_ID, PSP_ID, easy_pay_order
+from alipayplus import (
+    Amount,
+    CancelTokenRequest,
+    PaymentFactor,
+    PaymentMethod,
+    PayRequest,
+    PrepareRequest,
+    RefundRequest,
+    ResultCode,
+    Scope,
+)
+from sandbox.alipayplus.driver import ACQUIRER_ID, PAYMENT_METHOD_TYPE, PSP_ID, apply_token_request, easy_pay_order
+from wallet.agreements import Agreements, CancelledBy, Consented
 from wallet.cancellation import CancelApplication, Cancellation, CancelOutcome
 from wallet.credentials import Credentials
 from wallet.db import create_engine_for, migrate
 from wallet.ledger import Ledger, PostingKind
 from wallet.nfc_tokens import NfcTokens
+from wallet.oauth import Authorizations, TokenLifetimes
 from wallet.payments import CodeCheck, DebitRequest, DebitResult, PaymentRecordUpdate
 from wallet.records import Account, Entry, PaymentRecord, Posting
 from wallet.refunds import RefundApplication, RefundOutcome, credit_for
@@ -55,6 +71,11 @@ PIN_USER = next(user for user in DEMO_USERS if user.login_id == "852-11112222")
 CUSTOMER_ID = PIN_USER.customer_id  # 2160220037535021: IDR, 10,000,000, limits 5,000,000 / 20,000,000
 USER_ACCOUNT = Ledger.user_account_id(CUSTOMER_ID)
 REFUND_WINDOW = timedelta(days=366)
+AUTH_CLIENT_ID = "2188120040699147"  # the merchant's client, as in seed 004
+AUTO_DEBIT = "AUTO_DEBIT"
+TOKEN_LIFETIMES = TokenLifetimes(
+    auth_code=timedelta(minutes=5), access_token=timedelta(days=30), refresh_token=timedelta(days=730)
+)
 
 
 def idr(value: int) -> Amount:
@@ -109,14 +130,18 @@ class Wallet:
         return easy_pay_order(payment_request_id, PIN_USER.login_id, idr(value), PSP_ID)
 
     def record(
-        self, request: PayRequest, status: PaymentStatus, result_code: ResultCode | None = None
+        self,
+        request: PayRequest,
+        status: PaymentStatus,
+        result_code: ResultCode | None = None,
+        product: str = "EASY_PAY",
     ) -> PaymentStatus:
         return self.payments.record_payment(
             PaymentRecordUpdate(
                 request=request,
                 now=datetime.now(UTC),
                 payment_id=payment_id_of(request.payment_request_id),
-                product="EASY_PAY",
+                product=product,
                 status=status,
                 customer_id=CUSTOMER_ID,
                 result_code=result_code,
@@ -156,6 +181,59 @@ class Wallet:
                 code_digest=keyed_digest(SECRET_KEY, "pin", CUSTOMER_ID, DEMO_PIN),
             )
         )
+
+    # Auto Debit
+
+    @property
+    def agreements(self) -> Agreements:
+        return Agreements(self.engine, SECRET_KEY, consent_page_url="http://testserver/agreements/consent")
+
+    def bind_agreement(self, reference_agreement_id: str) -> tuple[str, str]:
+        """An ACTIVE agreement of the PIN user's, as production binds it: prepare, the user's
+        consent, applyToken with the authCode. Its id and access token."""
+        prepared = self.agreements.prepare(
+            PrepareRequest(
+                psp_id=PSP_ID,
+                acquirer_id=ACQUIRER_ID,
+                auth_client_id=AUTH_CLIENT_ID,
+                auth_client_name="Sandbox Subscriptions",
+                reference_merchant_id=AUTH_CLIENT_ID,
+                reference_agreement_id=reference_agreement_id,
+                auth_redirect_url="https://merchant.example/bound",
+                scopes=[Scope.AGREEMENT_PAY],
+                auth_state="st",
+            )
+        )
+        assert prepared.result.result_code == ResultCode.SUCCESS and prepared.auth_url, prepared
+        agreement_id = prepared.auth_url.rsplit("/", 1)[-1]
+        consented = self.agreements.consent(agreement_id, CUSTOMER_ID)
+        assert isinstance(consented, Consented), consented
+        applied = Authorizations(self.engine, SECRET_KEY, TOKEN_LIFETIMES).apply_token(
+            apply_token_request(auth_code=consented.auth_code, psp_id=PSP_ID)
+        )
+        assert applied.result.result_code == ResultCode.SUCCESS and applied.access_token, applied
+        assert applied.customer_id == CUSTOMER_ID
+        return agreement_id, applied.access_token
+
+    @staticmethod
+    def auto_debit_order(payment_request_id: str, value: int, access_token: str) -> PayRequest:
+        """Auto Debit's pay: the agreement's access token in ``paymentMethodId``, the payer named."""
+        base = easy_pay_order(payment_request_id, PIN_USER.login_id, idr(value), PSP_ID)
+        return base.model_copy(
+            update={
+                "payment_method": PaymentMethod(
+                    payment_method_type=PAYMENT_METHOD_TYPE, payment_method_id=access_token, customer_id=CUSTOMER_ID
+                ),
+                "payment_factor": PaymentFactor(is_agreement_payment=True),
+                "payment_redirect_url": None,
+            }
+        )
+
+    def easy_pay_with_token(self, payment_request_id: str, value: int, access_token: str) -> PayRequest:
+        """Easy Pay's pay #2 of a returning one-click user: an agreement token in ``paymentMethodId``."""
+        request = self.order(payment_request_id, value)
+        method = request.payment_method.model_copy(update={"payment_method_id": access_token})
+        return request.model_copy(update={"payment_method": method})
 
     # refunds and cancels
 
@@ -380,6 +458,14 @@ class ModelPayment:
     refunded_pay_to: int = 0  # sum of what refunds credited
     reversed: int = 0  # what the cancel returned
     debit: DebitRequest | None = None  # the debit that succeeded, for late retries of it
+    request: PayRequest | None = None  # as paid, if not the Easy Pay order ``Wallet.order`` makes (Auto Debit)
+
+
+@dataclass
+class ModelAgreement:
+    agreement_id: str
+    access_token: str
+    live: bool = True
 
 
 @dataclass
@@ -433,6 +519,68 @@ class ExampleDatabase:
         self.engine.dispose()
 
 
+class PostgresExampleDatabase:
+    """The same on PostgreSQL: a template database migrated and seeded once, and for each example a
+    new database cloned from it (``CREATE DATABASE … TEMPLATE``), in the session's server."""
+
+    server_url: ClassVar[str | None] = None  # set by the fixture below, from the session's server
+    _shared: PostgresExampleDatabase | None = None
+
+    def __init__(self, server_url: str) -> None:
+        suffix = uuid.uuid4().hex[:12]
+        self.template_name, self.example_name = f"money_template_{suffix}", f"money_example_{suffix}"
+        self.admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+        with self.admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{self.template_name}"')
+        template_url = make_url(server_url).set(database=self.template_name).render_as_string(hide_password=False)
+        migrate(template_url)
+        engine = create_engine_for(template_url)
+        try:
+            UserStore(engine).seed_demo_users(Ledger(engine), SECRET_KEY)
+        finally:
+            engine.dispose()  # a template must have no connections when it is cloned
+        url = make_url(server_url).set(database=self.example_name).render_as_string(hide_password=False)
+        self.engine = create_engine_for(url)
+
+    @classmethod
+    def shared(cls) -> PostgresExampleDatabase:
+        if cls._shared is None:
+            assert cls.server_url is not None, "the _postgres_examples fixture sets the server"
+            cls._shared = cls(cls.server_url)
+        return cls._shared
+
+    def fresh(self) -> Engine:
+        self.engine.dispose()
+        with self.admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.example_name}" WITH (FORCE)')
+            connection.exec_driver_sql(f'CREATE DATABASE "{self.example_name}" TEMPLATE "{self.template_name}"')
+        return self.engine
+
+    def release(self) -> None:
+        self.engine.dispose()
+
+    @classmethod
+    def remove(cls) -> None:
+        if cls._shared is not None:
+            shared, cls._shared = cls._shared, None
+            shared.engine.dispose()
+            with shared.admin.connect() as connection:
+                for name in (shared.example_name, shared.template_name):
+                    connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            shared.admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _postgres_examples(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The PostgreSQL state machine's server: the session's (tests/postgres.py); removed afterwards."""
+    if request.node.cls is not TestMoneyMachineOnPostgreSQL:
+        yield
+        return
+    PostgresExampleDatabase.server_url = request.getfixturevalue("postgres")
+    yield
+    PostgresExampleDatabase.remove()
+
+
 @pytest.fixture(autouse=True)
 def _shrink_within_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hypothesis shrinks a failure for up to 300 s (its ``MAX_SHRINKING_SECONDS``, monkeypatchable
@@ -459,15 +607,18 @@ def pick(items: list[T], choice: int) -> T:
 
 
 class MoneyMachine(RuleBasedStateMachine):
+    examples: ClassVar[Callable[[], ExampleDatabase | PostgresExampleDatabase]] = ExampleDatabase.shared
+
     def __init__(self) -> None:
         super().__init__()
-        self.database = ExampleDatabase.shared()
+        self.database = type(self).examples()
         self.engine = self.database.fresh()
         self.wallet = Wallet.on(self.engine, seed=False)  # the copy holds the funded demo users
         self.balance = PIN_USER.balance
         self.debited_today = 0
         self.payments: dict[str, ModelPayment] = {}
         self.refunds: list[ModelRefund] = []
+        self.agreements: list[ModelAgreement] = []
         self.ids = itertools.count()
         assert self.wallet.balance() == self.balance
 
@@ -523,6 +674,9 @@ class MoneyMachine(RuleBasedStateMachine):
         if payment.state == "paid":
             return Cancellation.REVERSED, payment.value - payment.refunded_pay_to
         return Cancellation.ALREADY_FINAL, 0
+
+    def request_of(self, payment: ModelPayment) -> PayRequest:
+        return payment.request or self.wallet.order(payment.payment_request_id, payment.value or 1)
 
     def do_create(self, value: int) -> ModelPayment:
         payment = ModelPayment(self.new_id("pay"), value, "open")
@@ -688,6 +842,67 @@ class MoneyMachine(RuleBasedStateMachine):
         assert record is not None and record.status is PaymentStatus.CLOSED and record.cancelled_at is not None
         unmoved()
 
+    # rules: Auto Debit
+
+    @precondition(lambda self: len(self.agreements) < 3)
+    @rule()
+    def bind_agreement(self) -> None:
+        """prepare, consent, applyToken: no money moves."""
+        unmoved = self.unmoved()
+        agreement_id, access_token = self.wallet.bind_agreement(self.new_id("agr"))
+        self.agreements.append(ModelAgreement(agreement_id, access_token))
+        unmoved()
+
+    @precondition(lambda self: self.agreements)
+    @rule(choice=st.integers(0, 1_000), value=AMOUNTS)
+    def pay_with_agreement_token(self, choice: int, value: int) -> None:
+        """An Auto Debit as its workflow runs it: the token checked, recorded, debited at once, final.
+        A revoked token's payment is refused INVALID_TOKEN and moves nothing."""
+        agreement = pick(self.agreements, choice)
+        payment = ModelPayment(self.new_id("ad"), value, "open")
+        request = self.wallet.auto_debit_order(payment.payment_request_id, value, agreement.access_token)
+        payment.request = request
+        expected = self.expected_debit(value) if agreement.live else ResultCode.INVALID_TOKEN
+        unmoved = self.unmoved()
+        assert self.wallet.payments.check_agreement_account(request).result_code is expected, (expected, agreement)
+        self.payments[payment.payment_request_id] = payment
+        if expected is not ResultCode.SUCCESS:  # refused at the check: no debit is attempted
+            payment.state = "failed"
+            assert self.wallet.record(request, PaymentStatus.FAIL, expected, AUTO_DEBIT) is PaymentStatus.FAIL
+            unmoved()
+            return
+        assert self.wallet.record(request, PaymentStatus.PROCESSING, product=AUTO_DEBIT) is PaymentStatus.PROCESSING
+        debit = self.wallet.debit_request(request)
+        result = self.wallet.debit(debit)
+        assert result.result_code is ResultCode.SUCCESS, result
+        payment.state, payment.debited, payment.debit = "paid", value, debit
+        self.balance -= value
+        self.debited_today += value
+        assert (
+            self.wallet.record(request, PaymentStatus.SUCCESS, ResultCode.SUCCESS, AUTO_DEBIT) is PaymentStatus.SUCCESS
+        )
+
+    @precondition(lambda self: any(agreement.live for agreement in self.agreements))
+    @rule(choice=st.integers(0, 1_000), by_merchant=st.booleans())
+    def revoke_agreement(self, choice: int, by_merchant: bool) -> None:
+        """cancelToken from Alipay+, or the user unbinding in the app: after it, neither an Auto Debit
+        nor an Easy Pay order with the token gets past the check, and no money moves."""
+        agreement = pick([agreement for agreement in self.agreements if agreement.live], choice)
+        unmoved = self.unmoved()
+        cancel = CancelTokenRequest(psp_id=PSP_ID, acquirer_id=ACQUIRER_ID, access_token=agreement.access_token)
+        for attempt in range(2):  # a repeat changes nothing
+            if by_merchant:
+                assert self.wallet.agreements.cancel_token(cancel).result.result_code == ResultCode.SUCCESS
+            else:
+                revoked = self.wallet.agreements.revoke(agreement.agreement_id, CancelledBy.USER)
+                assert revoked.changed is (attempt == 0)
+        agreement.live = False
+        probe = self.wallet.auto_debit_order(self.new_id("probe"), 1, agreement.access_token)
+        assert self.wallet.payments.check_agreement_account(probe).result_code is ResultCode.INVALID_TOKEN
+        easy_pay = self.wallet.easy_pay_with_token(self.new_id("probe"), 1, agreement.access_token)
+        assert self.wallet.payments.check_account(easy_pay).result_code is ResultCode.INVALID_TOKEN
+        unmoved()
+
     # rules: an activity retried after a crash that followed its commit
 
     @precondition(lambda self: self.payments)
@@ -697,7 +912,7 @@ class MoneyMachine(RuleBasedStateMachine):
         status = {"open": PaymentStatus.PROCESSING, "paid": PaymentStatus.SUCCESS, "failed": PaymentStatus.FAIL}.get(
             payment.state, PaymentStatus.PROCESSING
         )
-        request = self.wallet.order(payment.payment_request_id, payment.value or 1)
+        request = self.request_of(payment)
         unmoved = self.unmoved()
         expected = PaymentStatus.CLOSED if payment.cancelled else status
         assert self.wallet.record(request, status) is expected
@@ -838,10 +1053,18 @@ class MoneyMachine(RuleBasedStateMachine):
             assert record.status is (PaymentStatus.CLOSED if payment.cancelled else expected_status)
 
 
+class MoneyMachineOnPostgreSQL(MoneyMachine):
+    """The same rules and invariants, on PostgreSQL."""
+
+    examples = PostgresExampleDatabase.shared
+
+
 MoneyMachine.TestCase.settings = settings(
     max_examples=30,
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+MoneyMachineOnPostgreSQL.TestCase.settings = MoneyMachine.TestCase.settings
 TestMoneyMachine = MoneyMachine.TestCase
+TestMoneyMachineOnPostgreSQL = MoneyMachineOnPostgreSQL.TestCase
