@@ -67,8 +67,12 @@ def _secrets(stack: DevStack, keys_dir: Path) -> dict[str, str]:
         if code:
             found[f"OTP sent to {sms.to}"] = code.group(1)
     for request, _ in stack.alipayplus._auth_notifications:
-        found[f"access token {request.reference_agreement_id}"] = request.access_token
-        found[f"refresh token {request.reference_agreement_id}"] = request.refresh_token
+        # AUTHCODE_CREATED's authCode is not checked: by protocol it also rides in the consent page's
+        # redirect URL (single use, minutes long), which the browser's HTTP client logs at DEBUG
+        carried = {"access token": request.access_token, "refresh token": request.refresh_token}
+        for name, value in carried.items():
+            if value is not None:  # TOKEN_CANCELED and AUTHCODE_CREATED carry no token
+                found[f"{name} {request.reference_agreement_id}"] = value
     for customer, token in stack.mpm.refresh_tokens.items():
         found[f"MPM refresh token {customer}"] = token
     for token in stack.ant_nfc.tokens():
