@@ -14,6 +14,7 @@ The reproductions replayed, and what they must get now:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -376,6 +377,12 @@ async def test_resend_needs_its_own_forms_token(
     code_form, resend_form = form_of(shown), form_of(shown, "/resend")
     resend = f"{payment.page}/resend"
     before = await state_of(client, payment.workflow_id)
+    for _ in range(50):  # the first code goes out after pay #2 is answered: wait until it is on record
+        if before.otp_challenge_id is not None:
+            break
+        await asyncio.sleep(0.1)
+        before = await state_of(client, payment.workflow_id)
+    assert before.otp_challenge_id is not None
 
     forged = await user.post(resend)
     with_code_token = await user.post(resend, data=code_form)
