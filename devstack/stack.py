@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -68,6 +70,7 @@ class Ports:
         return cls(temporal, web_ui, api, sandbox, ops, metrics)
 
 
+log = logging.getLogger(__name__)
 DEFAULT_PORTS = Ports()
 BLOCKED_CODE_PREFIX = "https://qr.blocked.example/"
 
@@ -164,6 +167,18 @@ def ui_codec_endpoint(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.ops_port}/codec/{token}"
 
 
+async def _start_dev_server(**options: Any) -> WorkflowEnvironment:
+    """Temporal's dev server; asked once more if it is not up within the SDK's 5 s (a loaded CI machine
+    creating its SQLite schema): a second start on the same port finds the schema made."""
+    try:
+        return await WorkflowEnvironment.start_local(**options)
+    except RuntimeError as exc:
+        if "did not start" not in str(exc):
+            raise
+        log.warning("Temporal's dev server was slow to start; starting it once more")
+        return await WorkflowEnvironment.start_local(**options)
+
+
 def prepare(settings: Settings, keys_dir: Path) -> None:
     """Keys, schema and demo users: everything the stack needs on disk, made idempotently."""
     ensure_dev_keys(keys_dir)
@@ -189,7 +204,7 @@ async def dev_stack(
         mpp_public_key_pem=settings.mpp_public_key_file.read_bytes(),
     )
     api_url, sandbox_url = settings.public_base_url, settings.alipayplus_base_url
-    env = await WorkflowEnvironment.start_local(
+    env = await _start_dev_server(
         namespace=settings.temporal_namespace,
         port=ports.temporal,
         ui=web_ui,

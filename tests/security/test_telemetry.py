@@ -130,7 +130,8 @@ def test_a_payment_is_one_trace_from_pay_2_through_the_pin_to_the_debit_and_the_
         assert pay.context is not None
         trace = _by_trace(telemetry.spans, pay.context.trace_id)
         names = {span.name for span in trace}
-        if "HandleUpdate:submit_code" in names and any("NotifyPaymentWorkflow" in name for name in names):
+        paid = "RunActivity:debit" in names  # not the payment three wrong codes failed
+        if paid and "HandleUpdate:submit_code" in names and any("NotifyPaymentWorkflow" in name for name in names):
             traces.append(trace)
     assert traces, "no pay #2 trace reaches the PIN, the debit and notifyPayment"
     trace = traces[0]
