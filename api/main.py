@@ -117,7 +117,7 @@ def create_app(
                 codes=codes,
                 nfc_proxy=NfcProxy(to_alipayplus, to_mastercard),
                 nfc_tokens=NfcTokens(records, settings.nfc_max_devices),
-                payers=Payers(UserStore(records), Ledger(records)),
+                payers=Payers(UserStore(records), Ledger(records), Agreements(records, settings.secret_key)),
                 risk_challenges=RiskChallenges(
                     records,
                     settings.secret_key,

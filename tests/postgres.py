@@ -66,12 +66,12 @@ def postgres_server() -> Iterator[str]:
     base = Path(tempfile.mkdtemp(prefix="mpp-postgres-"))  # not under pytest's 0700 tmp: the owner must reach it
     run_as.own(base)
     data, port = base / "data", _free_port()
-    as_owner = {"user": run_as.user, "group": run_as.group} if run_as.user is not None else {}
     subprocess.run(
         [str(bin_dir / "initdb"), "-D", str(data), "-U", "mpp", "--auth=trust", "-E", "UTF8", "--locale=C", "-N"],
         check=True,
         capture_output=True,
-        **as_owner,  # type: ignore[arg-type]
+        user=run_as.user,  # None: the current user
+        group=run_as.group,
     )
     server = subprocess.Popen(
         [
@@ -95,7 +95,8 @@ def postgres_server() -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=(base / "server.log").open("wb"),
-        **as_owner,  # type: ignore[arg-type]
+        user=run_as.user,  # None: the current user
+        group=run_as.group,
     )
     try:
         _wait_until_ready(bin_dir, port, server, base)

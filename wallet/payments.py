@@ -17,7 +17,7 @@ from sqlmodel import Session, col
 from temporalio.exceptions import ApplicationError
 
 from alipayplus import Amount, PayRequest, PayResponse, Result, ResultCode
-from wallet.agreements import Agreements, TokenOwner
+from wallet.agreements import Agreements
 from wallet.credentials import Attempt, Credentials
 from wallet.evaluation import evaluate_account
 from wallet.ledger import InsufficientFunds, Ledger, PostingRefused
@@ -143,11 +143,14 @@ class Payers:
 
     users: UserStore
     ledger: Ledger
+    agreements: Agreements
 
-    def check_login(self, request: PayRequest, agreement: TokenOwner | None = None) -> AccountCheck:
+    def check_login(self, request: PayRequest) -> AccountCheck:
         """Easy Pay: the payer by ``paymentMethodId`` (our customer id) or the login given at checkout.
-        When ``paymentMethodId`` is an agreement token of ours (``agreement``: a returning one-click
-        user), the token names the payer: it must be live, and the login given, if any, must be its user's."""
+        When ``paymentMethodId`` is an agreement token of ours (a returning one-click user), the token
+        names the payer: it must be live, and the login given, if any, must be its user's."""
+        token = request.payment_method.payment_method_id
+        agreement = self.agreements.token_owner(token) if token else None
         metadata = request.payment_method.payment_method_meta_data
         login_id = metadata.user_login_id if metadata else None
         login_id_type = metadata.user_login_id_type if metadata else None
@@ -169,9 +172,10 @@ class Payers:
             phone_hint=mask_phone(user.phone),
         )
 
-    def check_agreement(self, request: PayRequest, owner: TokenOwner) -> AccountCheck:
-        """Auto Debit: the agreement token names the payer (``paymentMethod.customerId``, if sent,
-        must be the same user), then the same checks as every payer."""
+    def check_agreement(self, request: PayRequest) -> AccountCheck:
+        """Auto Debit: the agreement token in ``paymentMethodId`` names the payer
+        (``paymentMethod.customerId``, if sent, must be the same user), then the same checks as every payer."""
+        owner = self.agreements.token_owner(request.payment_method.payment_method_id or "")
         if owner.result_code is not ResultCode.SUCCESS:
             return AccountCheck(result_code=owner.result_code)
         named = request.payment_method.customer_id
@@ -214,7 +218,7 @@ class Payments:
 
     @property
     def payers(self) -> Payers:
-        return Payers(self.users, self.ledger)
+        return Payers(self.users, self.ledger, self.agreements)
 
     @property
     def agreements(self) -> Agreements:
@@ -222,17 +226,11 @@ class Payments:
 
     def check_account(self, request: PayRequest) -> AccountCheck:
         """Does the account exist, is it active, within limits, with enough balance? No money moves."""
-        return self.payers.check_login(request, self.easy_pay_agreement(request))
-
-    def easy_pay_agreement(self, request: PayRequest) -> TokenOwner | None:
-        """Easy Pay's pay carrying an agreement token of ours in ``paymentMethodId``, checked."""
-        token = request.payment_method.payment_method_id
-        return self.agreements.token_owner(token) if token else None
+        return self.payers.check_login(request)
 
     def check_agreement_account(self, request: PayRequest) -> AccountCheck:
         """Auto Debit: the payer is the user of the agreement token in ``paymentMethodId``."""
-        owner = self.agreements.token_owner(request.payment_method.payment_method_id or "")
-        return self.payers.check_agreement(request, owner)
+        return self.payers.check_agreement(request)
 
     def check_token_account(self, request: PayRequest) -> AccountCheck:
         """MPM (seed 003, step 5): the payer is the customer of the access token our applyToken

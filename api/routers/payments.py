@@ -102,34 +102,23 @@ async def pay(request: PayRequest, services: Services) -> PayResponse:
     )
 
 
-def _check_easy_pay_payer(request: PayRequest, services: Services) -> AccountCheck:
-    token = request.payment_method.payment_method_id
-    agreement = services.agreements.token_owner(token) if token else None
-    return services.payers.check_login(request, agreement)
-
-
-def _check_agreement_payer(request: PayRequest, services: Services) -> AccountCheck:
-    owner = services.agreements.token_owner(request.payment_method.payment_method_id or "")
-    return services.payers.check_agreement(request, owner)
-
-
 async def _evaluate_account(request: PayRequest, services: Services) -> PayResponse:
     """Easy Pay's pay #1 (isPaymentEvaluation)."""
-    return await _evaluate(request, services, _check_easy_pay_payer)
+    return await _evaluate(request, services, services.payers.check_login)
 
 
 async def _evaluate_agreement(request: PayRequest, services: Services) -> PayResponse:
     """Auto Debit payment evaluation: the token and the payer checked, no money moves (spec §2.6)."""
-    return await _evaluate(request, services, _check_agreement_payer)
+    return await _evaluate(request, services, services.payers.check_agreement)
 
 
 async def _evaluate(
-    request: PayRequest, services: Services, checked: Callable[[PayRequest, Services], AccountCheck]
+    request: PayRequest, services: Services, checked: Callable[[PayRequest], AccountCheck]
 ) -> PayResponse:
     """An evaluation is a read with no side effect, answered here from the core: there is nothing
     to make durable, so no workflow. A repeat evaluates again."""
     try:
-        check = await asyncio.to_thread(checked, request, services)
+        check = await asyncio.to_thread(checked, request)
     except Exception as error:
         if not cannot_succeed(error):
             raise  # the database is down or busy: U, and Alipay+ asks again
