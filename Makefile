@@ -52,11 +52,11 @@ postgresql:
 	$$sudo apt-get install -y --no-install-recommends postgresql \
 	|| { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends postgresql; }; }
 
-# Everything on SQLite (the persistence tests in tests/wallet on PostgreSQL too), then the API tests
-# again with the session's records on PostgreSQL.
+# Everything on SQLite (the persistence tests in tests/wallet and the production topology on PostgreSQL
+# too), then the API tests and the end-to-end demo again with the records on PostgreSQL.
 test: lint $(CHROMIUM) postgresql
 	$(BIN)/pytest
-	$(BIN)/pytest --database=postgresql tests/api
+	$(BIN)/pytest --database=postgresql tests/api tests/e2e/test_demo_stack.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,6 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wallet.telemetry.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
+from .request_clock import mark_arrival
+
 log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[bool]]
@@ -73,6 +75,7 @@ class HttpMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        mark_arrival()
         status = 500  # what the server answers if the app raises before it starts a response
 
         async def sending(message: Message) -> None:

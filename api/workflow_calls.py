@@ -36,6 +36,8 @@ from wallet.orders import PageOutcome, PaymentState
 from wallet.states import PaymentStatus
 from workflows.payment_order import PaymentOrderWorkflow
 
+from .request_clock import seconds_left
+
 T = TypeVar("T")
 
 PAGE_DEADLINE = timedelta(seconds=8)  # each step of a page's request: past it, "busy, try again"
@@ -218,7 +220,7 @@ async def payment_state(handle: WorkflowHandle[Any, Any], deadline: timedelta = 
 
 async def _until_deadline(call: Callable[[], Awaitable[T]], deadline: timedelta) -> T:
     """``call()``, again after a short jittered pause whenever the server refuses it as busy,
-    until ``deadline`` (then ``Late``)."""
+    until ``deadline`` (then ``Late``), counted from the request's arrival."""
 
     async def persist() -> T:
         pause = _PAUSE_FIRST
@@ -239,7 +241,7 @@ async def _until_deadline(call: Callable[[], Awaitable[T]], deadline: timedelta)
             pause = min(pause * 2, _PAUSE_MAX)
 
     try:
-        return await asyncio.wait_for(persist(), deadline.total_seconds())
+        return await asyncio.wait_for(persist(), seconds_left(deadline))
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):  # the SDK turns our cancel into the latter
         raise Late from None
 

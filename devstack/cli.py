@@ -35,31 +35,45 @@ app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 
 
 VarDir = Annotated[Path, typer.Option(help="Where keys and databases live")]
+PortOffset = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        max=50_000,
+        help="Added to every port (Temporal 7233, Web UI 8233, API 8000, sandbox 8001, operator 8002,"
+        " metrics 8003), to run beside another stack",
+    ),
+]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(help="The records' database (e.g. postgresql+psycopg://…); default: a SQLite file in --var-dir"),
+]
 
 
 @app.command()
-def demo(var_dir: VarDir = VAR_DIR) -> None:
+def demo(var_dir: VarDir = VAR_DIR, port_offset: PortOffset = 0, database_url: DatabaseUrl = None) -> None:
     """Run every Easy Pay scenario through the real HTTP API and print a summary."""
     from .demo import run_demo
     from .demo.console import demo_logging
+    from .stack import DEFAULT_PORTS
 
     async def run() -> int:
         configure_tracing("mpp-demo")  # OTEL_TRACES_EXPORTER=otlp|console; none by default
         with demo_logging(console):  # the retries the scenarios provoke read as progress, not warnings
-            return await run_demo(var_dir, console)
+            return await run_demo(var_dir, console, DEFAULT_PORTS.shifted(port_offset), database_url)
 
     _exit(run)
 
 
 @app.command()
-def dev(var_dir: VarDir = VAR_DIR) -> None:
+def dev(var_dir: VarDir = VAR_DIR, port_offset: PortOffset = 0, database_url: DatabaseUrl = None) -> None:
     """Start the embedded stack and keep it running until Ctrl-C."""
-    from .stack import dev_stack
+    from .stack import DEFAULT_PORTS, dev_stack
 
     async def run() -> int:
         configure_logging(LogFormat.TEXT)
         configure_tracing("mpp-dev")  # OTEL_TRACES_EXPORTER=otlp|console; none by default
-        async with dev_stack(var_dir) as stack:
+        async with dev_stack(var_dir, DEFAULT_PORTS.shifted(port_offset), database_url=database_url) as stack:
             console.print(f"API         {stack.api_url}  (OpenAPI at {stack.api_url}/docs)")
             console.print(f"Sandbox     {stack.sandbox_url}  (Alipay+, SMS gateway)")
             console.print(f"Temporal    {stack.settings.temporal_address}  Web UI {stack.web_ui_url}")
@@ -173,6 +187,7 @@ def sandbox_pay(
     currency: Annotated[str, typer.Option(help="ISO 4217 code")] = "IDR",
     one_click: Annotated[bool, typer.Option(help="Ask for one-click consent too (authNotify follows)")] = False,
     var_dir: VarDir = VAR_DIR,
+    port_offset: PortOffset = 0,
 ) -> None:
     """Send Easy Pay pay #1 and pay #2 to the running `mpp dev` stack, as the sandbox Alipay+ does,
     and print the paymentUrl to open in a browser (with the PIN, or where the SMS code arrives)."""
@@ -181,7 +196,7 @@ def sandbox_pay(
     from alipayplus import Amount
 
     from .sandbox_pay import pay_by_hand
-    from .stack import dev_settings
+    from .stack import DEFAULT_PORTS, dev_settings
 
     async def run() -> int:
         try:
@@ -190,7 +205,8 @@ def sandbox_pay(
             console.print(f"[red]no order:[/] {exc.errors()[0]['msg']}")
             return 2
         keys = var_dir / "keys" / "alipayplus_private.pem"
-        return await pay_by_hand(dev_settings(var_dir), keys, console, login_id=user, amount=price, one_click=one_click)
+        settings = dev_settings(var_dir, DEFAULT_PORTS.shifted(port_offset))
+        return await pay_by_hand(settings, keys, console, login_id=user, amount=price, one_click=one_click)
 
     _exit(run)
 

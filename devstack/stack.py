@@ -13,7 +13,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,10 @@ class Ports:
     ops: int = 8002  # the operator listener: the Web UI's codec
     metrics: int = 8003  # the monitoring listener: /metrics, /healthz, /readyz
 
+    def shifted(self, offset: int) -> Ports:
+        """Every port ``offset`` higher: a second stack beside one on the defaults (``--port-offset``)."""
+        return Ports(*(port + offset for port in astuple(self)))
+
     @classmethod
     def free(cls) -> Ports:
         """Six free loopback ports, for tests and benchmarks beside a running stack."""
@@ -75,13 +79,14 @@ DEFAULT_PORTS = Ports()
 BLOCKED_CODE_PREFIX = "https://qr.blocked.example/"
 
 
-def dev_settings(var_dir: Path = VAR_DIR, ports: Ports = DEFAULT_PORTS) -> Settings:
-    """Settings for the embedded stack: everything under ``var_dir``, everything on loopback."""
+def dev_settings(var_dir: Path = VAR_DIR, ports: Ports = DEFAULT_PORTS, database_url: str | None = None) -> Settings:
+    """Settings for the embedded stack: everything under ``var_dir``, everything on loopback; the
+    records in ``var_dir/mpp.sqlite`` unless ``database_url`` names another database (PostgreSQL)."""
     keys = var_dir / "keys"
     sandbox = f"http://127.0.0.1:{ports.sandbox}"
     return Settings(
         temporal_address=f"127.0.0.1:{ports.temporal}",
-        database_url=f"sqlite:///{var_dir / 'mpp.sqlite'}",
+        database_url=database_url or f"sqlite:///{var_dir / 'mpp.sqlite'}",
         alipayplus_base_url=sandbox,
         sms_gateway_url=f"{sandbox}/sandbox/sms",
         api_port=ports.api,
@@ -193,9 +198,9 @@ def prepare(settings: Settings, keys_dir: Path) -> None:
 
 @contextlib.asynccontextmanager
 async def dev_stack(
-    var_dir: Path = VAR_DIR, ports: Ports = DEFAULT_PORTS, *, web_ui: bool = True
+    var_dir: Path = VAR_DIR, ports: Ports = DEFAULT_PORTS, *, web_ui: bool = True, database_url: str | None = None
 ) -> AsyncIterator[DevStack]:
-    settings = dev_settings(var_dir, ports)
+    settings = dev_settings(var_dir, ports, database_url)
     keys_dir = var_dir / "keys"
     prepare(settings, keys_dir)
     alipayplus = SandboxAlipayPlus(

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import create_engine, make_url
+
 DATABASE = "mpp_test"
 OWNER = "postgres"  # the Debian package's system user, who runs the server under root
 
@@ -128,3 +130,16 @@ def _wait_until_ready(bin_dir: Path, port: int, server: subprocess.Popen[bytes],
             return
         time.sleep(0.2)
     raise RuntimeError("PostgreSQL did not accept connections within 60 s")
+
+
+def new_database(server_url: str, name: str) -> str:
+    """A new, empty database ``name`` on the server ``server_url`` reaches: its URL (a stack of its own
+    beside the session's records)."""
+    url = make_url(server_url)
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)

@@ -46,13 +46,14 @@ DEMO_USERS: tuple[DemoUser, ...] = (
         balance=10_000_000,
         pin=None,
     ),
-    DemoUser(
+    DemoUser(  # ``make demo``'s busiest payer (~60 payments a run): a few runs a day stay under its count
         customer_id="2160220037535021",
         login_id="852-11112222",
         status=UserStatus.ACTIVE,
         verification_method=VerificationMethod.PIN,
         phone="+85211112222",
         balance=10_000_000,
+        daily_payment_count_limit=1_000,
     ),
     DemoUser(
         customer_id="2160220037535022",

@@ -37,6 +37,7 @@ from workflows.nfc_payment import NfcPaymentWorkflow
 from workflows.payment_order import PaymentOrderWorkflow
 
 from ..inbound import Rejection, inbound
+from ..request_clock import seconds_left
 from ..services import Services
 from ..workflow_calls import answer_once, start_once
 
@@ -212,7 +213,7 @@ async def inquiry_payment(request: InquiryPaymentRequest, services: Services) ->
             services.temporal.get_workflow_handle(workflow_ids.payment(request.payment_request_id)).query(
                 PaymentOrderWorkflow.state  # by name: any product's order
             ),
-            services.settings.inquiry_answer_deadline.total_seconds(),
+            seconds_left(services.settings.inquiry_answer_deadline),
         )
     except RPCError as exc:
         if exc.status is not RPCStatusCode.NOT_FOUND:

@@ -31,6 +31,7 @@ from workflows.refund import PRODUCT as REFUND
 from workflows.refund import RefundWorkflow
 
 from ..inbound import Rejection, inbound
+from ..request_clock import seconds_left
 from ..services import Services
 from ..workflow_calls import answer_once, start_once
 
@@ -86,7 +87,7 @@ async def cancel_payment(request: CancelPaymentRequest, services: Services) -> C
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,  # a cancel is idempotent: rerun it
                 search_attributes=search_attributes.at_start(CANCEL, request.payment_request_id, "PROCESSING"),
             ),
-            settings.pay_answer_deadline.total_seconds(),
+            seconds_left(settings.pay_answer_deadline),
         )
     except TimeoutError:
         return CancelPaymentResponse(result=Result.of(ResultCode.UNKNOWN_EXCEPTION, "Cancel in process; retry"))

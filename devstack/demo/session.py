@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlmodel import col
 
 from alipayplus import Amount, PayRequest, PayResponse, RefundResponse, Result
@@ -22,7 +22,7 @@ from api.pages import form_fields
 from wallet.db import create_engine_for
 from wallet.ledger import RETURNS, PostingKind
 from wallet.nfc_tokens import NfcTokens
-from wallet.records import Account, Entry, Posting
+from wallet.records import Account, Entry, Posting, WalletUser
 from wallet.states import AccountKind
 from wallet.users import DEMO_USERS
 
@@ -188,8 +188,10 @@ def _result(answer: PayResponse | RefundResponse) -> str:
 
 
 def forget_earlier_runs(stack: DevStack) -> None:
-    """The demo types wrong codes on purpose and activates new phones; an earlier run's must not
-    make this one wait or pass the device quota (both counted in the database the dev stack keeps)."""
+    """The demo types wrong codes on purpose, activates new phones and pays many times a day; an
+    earlier run's must not make this one wait, pass the device quota or the daily payment count
+    (all counted in the database the dev stack keeps; the count limit of a user created by an older
+    version is brought to today's)."""
     engine = create_engine_for(stack.settings.database_url)
     credentials = stack.settings.credentials(engine)
     nfc_tokens = NfcTokens(engine, stack.settings.nfc_max_devices)
@@ -197,4 +199,11 @@ def forget_earlier_runs(stack: DevStack) -> None:
         credentials.unlock(user.customer_id, "demo")
         nfc_tokens.release_devices(user.customer_id)
     credentials.unlock_address("127.0.0.1", "demo")
+    with engine.begin() as db:
+        for user in DEMO_USERS:
+            db.execute(
+                update(WalletUser)
+                .where(col(WalletUser.customer_id) == user.customer_id)
+                .values(daily_payment_count_limit=user.daily_payment_count_limit)
+            )
     engine.dispose()

@@ -19,6 +19,8 @@ from sqlalchemy import text as text_sql
 
 from devstack.demo import SCENARIOS, Outcome, Scenario, run_scenarios
 from devstack.stack import DevStack, Ports, dev_stack
+from tests.conftest import on_postgresql
+from tests.postgres import new_database
 from wallet.db import create_engine_for
 from wallet.ledger import Ledger, LedgerCheck
 from wallet.users import DEMO_USERS
@@ -79,8 +81,12 @@ def _metric(counts: Counts, name: str, **labels: str) -> float:
 
 
 @pytest.fixture(scope="module")
-async def demo_run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DemoRun]:
-    async with dev_stack(var_dir=tmp_path_factory.mktemp("dev_stack"), ports=Ports.free(), web_ui=False) as stack:
+async def demo_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DemoRun]:
+    """The demo, once; its records in a SQLite file, or with ``--database=postgresql`` in a database of
+    its own on the session's PostgreSQL server."""
+    database_url = new_database(request.getfixturevalue("postgres"), "demo") if on_postgresql(request.config) else None
+    var_dir = tmp_path_factory.mktemp("dev_stack")
+    async with dev_stack(var_dir, Ports.free(), web_ui=False, database_url=database_url) as stack:
         before = await _counts(stack)
         results = await run_scenarios(stack, Console(file=io.StringIO()))
         after = await _counts(stack)
