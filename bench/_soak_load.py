@@ -32,9 +32,8 @@ from alipayplus import (
     TransportError,
 )
 from api.pages import form_fields, link
+from devstack.processes import Service
 from sandbox.alipayplus.driver import AlipayPlusDriver
-
-from ._soak_stack import Service
 
 T = TypeVar("T")
 

@@ -6,11 +6,12 @@ from collections import Counter
 
 from rich.table import Table
 
+from devstack.processes import Stack
+
 from ._soak_checks import Check
 from ._soak_load import Kill
 from ._soak_proxy import FAULTS, PHASES
 from ._soak_run import Soak
-from ._soak_stack import Stack
 
 
 def process_check(stack: Stack | None, kills: list[Kill]) -> Check:

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 
 from alipayplus import Signer
+from devstack.processes import Stack, free_ports
 from devstack.stack import Ports, dev_settings
 from sandbox.alipayplus.driver import AlipayPlusDriver
 from sandbox.alipayplus.peer import SandboxAlipayPlus
@@ -45,7 +46,6 @@ from ._soak_evidence import (
 )
 from ._soak_load import PIN_USER, Flow, Kill, Load, killer, plan_flows
 from ._soak_proxy import FaultProxy
-from ._soak_stack import Stack, free_ports
 
 DELIVERY_RETRY_DELAYS = '["PT1S","PT2S","PT4S","PT8S"]'
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=50, keepalive_expiry=3.0)

@@ -66,6 +66,7 @@ from alipayplus import (
     ResultCode,
     SignatureError,
 )
+from devstack.processes import mpp_command, settings_env
 from devstack.stack import DevStack, Ports, _serving, dev_stack
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from wallet.db import create_engine_for
@@ -75,7 +76,6 @@ from workers.cli import _exit
 
 from ._ceiling import cpu_seconds, engine_ceiling, peak_rss_mib, ratio
 from ._load import Ceiling, Level, LoadProcess, TargetSpec, percentile
-from ._soak_stack import mpp_command, settings_env
 
 LEVELS = (1, 10, 50)
 FLOW_SECONDS = 8.0  # closed-loop flows per level, and at least FLOWS_PER_CLIENT each; in-flight ones count

@@ -1,7 +1,7 @@
 """``make soak``: no message lost and no money moved twice while processes die and peers misbehave.
 
 The stack runs as separate OS processes on free ports under a fresh temporary directory (see
-``_soak_stack``): Temporal's dev server, ``mpp migrate --demo-users``, ``mpp sandbox``,
+``devstack.processes``): Temporal's dev server, ``mpp migrate --demo-users``, ``mpp sandbox``,
 ``mpp worker`` and ``mpp api``. The MPP reaches the sandbox Alipay+ through a fault-injecting
 proxy in this process (``_soak_proxy``) that breaks about 30% of notifyPayment and authNotify
 calls, half before and half after the sandbox got them.
@@ -38,12 +38,12 @@ from pathlib import Path
 from rich.console import Console
 
 import workers
+from devstack.processes import Service
 from workers.cli import _exit
 
 from ._soak_checks import Check
 from ._soak_report import checks_table, counts_table, outcome_counts, process_check
 from ._soak_run import DELIVERY_RETRY_DELAYS, LIMITS, Soak
-from ._soak_stack import Service
 
 # What this module defined before the run and the report moved out, still importable from here.
 __all__ = [

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from sqlmodel import Session, col, select
 
 from hce_device.nfc_sdk import (
@@ -68,9 +69,9 @@ class Listener:
         self.results.append(status)
 
 
-def _new_sdk(demo: Demo, store: SecureStore) -> AlipayPlusNfcSdk:
+def _new_sdk(api_url: str, store: SecureStore) -> AlipayPlusNfcSdk:
     return AlipayPlusNfcSdk(
-        demo.stack.api_url,
+        api_url,
         device=NfcDevice(nfc_enabled=True, default_payment_app=True, online=True),
         fingerprint_service=Fingerprint(),
         store=store,
@@ -78,23 +79,23 @@ def _new_sdk(demo: Demo, store: SecureStore) -> AlipayPlusNfcSdk:
     )
 
 
-async def _login(demo: Demo, login_id: str) -> str:
+async def _login(api_url: str, user: httpx.AsyncClient, login_id: str) -> str:
     """The wallet app's login: its session token (the shared client keeps no cookie of it)."""
-    login = await demo.user.post(f"{demo.stack.api_url}/app/v1/login", json={"loginId": login_id, "pin": PIN})
+    login = await user.post(f"{api_url}/app/v1/login", json={"loginId": login_id, "pin": PIN})
     login.raise_for_status()
-    demo.user.cookies.clear()
+    user.cookies.clear()
     return str(login.json()["sessionToken"])
 
 
 @asynccontextmanager
 async def _phone(demo: Demo, login_id: str) -> AsyncIterator[tuple[AlipayPlusNfcSdk, list[int]]]:
     """A new phone: the SDK initialised; ``statuses`` collects isPaymentAvailable() as it goes."""
-    sdk = _new_sdk(demo, SecureStore(DeviceKeystore()))
+    sdk = _new_sdk(demo.stack.api_url, SecureStore(DeviceKeystore()))
     statuses: list[int] = []
     try:
         sdk.init()
         statuses.append(sdk.is_payment_available())  # -2: not connected yet
-        sdk.connect(await _login(demo, login_id))
+        sdk.connect(await _login(demo.stack.api_url, demo.user, login_id))
         statuses.append(sdk.is_payment_available())
         yield sdk, statuses
     finally:
@@ -134,11 +135,20 @@ def credentials_left(state: dict[str, Any]) -> int:
 @asynccontextmanager
 async def activated_phone(demo: Demo, login_id: str = PIN_USER) -> AsyncIterator[ActivatedPhone]:
     """A new phone of ``login_id``, its card activated manually to status 2, ready to tap."""
+    async with phone_activated_at(demo.stack.api_url, demo.user, login_id) as phone:
+        yield phone
+
+
+@asynccontextmanager
+async def phone_activated_at(
+    api_url: str, user: httpx.AsyncClient, login_id: str = PIN_USER
+) -> AsyncIterator[ActivatedPhone]:
+    """``activated_phone`` against any API (a stack of separate processes too): ``user`` logs in."""
     store = SecureStore(DeviceKeystore())
-    sdk = _new_sdk(demo, store)
+    sdk = _new_sdk(api_url, store)
     try:
         sdk.init()
-        session_token = await _login(demo, login_id)
+        session_token = await _login(api_url, user, login_id)
         sdk.connect(session_token)
         result = await sdk.apply_card(11, APDU_SERVICE, Listener())
         token = store.get(TOKEN)

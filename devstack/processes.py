@@ -1,17 +1,19 @@
-"""The soak's stack: every service its own OS process, on free loopback ports, under one directory.
+"""The production topology on one machine: every service its own OS process, on free loopback
+ports, under one directory (``make soak`` and ``tests/e2e/test_topology.py``).
 
 Temporal's dev server (``temporal server start-dev``, headless, its own SQLite file), then
-``mpp migrate --demo-users``, ``mpp sandbox``, ``mpp worker`` and ``mpp api``, each configured
-only through environment variables, as a deployment would be. Each process writes to its own log
-file (restarts append to it). Processes are stopped by their own pid; under Linux each one also
-gets SIGKILL from the kernel if this process dies first (``setpriv --pdeathsig``), so a crashed
-soak leaves no orphans behind.
+``mpp migrate --demo-users``, ``mpp sandbox``, one or more ``mpp worker`` and ``mpp api``, each
+configured only through environment variables, as a deployment would be. Each process writes to
+its own log file (restarts append to it). Processes are stopped by their own pid; under Linux
+each one also gets SIGKILL from the kernel if this process dies first (``setpriv --pdeathsig``),
+so a crashed run leaves no orphans behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -24,10 +26,11 @@ from pathlib import Path
 
 import httpx
 
-from devstack.stack import SQLITE_PRAGMAS
 from wallet import search_attributes
 from wallet.settings import Settings
 from wallet.temporal import temporal_cli
+
+from .stack import SQLITE_PRAGMAS
 
 START_TIMEOUT = 90.0  # seconds for one process to become ready (a loaded 2-core machine is slow)
 STOP_TIMEOUT = 30.0  # seconds for a SIGTERM to end a process before it gets SIGKILL
@@ -49,6 +52,12 @@ _ENV_FIELDS = (
     "alipayplus_public_key_file",
     "secret_key_file",
     "payload_key_file",
+    # as the embedded stack (``dev_settings``): the blocklist, so MPM's sandbox codes reach Alipay+;
+    # fast NFC polls; room for every test's new phone
+    "code_solution",
+    "code_blocklist",
+    "nfc_poll_interval",
+    "nfc_max_devices",
 )
 
 
@@ -62,10 +71,14 @@ def free_ports(count: int) -> list[int]:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes ``Settings()`` in a child process equal ``settings`` where it matters."""
+    """The environment that makes ``Settings()`` in a child process equal ``settings`` where it matters
+    (each value as pydantic writes it: durations in ISO 8601, lists in JSON)."""
+    values = settings.model_dump(mode="json", include=set(_ENV_FIELDS))
     return {
-        ("DATABASE_URL" if name == "database_url" else f"MPP_{name.upper()}"): str(getattr(settings, name))
-        for name in _ENV_FIELDS
+        ("DATABASE_URL" if name == "database_url" else f"MPP_{name.upper()}"): (
+            value if isinstance(value, str) else json.dumps(value)
+        )
+        for name, value in values.items()
     }
 
 
@@ -156,7 +169,7 @@ class Service:
         self.starts += 1
         self.ready_now = False
         with self.log.open("ab") as log:
-            log.write(f"\n--- soak: start #{self.starts} at {time.strftime('%H:%M:%S')} ---\n".encode())
+            log.write(f"\n--- start #{self.starts} at {time.strftime('%H:%M:%S')} ---\n".encode())
             log.flush()
             self.log_mark = log.tell()
             self.process = await asyncio.create_subprocess_exec(
@@ -257,19 +270,29 @@ class Stack:
     sandbox_url: str
     temporal: Service
     sandbox: Service
-    worker: Service
+    workers: list[Service]
     api: Service
     migrate_log: Path
     stop_codes: dict[str, int | None] = field(default_factory=dict)
     stopped_while_starting: set[str] = field(default_factory=set)  # an aborted run stopped it mid-start
 
     @property
+    def worker(self) -> Service:
+        """The first worker (the only one, unless built with ``workers=N``)."""
+        return self.workers[0]
+
+    @property
     def services(self) -> list[Service]:
-        return [self.temporal, self.sandbox, self.worker, self.api]
+        return [self.temporal, self.sandbox, *self.workers, self.api]
 
     @classmethod
     def build(
-        cls, directory: Path, settings: Settings, sandbox_port: int, worker_env: dict[str, str] | None = None
+        cls,
+        directory: Path,
+        settings: Settings,
+        sandbox_port: int,
+        worker_env: dict[str, str] | None = None,
+        workers: int = 1,
     ) -> Stack:
         logs = directory / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -313,14 +336,17 @@ class Stack:
             logs / "sandbox.log",
             _ready_on_http(f"{sandbox_url}/sandbox/notifications?paymentRequestId=ready"),
         )
-        worker = Service(
-            "worker",
-            mpp_command("worker"),
-            {**base, **(worker_env or {})},
-            directory,
-            logs / "worker.log",
-            _worker_ready,
-        )
+        worker_services = [
+            Service(
+                name,
+                mpp_command("worker"),
+                {**base, **(worker_env or {})},
+                directory,
+                logs / f"{name}.log",
+                _worker_ready,
+            )
+            for name in ("worker", *(f"worker-{index}" for index in range(2, workers + 1)))
+        ]
         api = Service(
             "api",
             mpp_command("api"),
@@ -329,7 +355,7 @@ class Stack:
             logs / "api.log",
             _ready_on_http(f"{settings.public_base_url}/healthz"),
         )
-        return cls(directory, settings, sandbox_url, temporal, sandbox, worker, api, logs / "migrate.log")
+        return cls(directory, settings, sandbox_url, temporal, sandbox, worker_services, api, logs / "migrate.log")
 
     async def migrate(self) -> None:
         """``mpp migrate --demo-users`` once, before the services that need the schema."""
