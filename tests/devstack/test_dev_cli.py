@@ -4,6 +4,7 @@ runs beside another stack; Ctrl-C (SIGINT) stops it with exit code 0."""
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import signal
 import socket
@@ -53,6 +54,7 @@ def test_mpp_dev_serves_on_the_shifted_ports_and_stops_on_ctrl_c(tmp_path: Path)
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=tmp_path,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 90
@@ -71,7 +73,11 @@ def test_mpp_dev_serves_on_the_shifted_ports_and_stops_on_ctrl_c(tmp_path: Path)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if process.poll() is None:  # a failed check: stop it as Ctrl-C does, so its dev server goes too
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)  # its own group: the dev server with it
+                process.wait()
         log.close()
