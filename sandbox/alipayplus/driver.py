@@ -117,10 +117,20 @@ def _payment_method(user_login_id: str, user_login_id_type: str) -> PaymentMetho
     )
 
 
-def easy_pay_evaluation(
-    payment_request_id: str, user_login_id: str, amount: Amount, psp_id: str, user_login_id_type: str = "MOBILE"
+def _gift_shop_pay(
+    payment_request_id: str,
+    amount: Amount,
+    psp_id: str,
+    payment_method: PaymentMethod,
+    payment_factor: PaymentFactor,
+    *,
+    expires_in: timedelta | None = None,
+    redirect_url: str | None = None,
+    authorization: AuthorizationInfo | None = None,
 ) -> PayRequest:
-    """Pay #1: "can this MPP account pay this?" — no money moves."""
+    """A pay from seed 004's acquirer for the gift shop's order of ``amount``, expiring ``expires_in``
+    from now (to the second, in UTC+8) if given."""
+    expiry = datetime.now(_UTC8).replace(microsecond=0) + expires_in if expires_in is not None else None
     return PayRequest(
         acquirer_id=ACQUIRER_ID,
         psp_id=psp_id,
@@ -128,8 +138,24 @@ def easy_pay_evaluation(
         order=_order(payment_request_id, amount),
         payment_amount=amount,
         pay_to_amount=amount,
-        payment_method=_payment_method(user_login_id, user_login_id_type),
-        payment_factor=PaymentFactor(is_agreement_payment=True, is_easy_pay_scenario=True, is_payment_evaluation=True),
+        payment_method=payment_method,
+        payment_factor=payment_factor,
+        payment_expiry_time=expiry,
+        payment_redirect_url=redirect_url,
+        authorization_info=authorization,
+    )
+
+
+def easy_pay_evaluation(
+    payment_request_id: str, user_login_id: str, amount: Amount, psp_id: str, user_login_id_type: str = "MOBILE"
+) -> PayRequest:
+    """Pay #1: "can this MPP account pay this?" — no money moves."""
+    return _gift_shop_pay(
+        payment_request_id,
+        amount,
+        psp_id,
+        _payment_method(user_login_id, user_login_id_type),
+        PaymentFactor(is_agreement_payment=True, is_easy_pay_scenario=True, is_payment_evaluation=True),
     )
 
 
@@ -148,22 +174,17 @@ def easy_pay_order(
 
     ``redirect_url`` defaults to the sandbox result page for this payment.
     """
-    expiry = datetime.now(_UTC8).replace(microsecond=0) + expires_in
-    return PayRequest(
-        acquirer_id=ACQUIRER_ID,
-        psp_id=psp_id,
-        payment_request_id=payment_request_id,
-        order=_order(payment_request_id, amount),
-        payment_amount=amount,
-        pay_to_amount=amount,
-        payment_method=_payment_method(user_login_id, user_login_id_type),
-        payment_factor=PaymentFactor(
+    return _gift_shop_pay(
+        payment_request_id,
+        amount,
+        psp_id,
+        _payment_method(user_login_id, user_login_id_type),
+        PaymentFactor(
             is_agreement_payment=True, is_easy_pay_scenario=True, is_authorization_and_pay=authorization is not None
         ),
-        payment_expiry_time=expiry,
-        payment_redirect_url=redirect_url
-        or f"http://127.0.0.1:8001/sandbox/result?paymentRequestId={payment_request_id}",
-        authorization_info=authorization,
+        expires_in=expires_in,
+        redirect_url=redirect_url or f"http://127.0.0.1:8001/sandbox/result?paymentRequestId={payment_request_id}",
+        authorization=authorization,
     )
 
 
@@ -330,19 +351,13 @@ def auto_debit_pay(
 ) -> PayRequest:
     """An Auto Debit pay: the agreement's access token in ``paymentMethodId``, no Easy Pay flag;
     the MPP answers S or F within the call. ``evaluation``: only "could this token pay this?"."""
-    expiry = datetime.now(_UTC8).replace(microsecond=0) + expires_in if expires_in is not None else None
-    return PayRequest(
-        acquirer_id=ACQUIRER_ID,
-        psp_id=psp_id,
-        payment_request_id=payment_request_id,
-        order=_order(payment_request_id, amount),
-        payment_amount=amount,
-        pay_to_amount=amount,
-        payment_method=PaymentMethod(
-            payment_method_type=PAYMENT_METHOD_TYPE, payment_method_id=access_token, customer_id=customer_id
-        ),
-        payment_factor=PaymentFactor(is_agreement_payment=True, is_payment_evaluation=evaluation),
-        payment_expiry_time=expiry,
+    return _gift_shop_pay(
+        payment_request_id,
+        amount,
+        psp_id,
+        PaymentMethod(payment_method_type=PAYMENT_METHOD_TYPE, payment_method_id=access_token, customer_id=customer_id),
+        PaymentFactor(is_agreement_payment=True, is_payment_evaluation=evaluation),
+        expires_in=expires_in,
     )
 
 

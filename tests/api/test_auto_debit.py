@@ -205,6 +205,14 @@ async def prepared(alipay: AlipayPlusCaller, settings: Settings, **changes: Any)
     return body, urlsplit(auth_url).path
 
 
+async def consent_page_and_user(
+    alipay: AlipayPlusCaller, settings: Settings, browsers: Browsers
+) -> tuple[str, Browser]:
+    """A new agreement's consent page (``prepared``) and a fresh signed-in user to open it."""
+    _, page = await prepared(alipay, settings)
+    return page, browsers()
+
+
 def redirect_query(response: httpx.Response) -> dict[str, list[str]]:
     """The merchant page the consent sends the browser to, checked, and its query."""
     assert response.status_code == 303, response.text
@@ -228,6 +236,12 @@ def agreement_row(engine: Engine, agreement_id: str) -> Agreement:
         found = session.get(Agreement, agreement_id)
     assert found is not None
     return found
+
+
+def assert_not_linked(engine: Engine, page: str) -> None:
+    """The agreement of consent page ``page`` is still PREPARED, with no user linked."""
+    row = agreement_row(engine, page.rsplit("/", 1)[-1])
+    assert (row.status, row.customer_id) == (AgreementStatus.PREPARED, None)
 
 
 def assert_page_headers(response: httpx.Response) -> None:
@@ -330,8 +344,7 @@ async def test_the_consent_page_asks_to_sign_in_and_changes_nothing(
     assert shown.status_code == pressed.status_code == 401
     assert "Sign in" in shown.text and "<form" not in shown.text
     assert_page_headers(shown)
-    row = agreement_row(engine, page.rsplit("/", 1)[-1])
-    assert (row.status, row.customer_id) == (AgreementStatus.PREPARED, None)
+    assert_not_linked(engine, page)
 
 
 async def test_the_consent_page_shows_the_merchant_and_a_form_with_the_page_headers(
@@ -355,8 +368,7 @@ async def test_the_consent_page_shows_the_merchant_and_a_form_with_the_page_head
 async def test_a_consent_without_the_page_token_is_refused(
     alipay: AlipayPlusCaller, settings: Settings, engine: Engine, browsers: Browsers, token: str | None
 ) -> None:
-    _, page = await prepared(alipay, settings)
-    user = browsers()
+    page, user = await consent_page_and_user(alipay, settings, browsers)
     fields = form_fields((await user.http.get(page)).text)
     data = {"action": "agree"} | ({name: token for name in fields} if token else {})
 
@@ -364,35 +376,30 @@ async def test_a_consent_without_the_page_token_is_refused(
 
     assert pressed.status_code == 403
     assert_page_headers(pressed)
-    row = agreement_row(engine, page.rsplit("/", 1)[-1])
-    assert (row.status, row.customer_id) == (AgreementStatus.PREPARED, None)
+    assert_not_linked(engine, page)
 
 
 async def test_a_cross_site_consent_is_refused_even_with_the_token(
     alipay: AlipayPlusCaller, settings: Settings, engine: Engine, browsers: Browsers
 ) -> None:
-    _, page = await prepared(alipay, settings)
-    user = browsers()
+    page, user = await consent_page_and_user(alipay, settings, browsers)
     fields = form_fields((await user.http.get(page)).text)
 
     pressed = await user.http.post(page, data={**fields, "action": "agree"}, headers={"Origin": EVIL_ORIGIN})
 
     assert pressed.status_code == 403 and "another site" in pressed.text
-    row = agreement_row(engine, page.rsplit("/", 1)[-1])
-    assert (row.status, row.customer_id) == (AgreementStatus.PREPARED, None)
+    assert_not_linked(engine, page)
 
 
 async def test_declining_links_nothing(
     alipay: AlipayPlusCaller, settings: Settings, engine: Engine, browsers: Browsers
 ) -> None:
-    _, page = await prepared(alipay, settings)
-    user = browsers()
+    page, user = await consent_page_and_user(alipay, settings, browsers)
 
     declined = await user.consent(page, "decline")
 
     assert declined.status_code == 200 and "Not linked" in declined.text
-    row = agreement_row(engine, page.rsplit("/", 1)[-1])
-    assert (row.status, row.customer_id) == (AgreementStatus.PREPARED, None)
+    assert_not_linked(engine, page)
 
 
 async def test_agreeing_sends_the_browser_to_the_merchant_with_the_auth_code_and_state(
@@ -452,8 +459,7 @@ async def test_an_unknown_agreement_page_is_not_found(browsers: Browsers) -> Non
 async def test_apply_token_with_the_consent_auth_code_binds_the_agreement(
     alipay: AlipayPlusCaller, settings: Settings, engine: Engine, browsers: Browsers
 ) -> None:
-    _, page = await prepared(alipay, settings)
-    user = browsers()
+    page, user = await consent_page_and_user(alipay, settings, browsers)
     code = redirect_query(await user.consent(page))["authCode"][0]
 
     pair = await alipay.call(APPLY_TOKEN, apply_token_body(settings, auth_code=code))

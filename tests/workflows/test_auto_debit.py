@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from alipayplus import (
     Amount,
@@ -28,85 +24,29 @@ from alipayplus import (
     PaymentMethod,
     PayRequest,
     PayResponse,
-    PrepareRequest,
     ResultCode,
     ResultStatus,
     Scope,
 )
-from sandbox.alipayplus.driver import ACQUIRER_ID, PAYMENT_METHOD_TYPE, apply_token_request, easy_pay_order
-from sandbox.alipayplus.peer import SandboxAlipayPlus
-from tests.conftest import new_user, save_history
+from sandbox.alipayplus.driver import PAYMENT_METHOD_TYPE, easy_pay_order
+from tests.conftest import save_history
 from wallet import search_attributes
-from wallet.agreements import Agreements, CancelledBy, Consented, Revoked
-from wallet.deliveries import Delivery
+from wallet.agreements import Agreements, CancelledBy, Revoked
 from wallet.ledger import Ledger
-from wallet.oauth import Authorizations, TokenLifetimes
 from wallet.orders import AutoDebitOrder, PaymentState
 from wallet.records import read_payment
 from wallet.settings import Settings
 from wallet.states import PaymentStatus, UserStatus
 from workflows.auto_debit import PRODUCT, AutoDebitWorkflow
-from workflows.notify_payment import NotifyPaymentWorkflow
 from workflows.payment_order import PaymentOrderWorkflow
 
+from .conftest import Harness, result_of, start_payment
+
 PRICE = Amount(currency="IDR", value=15_000)
-AUTH_CLIENT_ID = "2188120040699147"  # the merchant's client, as in seed 004
 AutoDebitHandle = WorkflowHandle[AutoDebitWorkflow, PaymentState]
 
 
-# --- binding an agreement, as Alipay+ and the user do -------------------------------------
-
-
-@dataclass(frozen=True)
-class Bound:
-    agreement_id: str
-    reference_agreement_id: str
-    access_token: str
-    customer_id: str
-
-
-def bind(
-    engine: Engine,
-    settings: Settings,
-    customer_id: str,
-    *,
-    scopes: tuple[Scope, ...] = (Scope.AGREEMENT_PAY,),
-    issued_at: datetime | None = None,
-) -> Bound:
-    """An ACTIVE Auto Debit agreement of ``customer_id``'s: prepare, consent, applyToken (the pair
-    issued at ``issued_at``, default now)."""
-    agreements = Agreements(engine, settings.secret_key, consent_page_url="http://testserver/agreements")
-    reference = f"agr-{uuid.uuid4().hex}"
-    prepare = PrepareRequest(
-        psp_id=settings.psp_id,
-        acquirer_id=ACQUIRER_ID,
-        auth_client_id=AUTH_CLIENT_ID,
-        auth_client_name="Sandbox Subscriptions",
-        reference_merchant_id=AUTH_CLIENT_ID,
-        reference_agreement_id=reference,
-        auth_redirect_url="https://merchant.example.com/bound",
-        scopes=list(scopes),
-        auth_state="st",
-    )
-    prepared = agreements.prepare(prepare)
-    assert prepared.result.result_status is ResultStatus.SUCCESS and prepared.auth_url
-    agreement_id = prepared.auth_url.rsplit("/", 1)[-1]
-    consented = agreements.consent(agreement_id, customer_id)
-    assert isinstance(consented, Consented)
-    lifetimes = TokenLifetimes(
-        auth_code=timedelta(minutes=5),
-        access_token=settings.access_token_ttl,
-        refresh_token=settings.refresh_token_ttl,
-    )
-    clock = {"clock": lambda: issued_at} if issued_at is not None else {}
-    authorizations = Authorizations(engine, settings.secret_key, lifetimes, **clock)  # type: ignore[arg-type]
-    applied = authorizations.apply_token(apply_token_request(auth_code=consented.auth_code, psp_id=settings.psp_id))
-    assert applied.result.result_status is ResultStatus.SUCCESS and applied.access_token
-    assert applied.customer_id == customer_id
-    return Bound(agreement_id, reference, applied.access_token, customer_id)
-
-
-# --- paying with it, as the API does -----------------------------------------------------
+# --- paying with an agreement's token, as the API does --------------------------------------
 
 
 def debit_request(
@@ -126,24 +66,11 @@ def debit_request(
     )
 
 
-def start_operation(
-    settings: Settings, request: PayRequest
-) -> WithStartWorkflowOperation[AutoDebitWorkflow, PaymentState]:
-    return WithStartWorkflowOperation(
-        AutoDebitWorkflow.run,
-        AutoDebitOrder(request=request),
-        id=f"pay/{request.payment_request_id}",
-        task_queue=settings.temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=search_attributes.at_start(PRODUCT, request.payment_request_id, PaymentStatus.PROCESSING),
-    )
-
-
 async def pay(client: Client, settings: Settings, request: PayRequest) -> PayResponse:
     """pay as the API sends it: update-with-start of ``pay/{paymentRequestId}``."""
+    start = start_payment(AutoDebitWorkflow.run, AutoDebitOrder(request=request), PRODUCT, settings, request)
     return await client.execute_update_with_start_workflow(
-        PaymentOrderWorkflow.create_order, request, start_workflow_operation=start_operation(settings, request)
+        PaymentOrderWorkflow.create_order, request, start_workflow_operation=start
     )
 
 
@@ -151,30 +78,13 @@ def handle_of(client: Client, request: PayRequest) -> AutoDebitHandle:
     return client.get_workflow_handle_for(AutoDebitWorkflow.run, f"pay/{request.payment_request_id}")
 
 
-async def notified(client: Client, alipayplus: SandboxAlipayPlus, payment_request_id: str) -> list[str]:
-    """The payment's notifyPayment, once acknowledged (none left retrying to hold the clock)."""
-    notify = client.get_workflow_handle_for(NotifyPaymentWorkflow.run, f"notify/{payment_request_id}")
-    assert (await notify.result()).delivery is Delivery.ACKNOWLEDGED
-    return [n.body["paymentResult"]["resultCode"] for n in alipayplus.notifications(payment_request_id)]
-
-
-def result_of(answer: PayResponse) -> tuple[ResultStatus, str]:
-    return answer.result.result_status, answer.result.result_code
-
-
 # --- paid ---------------------------------------------------------------------------------
 
 
-async def test_a_live_token_pays_at_once_debits_once_and_notifies(
-    client: Client,
-    settings: Settings,
-    worker: Worker,
-    database: Ledger,
-    engine: Engine,
-    alipayplus: SandboxAlipayPlus,
-) -> None:
-    payer = new_user(engine, database, balance=50_000)
-    bound = bind(engine, settings, payer)
+async def test_a_live_token_pays_at_once_debits_once_and_notifies(harness: Harness) -> None:
+    client, settings, database, engine = harness.client, harness.settings, harness.database, harness.engine
+    bound = harness.bound_user(balance=50_000)
+    payer = bound.customer_id
     request = debit_request(settings, bound.access_token, customer_id=payer)
 
     answer = await pay(client, settings, request)
@@ -195,8 +105,8 @@ async def test_a_live_token_pays_at_once_debits_once_and_notifies(
         answer.payment_id,
         payer,
     )
-    assert await notified(client, alipayplus, request.payment_request_id) == ["SUCCESS"]
-    notice = alipayplus.notifications(request.payment_request_id)[0].body
+    assert await harness.notified(request.payment_request_id) == ["SUCCESS"]
+    notice = harness.alipayplus.notifications(request.payment_request_id)[0].body
     assert (notice["paymentResult"]["resultStatus"], notice["paymentId"], notice["customerId"]) == (
         "S",
         answer.payment_id,
@@ -209,16 +119,11 @@ async def test_a_live_token_pays_at_once_debits_once_and_notifies(
     await save_history(handle, "auto_debit_paid")
 
 
-async def test_the_same_payment_request_again_gets_the_same_answer_and_no_second_debit(
-    client: Client,
-    settings: Settings,
-    worker: Worker,
-    database: Ledger,
-    engine: Engine,
-    alipayplus: SandboxAlipayPlus,
-) -> None:
-    payer = new_user(engine, database, balance=50_000)
-    request = debit_request(settings, bind(engine, settings, payer).access_token)
+async def test_the_same_payment_request_again_gets_the_same_answer_and_no_second_debit(harness: Harness) -> None:
+    client, settings, database = harness.client, harness.settings, harness.database
+    bound = harness.bound_user(balance=50_000)
+    payer = bound.customer_id
+    request = debit_request(settings, bound.access_token)
 
     # one retry while the payment is processed, one after its workflow ended (update-with-start
     # then finds the closed workflow: the API answers from the records, the ledger is not touched again)
@@ -234,46 +139,33 @@ async def test_the_same_payment_request_again_gets_the_same_answer_and_no_second
     assert during == first
     assert after is None or after == first
     assert database.balance(Ledger.user_account_id(payer)) == 50_000 - PRICE.value  # debited once
-    assert await notified(client, alipayplus, request.payment_request_id) == ["SUCCESS"]
+    assert await harness.notified(request.payment_request_id) == ["SUCCESS"]
     assert database.check().postings == postings
     assert database.check().ok
 
 
-async def test_a_repeat_racing_the_first_pay_leaves_the_record_final(
-    client: Client,
-    settings: Settings,
-    worker: Worker,
-    database: Ledger,
-    engine: Engine,
-    alipayplus: SandboxAlipayPlus,
-) -> None:
+async def test_a_repeat_racing_the_first_pay_leaves_the_record_final(harness: Harness) -> None:
+    client, settings = harness.client, harness.settings
     for _ in range(5):  # the race is lost about one time in two
-        payer = new_user(engine, database, balance=50_000)
-        request = debit_request(settings, bind(engine, settings, payer).access_token)
+        request = debit_request(settings, harness.bound_user(balance=50_000).access_token)
 
         first, again = await asyncio.gather(pay(client, settings, request), pay(client, settings, request))
         await handle_of(client, request).result()
-        assert await notified(client, alipayplus, request.payment_request_id) == ["SUCCESS"]
+        assert await harness.notified(request.payment_request_id) == ["SUCCESS"]
 
         assert again == first and result_of(first) == (ResultStatus.SUCCESS, ResultCode.SUCCESS)
-        record = read_payment(engine, request.payment_request_id)  # what inquiryPayment and a late pay read
+        record = read_payment(harness.engine, request.payment_request_id)  # what inquiryPayment and a late pay read
         assert record is not None and (record.status, record.payment_id) == (PaymentStatus.SUCCESS, first.payment_id)
 
 
 # --- refused, with no money moved ------------------------------------------------------------
 
 
-async def test_a_revoked_token_is_refused_invalid_token_without_a_debit(
-    client: Client,
-    settings: Settings,
-    worker: Worker,
-    database: Ledger,
-    engine: Engine,
-    alipayplus: SandboxAlipayPlus,
-) -> None:
-    payer = new_user(engine, database, balance=50_000)
-    bound = bind(engine, settings, payer)
-    assert Agreements(engine, settings.secret_key).revoke(bound.agreement_id, CancelledBy.MERCHANT).changed
+async def test_a_revoked_token_is_refused_invalid_token_without_a_debit(harness: Harness) -> None:
+    client, settings, database = harness.client, harness.settings, harness.database
+    bound = harness.bound_user(balance=50_000)
+    payer = bound.customer_id
+    assert Agreements(harness.engine, settings.secret_key).revoke(bound.agreement_id, CancelledBy.MERCHANT).changed
     request = debit_request(settings, bound.access_token)
     postings = database.check().postings
 
@@ -286,7 +178,7 @@ async def test_a_revoked_token_is_refused_invalid_token_without_a_debit(
     assert state.status is PaymentStatus.FAIL and state.payment_result.result_code == ResultCode.INVALID_TOKEN
     assert database.check().postings == postings
     assert database.balance(Ledger.user_account_id(payer)) == 50_000
-    assert await notified(client, alipayplus, request.payment_request_id) == ["INVALID_TOKEN"]
+    assert await harness.notified(request.payment_request_id) == ["INVALID_TOKEN"]
     await save_history(handle, "auto_debit_invalid_token")
 
 
@@ -302,28 +194,22 @@ async def test_a_revoked_token_is_refused_invalid_token_without_a_debit(
     ],
 )
 async def test_each_refusal_of_the_token_or_the_payer_is_final_at_once_without_a_debit(
-    client: Client,
-    settings: Settings,
-    worker: Worker,
-    database: Ledger,
-    engine: Engine,
-    alipayplus: SandboxAlipayPlus,
-    case: str,
-    code: ResultCode,
+    harness: Harness, case: str, code: ResultCode
 ) -> None:
+    client, settings, database = harness.client, harness.settings, harness.database
     balance = PRICE.value - 1 if case == "balance too low" else 50_000
     status = UserStatus.FROZEN if case == "frozen user" else UserStatus.ACTIVE
-    payer = new_user(engine, database, balance=balance, status=status)
+    payer = harness.new_user(balance=balance, status=status)
     if case == "expired token":  # issued longer ago than an access token lives
         issued = datetime.now(UTC).replace(microsecond=0) - settings.access_token_ttl - timedelta(minutes=1)
-        token = bind(engine, settings, payer, issued_at=issued).access_token
+        token = harness.bind(payer, issued_at=issued).access_token
     elif case == "no AGREEMENT_PAY scope":
-        token = bind(engine, settings, payer, scopes=(Scope.BASE_USER_INFO,)).access_token
+        token = harness.bind(payer, scopes=(Scope.BASE_USER_INFO,)).access_token
     elif case == "unknown token":
         token = f"AT{uuid.uuid4().hex}"
     else:
-        token = bind(engine, settings, payer).access_token
-    named = new_user(engine, database, balance=0) if case == "customerId of another user" else None
+        token = harness.bind(payer).access_token
+    named = harness.new_user(balance=0) if case == "customerId of another user" else None
     request = debit_request(settings, token, customer_id=named)
     postings = database.check().postings
 
@@ -332,24 +218,20 @@ async def test_each_refusal_of_the_token_or_the_payer_is_final_at_once_without_a
     assert result_of(answer) == (ResultStatus.FAIL, code)
     assert answer.payment_id is None and answer.payment_url is None
     assert (await handle_of(client, request).result()).status is PaymentStatus.FAIL
-    record = read_payment(engine, request.payment_request_id)
+    record = read_payment(harness.engine, request.payment_request_id)
     assert record is not None and (record.status, record.result_code) == (PaymentStatus.FAIL, code.value)
     assert database.check().postings == postings
     assert database.balance(Ledger.user_account_id(payer)) == balance
-    assert await notified(client, alipayplus, request.payment_request_id) == [code.value]
+    assert await harness.notified(request.payment_request_id) == [code.value]
 
 
 async def test_a_payment_past_its_expiry_on_arrival_is_closed_without_a_debit(
-    env: WorkflowEnvironment,
-    client: Client,
-    settings: Settings,
-    worker: Worker,
-    database: Ledger,
-    engine: Engine,
-    alipayplus: SandboxAlipayPlus,
+    env: WorkflowEnvironment, harness: Harness
 ) -> None:
-    payer = new_user(engine, database, balance=50_000)
-    request = debit_request(settings, bind(engine, settings, payer).access_token).model_copy(
+    client, settings = harness.client, harness.settings
+    bound = harness.bound_user(balance=50_000)
+    payer = bound.customer_id
+    request = debit_request(settings, bound.access_token).model_copy(
         update={"payment_expiry_time": await env.get_current_time() - timedelta(seconds=1)}
     )
 
@@ -358,21 +240,15 @@ async def test_a_payment_past_its_expiry_on_arrival_is_closed_without_a_debit(
     assert result_of(answer) == (ResultStatus.FAIL, ResultCode.ORDER_IS_CLOSED)
     assert answer.payment_id is None
     assert (await handle_of(client, request).result()).status is PaymentStatus.CLOSED
-    assert database.balance(Ledger.user_account_id(payer)) == 50_000
-    assert await notified(client, alipayplus, request.payment_request_id) == ["ORDER_IS_CLOSED"]
+    assert harness.database.balance(Ledger.user_account_id(payer)) == 50_000
+    assert await harness.notified(request.payment_request_id) == ["ORDER_IS_CLOSED"]
 
 
 # --- a revocation racing the payment -----------------------------------------------------------
 
 
-async def test_a_revocation_racing_the_payment_either_loses_or_wins_never_both(
-    client: Client,
-    settings: Settings,
-    worker: Worker,
-    database: Ledger,
-    engine: Engine,
-    alipayplus: SandboxAlipayPlus,
-) -> None:
+async def test_a_revocation_racing_the_payment_either_loses_or_wins_never_both(harness: Harness) -> None:
+    client, settings, database, engine = harness.client, harness.settings, harness.database, harness.engine
     agreements = Agreements(engine, settings.secret_key)
     outcomes: list[str] = []
 
@@ -381,10 +257,9 @@ async def test_a_revocation_racing_the_payment_either_loses_or_wins_never_both(
         return await asyncio.to_thread(agreements.revoke, agreement_id, CancelledBy.USER)
 
     for round_ in range(10):
-        payer = new_user(engine, database, balance=50_000)
-        bound = bind(engine, settings, payer)
+        bound = harness.bound_user(balance=50_000)
         request = debit_request(settings, bound.access_token)
-        account = Ledger.user_account_id(payer)
+        account = Ledger.user_account_id(bound.customer_id)
 
         answer, revoked = await asyncio.gather(
             pay(client, settings, request),
@@ -394,7 +269,7 @@ async def test_a_revocation_racing_the_payment_either_loses_or_wins_never_both(
         assert revoked.changed
         state = await handle_of(client, request).result()
         record = read_payment(engine, request.payment_request_id)
-        codes = await notified(client, alipayplus, request.payment_request_id)
+        codes = await harness.notified(request.payment_request_id)
         if result_of(answer) == (ResultStatus.SUCCESS, ResultCode.SUCCESS):  # the check came first
             assert database.balance(account) == 50_000 - PRICE.value
             assert state.status is PaymentStatus.SUCCESS

@@ -15,8 +15,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -25,16 +24,15 @@ from sandbox.alipayplus.driver import nfc_pay_request, refund_request
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.conftest import new_user, save_history
 from wallet import search_attributes
-from wallet.deliveries import Delivery
 from wallet.ledger import Ledger
 from wallet.orders import NfcOrder, PaymentState
 from wallet.records import payment_by_custom_data, read_payment
 from wallet.settings import Settings
 from wallet.states import PaymentStatus, UserStatus
 from workflows.nfc_payment import PRODUCT, NfcPaymentWorkflow
-from workflows.notify_payment import NotifyPaymentWorkflow
 from workflows.payment_order import PaymentOrderWorkflow
 
+from .conftest import notified, result_of, start_payment
 from .test_refunds import cancel, finished, refund
 
 ATCS = itertools.count(1)  # each tap uses its token's next ATC: a repeated one is a replayed tap
@@ -54,35 +52,12 @@ def tap(customer_id: str, amount: Amount = PRICE) -> PayRequest:
     )
 
 
-def start_operation(
-    settings: Settings, request: PayRequest
-) -> WithStartWorkflowOperation[NfcPaymentWorkflow, PaymentState]:
-    return WithStartWorkflowOperation(
-        NfcPaymentWorkflow.run,
-        NfcOrder(request=request),
-        id=f"pay/{request.payment_request_id}",
-        task_queue=settings.temporal_task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=search_attributes.at_start(PRODUCT, request.payment_request_id, PaymentStatus.PROCESSING),
-    )
-
-
 async def pay(client: Client, settings: Settings, request: PayRequest, sent: PayRequest | None = None) -> PayResponse:
     """pay as the API sends it: update-with-start of ``pay/{paymentRequestId}`` (``sent`` may differ)."""
+    start = start_payment(NfcPaymentWorkflow.run, NfcOrder(request=request), PRODUCT, settings, request)
     return await client.execute_update_with_start_workflow(
-        PaymentOrderWorkflow.create_order, sent or request, start_workflow_operation=start_operation(settings, request)
+        PaymentOrderWorkflow.create_order, sent or request, start_workflow_operation=start
     )
-
-
-async def notified(client: Client, alipayplus: SandboxAlipayPlus, payment_request_id: str) -> list[str]:
-    notify = client.get_workflow_handle_for(NotifyPaymentWorkflow.run, f"notify/{payment_request_id}")
-    assert (await notify.result()).delivery is Delivery.ACKNOWLEDGED
-    return [n.body["paymentResult"]["resultCode"] for n in alipayplus.notifications(payment_request_id)]
-
-
-def result_of(answer: PayResponse) -> tuple[ResultStatus, str]:
-    return answer.result.result_status, answer.result.result_code
 
 
 # --- a tap is paid, or refused, at once ---------------------------------------------------

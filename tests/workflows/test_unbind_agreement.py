@@ -16,7 +16,8 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -40,7 +41,7 @@ from sandbox.alipayplus.peer import SandboxAlipayPlus
 from tests.conftest import new_user, real_activities, save_history, time_skipping_server
 from wallet import workflow_ids
 from wallet.agreements import Agreements, CancelledBy, UnbindOutcome, UnbindRequest
-from wallet.deliveries import Delivery
+from wallet.deliveries import Delivery, DeliveryReport
 from wallet.ledger import Ledger
 from wallet.records import Agreement, AgreementStatus, OAuthToken
 from wallet.settings import Settings
@@ -48,7 +49,8 @@ from workers.worker import build_worker
 from workflows.auth_notify import AuthNotifyWorkflow
 from workflows.unbind_agreement import UnbindAgreementWorkflow
 
-from .test_auto_debit import AUTH_CLIENT_ID, Bound, bind
+from ._agreements import AUTH_CLIENT_ID, Bound, bind
+from .conftest import Harness
 
 UnbindHandle = WorkflowHandle[UnbindAgreementWorkflow, UnbindOutcome]
 SILENCE = None  # a scripted consultUnbinding that gets no answer (a timeout, a 5xx)
@@ -91,13 +93,18 @@ def assert_untouched(engine: Engine, settings: Settings, bound: Bound) -> None:
     assert (owner.result_code, owner.customer_id) == (ResultCode.SUCCESS, bound.customer_id)
 
 
+def cancellation_notice(client: Client, bound: Bound) -> WorkflowHandle[AuthNotifyWorkflow, DeliveryReport]:
+    """The agreement's TOKEN_CANCELED delivery."""
+    return client.get_workflow_handle_for(
+        AuthNotifyWorkflow.run,
+        workflow_ids.agreement_notification(bound.agreement_id, AuthorizationNotifyType.TOKEN_CANCELED),
+    )
+
+
 async def no_cancellation_notice(client: Client, alipayplus: SandboxAlipayPlus, bound: Bound) -> bool:
     """No TOKEN_CANCELED delivery was started, and Alipay+ heard nothing of this agreement."""
-    notice = client.get_workflow_handle(
-        workflow_ids.agreement_notification(bound.agreement_id, AuthorizationNotifyType.TOKEN_CANCELED)
-    )
     try:
-        await notice.describe()
+        await cancellation_notice(client, bound).describe()
     except RPCError:
         return not alipayplus.auth_notifications(bound.reference_agreement_id)
     return False
@@ -157,16 +164,10 @@ async def consulting_server(
 # --- unbound ------------------------------------------------------------------------------
 
 
-async def test_unbinding_an_active_agreement_revokes_it_and_tells_alipayplus(
-    client: Client,
-    settings: Settings,
-    worker: Worker,
-    database: Ledger,
-    engine: Engine,
-    alipayplus: SandboxAlipayPlus,
-) -> None:
-    user = new_user(engine, database, balance=0)
-    bound = bind(engine, settings, user)
+async def test_unbinding_an_active_agreement_revokes_it_and_tells_alipayplus(harness: Harness) -> None:
+    client, settings, engine = harness.client, harness.settings, harness.engine
+    bound = harness.bound_user(balance=0)
+    user = bound.customer_id
     assert_untouched(engine, settings, bound)
 
     handle = await unbind(
@@ -182,13 +183,10 @@ async def test_unbinding_an_active_agreement_revokes_it_and_tells_alipayplus(
     agreements = Agreements(engine, settings.secret_key)
     assert agreements.token_owner(bound.access_token).result_code is ResultCode.INVALID_TOKEN
     assert agreements.of_customer(user) == []  # gone from the app's list
-    notice = client.get_workflow_handle_for(
-        AuthNotifyWorkflow.run,
-        workflow_ids.agreement_notification(bound.agreement_id, AuthorizationNotifyType.TOKEN_CANCELED),
-    )
+    notice = cancellation_notice(client, bound)
     assert notice.id == f"auth/{bound.agreement_id}/TOKEN_CANCELED"
     assert (await notice.result()).delivery is Delivery.ACKNOWLEDGED
-    received = alipayplus.auth_notifications(bound.reference_agreement_id)
+    received = harness.alipayplus.auth_notifications(bound.reference_agreement_id)
     assert len(received) == 1
     body = received[0].body
     assert body["authorizationNotifyType"] == "TOKEN_CANCELED"
@@ -201,16 +199,10 @@ async def test_unbinding_an_active_agreement_revokes_it_and_tells_alipayplus(
     await save_history(handle, "unbind_agreement")
 
 
-async def test_another_users_agreement_is_not_found_and_nothing_changes(
-    client: Client,
-    settings: Settings,
-    worker: Worker,
-    database: Ledger,
-    engine: Engine,
-    alipayplus: SandboxAlipayPlus,
-) -> None:
-    owner, stranger = new_user(engine, database, balance=0), new_user(engine, database, balance=0)
-    bound = bind(engine, settings, owner)
+async def test_another_users_agreement_is_not_found_and_nothing_changes(harness: Harness) -> None:
+    client, settings, engine = harness.client, harness.settings, harness.engine
+    owner, stranger = harness.new_user(balance=0), harness.new_user(balance=0)
+    bound = harness.bind(owner)
 
     handle = await unbind(
         client, settings.temporal_task_queue, UnbindRequest(agreement_id=bound.agreement_id, customer_id=stranger)
@@ -218,7 +210,7 @@ async def test_another_users_agreement_is_not_found_and_nothing_changes(
 
     assert await handle.result() is UnbindOutcome.NOT_FOUND
     assert_untouched(engine, settings, bound)
-    assert await no_cancellation_notice(client, alipayplus, bound)
+    assert await no_cancellation_notice(client, harness.alipayplus, bound)
 
 
 async def test_an_unknown_agreement_is_not_found(client: Client, settings: Settings, worker: Worker) -> None:
@@ -229,17 +221,10 @@ async def test_an_unknown_agreement_is_not_found(client: Client, settings: Setti
     assert await handle.result() is UnbindOutcome.NOT_FOUND
 
 
-async def test_unbinding_twice_the_second_is_not_found_and_tells_alipayplus_once(
-    client: Client,
-    settings: Settings,
-    worker: Worker,
-    database: Ledger,
-    engine: Engine,
-    alipayplus: SandboxAlipayPlus,
-) -> None:
-    user = new_user(engine, database, balance=0)
-    bound = bind(engine, settings, user)
-    request = UnbindRequest(agreement_id=bound.agreement_id, customer_id=user)
+async def test_unbinding_twice_the_second_is_not_found_and_tells_alipayplus_once(harness: Harness) -> None:
+    client, settings, engine = harness.client, harness.settings, harness.engine
+    bound = harness.bound_user(balance=0)
+    request = UnbindRequest(agreement_id=bound.agreement_id, customer_id=bound.customer_id)
 
     first = await (await unbind(client, settings.temporal_task_queue, request)).result()
     cancelled_at = agreement_of(engine, bound.agreement_id).cancelled_at
@@ -247,33 +232,26 @@ async def test_unbinding_twice_the_second_is_not_found_and_tells_alipayplus_once
 
     assert (first, second) == (UnbindOutcome.UNBOUND, UnbindOutcome.NOT_FOUND)
     assert agreement_of(engine, bound.agreement_id).cancelled_at == cancelled_at  # not revoked again
-    notice = client.get_workflow_handle_for(
-        AuthNotifyWorkflow.run,
-        workflow_ids.agreement_notification(bound.agreement_id, AuthorizationNotifyType.TOKEN_CANCELED),
-    )
+    notice = cancellation_notice(client, bound)
     assert (await notice.result()).delivery is Delivery.ACKNOWLEDGED
-    assert len(alipayplus.auth_notifications(bound.reference_agreement_id)) == 1
+    assert len(harness.alipayplus.auth_notifications(bound.reference_agreement_id)) == 1
 
 
 # --- consultUnbinding ----------------------------------------------------------------------
 
 
 async def test_the_merchant_refusing_unbinding_is_refused_and_nothing_is_revoked(
-    client: Client,
-    settings: Settings,
-    worker: Worker,
-    activities: list[Any],
-    database: Ledger,
-    engine: Engine,
-    alipayplus: SandboxAlipayPlus,
+    harness: Harness, activities: list[Any]
 ) -> None:
-    user = new_user(engine, database, balance=0)
-    bound = bind(engine, settings, user)
+    client, settings, engine = harness.client, harness.settings, harness.engine
+    bound = harness.bound_user(balance=0)
     consult = ScriptedConsult(False)
 
     async with consulting_worker(client, settings, activities, engine, consult) as task_queue:
         handle = await unbind(
-            client, task_queue, UnbindRequest(agreement_id=bound.agreement_id, customer_id=user, consult=True)
+            client,
+            task_queue,
+            UnbindRequest(agreement_id=bound.agreement_id, customer_id=bound.customer_id, consult=True),
         )
         outcome = await handle.result()
 
@@ -286,36 +264,45 @@ async def test_the_merchant_refusing_unbinding_is_refused_and_nothing_is_revoked
         bound.access_token,  # the agreement named by its live access token
     )
     assert_untouched(engine, settings, bound)
-    assert await no_cancellation_notice(client, alipayplus, bound)
+    assert await no_cancellation_notice(client, harness.alipayplus, bound)
     await save_history(handle, "unbind_agreement_refused")
 
 
-@pytest.mark.parametrize("silences", [1, 4], ids=["one silence", "four silences"])
-async def test_consult_unanswered_for_a_while_is_asked_again_until_allowed(
-    settings: Settings,
-    database: Ledger,
-    engine: Engine,
-    alipayplus: SandboxAlipayPlus,
-    silences: int,
-) -> None:
-    user = new_user(engine, database, balance=0)
-    bound = bind(engine, settings, user)
-    consult = ScriptedConsult(*[SILENCE] * silences, True)
+@dataclass(frozen=True)
+class ConsultedUnbinding:
+    env: WorkflowEnvironment
+    bound: Bound
+    handle: UnbindHandle
+    started: datetime  # the server's time just before the unbinding started
 
-    async with consulting_server(settings, engine, alipayplus, consult) as env:
+
+@asynccontextmanager
+async def consulted_unbinding(
+    settings: Settings, database: Ledger, engine: Engine, peer: SandboxAlipayPlus, alipayplus: ScriptedConsult
+) -> AsyncIterator[ConsultedUnbinding]:
+    """A fresh user's agreement, its unbinding with consultUnbinding started on a ``consulting_server``."""
+    bound = bind(engine, settings, new_user(engine, database, balance=0))
+    async with consulting_server(settings, engine, peer, alipayplus) as env:
         started = await env.get_current_time()
         handle = await unbind(
             env.client,
             settings.temporal_task_queue,
-            UnbindRequest(agreement_id=bound.agreement_id, customer_id=user, consult=True),
+            UnbindRequest(agreement_id=bound.agreement_id, customer_id=bound.customer_id, consult=True),
         )
-        outcome = await handle.result()
-        elapsed = await env.get_current_time() - started
-        notice = env.client.get_workflow_handle_for(
-            AuthNotifyWorkflow.run,
-            workflow_ids.agreement_notification(bound.agreement_id, AuthorizationNotifyType.TOKEN_CANCELED),
-        )
-        delivered = (await notice.result()).delivery
+        yield ConsultedUnbinding(env, bound, handle, started)
+
+
+@pytest.mark.parametrize("silences", [1, 4], ids=["one silence", "four silences"])
+async def test_consult_unanswered_for_a_while_is_asked_again_until_allowed(
+    settings: Settings, database: Ledger, engine: Engine, alipayplus: SandboxAlipayPlus, silences: int
+) -> None:
+    consult = ScriptedConsult(*[SILENCE] * silences, True)
+
+    async with consulted_unbinding(settings, database, engine, alipayplus, consult) as unbinding:
+        outcome = await unbinding.handle.result()
+        elapsed = await unbinding.env.get_current_time() - unbinding.started
+        delivered = (await cancellation_notice(unbinding.env.client, unbinding.bound).result()).delivery
+    bound = unbinding.bound
 
     assert outcome is UnbindOutcome.UNBOUND
     assert len(consult.requests) == silences + 1
@@ -332,29 +319,18 @@ async def test_consult_unanswered_for_a_while_is_asked_again_until_allowed(
 
 
 async def test_consult_never_answered_gives_up_after_an_hour_with_nothing_changed(
-    settings: Settings,
-    database: Ledger,
-    engine: Engine,
-    alipayplus: SandboxAlipayPlus,
+    settings: Settings, database: Ledger, engine: Engine, alipayplus: SandboxAlipayPlus
 ) -> None:
-    user = new_user(engine, database, balance=0)
-    bound = bind(engine, settings, user)
     consult = ScriptedConsult(SILENCE)
 
-    async with consulting_server(settings, engine, alipayplus, consult) as env:
-        started = await env.get_current_time()
-        handle = await unbind(
-            env.client,
-            settings.temporal_task_queue,
-            UnbindRequest(agreement_id=bound.agreement_id, customer_id=user, consult=True),
-        )
-        outcome = await handle.result()  # an hour of retries, skipped
-        elapsed = await env.get_current_time() - started
-        cancellation = env.client.get_workflow_handle(
-            workflow_ids.agreement_notification(bound.agreement_id, AuthorizationNotifyType.TOKEN_CANCELED)
-        )
+    async with consulted_unbinding(settings, database, engine, alipayplus, consult) as unbinding:
+        outcome = await unbinding.handle.result()  # an hour of retries, skipped
+        elapsed = await unbinding.env.get_current_time() - unbinding.started
         with pytest.raises(RPCError):
-            await cancellation.describe()  # no TOKEN_CANCELED delivery was started
+            await cancellation_notice(
+                unbinding.env.client, unbinding.bound
+            ).describe()  # no TOKEN_CANCELED delivery started
+    bound = unbinding.bound
 
     assert outcome is UnbindOutcome.UNANSWERED
     assert len(consult.requests) > 10
