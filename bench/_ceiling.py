@@ -22,7 +22,7 @@ from temporalio.worker import Worker
 
 from devstack.stack import DevStack
 from wallet.settings import Settings
-from workers.worker import WORKFLOW_RUNNER, compile_workflow_modules
+from workers.worker import compile_workflow_modules, workflow_runner
 
 from ._load import CEILING_QUEUE, Ceiling, LoadProcess, percentile
 from ._trivial import AnswerWorkflow, OneActivityWorkflow, echo
@@ -41,7 +41,7 @@ async def ceiling_worker(client: Client) -> AsyncIterator[None]:
         task_queue=CEILING_QUEUE,
         workflows=[OneActivityWorkflow, AnswerWorkflow],
         activities=[echo],
-        workflow_runner=WORKFLOW_RUNNER,
+        workflow_runner=workflow_runner(client.data_converter),
     ):
         yield
 

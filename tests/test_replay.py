@@ -16,8 +16,8 @@ from temporalio.worker import Replayer
 from sandbox.alipayplus.inquiry import InquiryScheduleWorkflow
 from wallet.settings import Settings
 from wallet.temporal import data_converter
-from workers.worker import WORKFLOW_RUNNER
 from workers.worker import WORKFLOWS as MPP_WORKFLOWS
+from workers.worker import workflow_runner
 
 from .conftest import HISTORIES
 
@@ -40,5 +40,7 @@ async def test_history_replays(path: Path, settings: Settings) -> None:
     """Histories are encrypted with the test payload key, as production ones are with theirs."""
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     await Replayer(
-        workflows=list(WORKFLOWS), data_converter=data_converter(settings), workflow_runner=WORKFLOW_RUNNER
+        workflows=list(WORKFLOWS),
+        data_converter=data_converter(settings),
+        workflow_runner=workflow_runner(data_converter(settings)),
     ).replay_workflow(history)

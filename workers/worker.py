@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
 from activities.adjust_refunds import AdjustRefundActivities
 from activities.agreements import AgreementActivities
@@ -51,6 +52,7 @@ from workflows.token import TokenWorkflow
 from workflows.unbind_agreement import UnbindAgreementWorkflow
 
 from .interceptors import PermanentFailures
+from .sandbox import LeanSandboxedWorkflowRunner, ignores_serialization_context
 
 WORKFLOWS: Sequence[type] = (
     AccountEvaluationWorkflow,
@@ -73,9 +75,12 @@ WORKFLOWS: Sequence[type] = (
 # through the sandbox: imported once per process, not again for every new workflow. The workflow
 # modules themselves stay sandboxed, so the determinism checks still apply to workflow code.
 PASSED_THROUGH = ("alipayplus", "wallet", "activities")
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSED_THROUGH)
-)
+RESTRICTIONS = SandboxRestrictions.default.with_passthrough_modules(*PASSED_THROUGH)
+
+
+def workflow_runner(converter: DataConverter) -> LeanSandboxedWorkflowRunner:
+    """The sandbox every workflow runs in, for a client or replayer with ``converter``."""
+    return LeanSandboxedWorkflowRunner(restrictions=RESTRICTIONS, context_free=ignores_serialization_context(converter))
 
 
 def compile_workflow_modules(workflows: Sequence[type] = WORKFLOWS) -> None:
@@ -170,7 +175,7 @@ def build_worker(client: Client, settings: Settings, activities: list[Any] | Non
         max_concurrent_workflow_tasks=settings.worker_max_workflow_tasks,
         max_concurrent_workflow_task_polls=settings.worker_workflow_pollers,
         max_concurrent_activity_task_polls=settings.worker_activity_pollers,
-        workflow_runner=WORKFLOW_RUNNER,
+        workflow_runner=workflow_runner(client.data_converter),
         interceptors=[PermanentFailures()],
         **options,
     )

@@ -41,7 +41,7 @@ from wallet.telemetry.metrics import DELIVERIES_FINISHED, MONEY_PROCESSES_FINISH
 from wallet.telemetry.temporal_metrics import TemporalMetrics
 from wallet.temporal import data_converter, temporal_test_server
 from wallet.users import UserStore
-from workers.worker import WORKFLOW_RUNNER, WORKFLOWS, build_worker
+from workers.worker import WORKFLOWS, build_worker, workflow_runner
 from workflows.nfc_activation import NfcActivationWorkflow, Phase
 from workflows.refund import RefundWorkflow
 
@@ -152,7 +152,7 @@ async def test_replaying_recorded_histories_counts_nothing(settings: Settings) -
     replayer = Replayer(
         workflows=list(WORKFLOWS),
         data_converter=data_converter(settings),
-        workflow_runner=WORKFLOW_RUNNER,
+        workflow_runner=workflow_runner(data_converter(settings)),
         runtime=Runtime(telemetry=TelemetryConfig(metrics=buffer)),
     )
     names = ("nfc_payment_success", "notify_payment", "refund_full", "cancel_paid", "nfc_activation_manual")
