@@ -22,7 +22,8 @@ from temporalio.worker import Worker
 
 from devstack.stack import DevStack
 from wallet.settings import Settings
-from workers.worker import compile_workflow_modules, workflow_runner
+from workers.sandbox import keep_workflow_code
+from workers.worker import workflow_runner
 
 from ._load import CEILING_QUEUE, Ceiling, LoadProcess, percentile
 from ._trivial import AnswerWorkflow, OneActivityWorkflow, echo
@@ -35,7 +36,7 @@ def ratio(ours: float, ceiling: float) -> str:
 @contextlib.asynccontextmanager
 async def ceiling_worker(client: Client) -> AsyncIterator[None]:
     """The trivial workloads' worker, configured as the payments worker is (runner, sandbox)."""
-    compile_workflow_modules([OneActivityWorkflow, AnswerWorkflow])
+    keep_workflow_code([OneActivityWorkflow, AnswerWorkflow])
     async with Worker(
         client,
         task_queue=CEILING_QUEUE,

@@ -1,25 +1,34 @@
-"""The workflow sandbox: the SDK's, without two costs our data converter does not need.
+"""The workflow sandbox: the SDK's, without three costs that buy nothing here.
 
-For every activation, and for every payload sequence in it, the SDK's sandboxed instance runs a few
-fixed lines inside the sandbox by passing their text to ``exec``:
+The sandbox imports a workflow's module afresh for every new workflow, and for every activation, and
+every payload sequence in it, runs a few fixed lines inside the sandbox by passing their text to
+``exec``. So:
 
-* it compiles that text again each time: here each distinct text is compiled once per process;
-* per payload sequence it enters the sandbox only to ask which serialization context and which
-  external-storage context the payload belongs to. When the data converter is the same under every
-  context and stores nothing externally (ours: ``ignores_serialization_context``), the answer cannot
-  change what is encoded, so the runner answers "none" without entering the sandbox.
+* ``keep_workflow_code``: the workflow modules are read and compiled once per process; each new
+  sandbox executes that same code object into its own fresh module, as before (and every workflow
+  runs the code the worker started with, even if the files change under it);
+* the glue text is compiled once per process, not on every call;
+* per payload sequence the sandbox is entered only to ask which serialization and external-storage
+  context the payload belongs to. When the data converter is the same under every context and stores
+  nothing externally (ours: ``ignores_serialization_context``) the answer cannot change what is
+  encoded, so the runner answers "none" without entering the sandbox.
 
-Both together were about a tenth of a busy worker's CPU (py-spy over ``make bench``). What runs inside
-the sandbox, its restrictions and its determinism checks are unchanged. It leans on temporalio's
-private ``_Instance`` (temporalio 1.35); ``tests/workers/test_sandbox.py`` fails if an upgrade stops it
-from being used.
+Together about a fifth of a busy worker's CPU (py-spy over ``make bench``). What runs inside the
+sandbox, its restrictions and its determinism checks are unchanged. It leans on temporalio's private
+``_Instance`` (temporalio 1.35); ``tests/workers/test_sandbox.py`` fails if an upgrade stops it from
+being used.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from types import CodeType
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+from collections.abc import Iterable, Sequence
+from types import CodeType, ModuleType
 from typing import Any
 
 from temporalio.converter import ActivitySerializationContext, DataConverter, WorkflowSerializationContext
@@ -48,6 +57,52 @@ def ignores_serialization_context(converter: DataConverter) -> bool:
     return converter.external_storage is None and all(
         converter.with_context(context) is converter for context in _SAMPLE_CONTEXTS
     )
+
+
+class _KeptCodeLoader(importlib.machinery.SourceFileLoader):
+    _codes: dict[str, CodeType] = {}  # by file path, for the life of the process
+
+    def get_code(self, fullname: str) -> CodeType:
+        code = self._codes.get(self.path)
+        if code is None:
+            code = super().get_code(fullname)
+            assert code is not None  # a source file always has code
+            self._codes[self.path] = code
+        return code
+
+
+class _KeptCodeFinder(importlib.abc.MetaPathFinder):
+    """Finds the named packages' modules as the path finder does, with a loader that keeps their code."""
+
+    def __init__(self) -> None:
+        self.packages: set[str] = set()
+        self._found: dict[str, tuple[str, list[str] | None]] = {}  # module -> (file, package path)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname.partition(".")[0] not in self.packages:
+            return None
+        found = self._found.get(fullname)
+        if found is None:
+            spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+            if spec is None or spec.origin is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+                return spec
+            found = self._found[fullname] = (spec.origin, spec.submodule_search_locations)
+        origin, package_path = found
+        return importlib.util.spec_from_file_location(  # a spec of its own per import: the import marks it
+            fullname, origin, loader=_KeptCodeLoader(fullname, origin), submodule_search_locations=package_path
+        )
+
+
+_finder = _KeptCodeFinder()
+
+
+def keep_workflow_code(workflows: Iterable[type]) -> None:
+    """Have the packages of ``workflows`` compiled once per process, not on each sandbox's import."""
+    _finder.packages.update(workflow.__module__.partition(".")[0] for workflow in workflows)
+    if _finder not in sys.meta_path:
+        sys.meta_path.insert(0, _finder)
 
 
 @functools.lru_cache(maxsize=512)  # a few snippets per workflow type

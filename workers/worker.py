@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import compileall
 import concurrent.futures
-import inspect
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,7 +49,7 @@ from workflows.token import TokenWorkflow
 from workflows.unbind_agreement import UnbindAgreementWorkflow
 
 from .interceptors import PermanentFailures
-from .sandbox import LeanSandboxedWorkflowRunner, ignores_serialization_context
+from .sandbox import LeanSandboxedWorkflowRunner, ignores_serialization_context, keep_workflow_code
 
 WORKFLOWS: Sequence[type] = (
     AccountEvaluationWorkflow,
@@ -81,14 +78,6 @@ RESTRICTIONS = SandboxRestrictions.default.with_passthrough_modules(*PASSED_THRO
 def workflow_runner(converter: DataConverter) -> LeanSandboxedWorkflowRunner:
     """The sandbox every workflow runs in, for a client or replayer with ``converter``."""
     return LeanSandboxedWorkflowRunner(restrictions=RESTRICTIONS, context_free=ignores_serialization_context(converter))
-
-
-def compile_workflow_modules(workflows: Sequence[type] = WORKFLOWS) -> None:
-    """Write the bytecode of the workflows' modules, which the sandbox imports again for every new
-    workflow: without it (``PYTHONDONTWRITEBYTECODE``, a fresh checkout) each of those imports
-    compiles them from source. An unwritable install is left as it is (slower, not wrong)."""
-    for directory in {Path(inspect.getfile(workflow)).parent for workflow in workflows}:
-        compileall.compile_dir(directory, maxlevels=0, quiet=2)
 
 
 def activities_for(
@@ -159,7 +148,7 @@ def activities_for(
 
 
 def build_worker(client: Client, settings: Settings, activities: list[Any] | None = None, **options: Any) -> Worker:
-    compile_workflow_modules()
+    keep_workflow_code(WORKFLOWS)
     options.setdefault("graceful_shutdown_timeout", timedelta(seconds=10))
     options.setdefault("max_cached_workflows", settings.worker_cached_workflows)
     return Worker(

@@ -1,9 +1,10 @@
-"""The lean sandbox runner: the sandbox's glue compiled once, and payload contexts asked of the
-sandbox only when the data converter uses them."""
+"""The lean sandbox runner: workflow modules and the sandbox's glue compiled once per process, and
+payload contexts asked of the sandbox only when the data converter uses them."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.machinery
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +24,7 @@ from temporalio.worker.workflow_sandbox._runner import _Instance
 
 from wallet.settings import Settings
 from wallet.temporal import data_converter
-from workers.sandbox import compiled, ignores_serialization_context
+from workers.sandbox import compiled, ignores_serialization_context, keep_workflow_code
 from workers.worker import workflow_runner
 
 from ._echo_workflow import EchoWorkflow, echo
@@ -93,6 +94,21 @@ async def test_glue_is_compiled_once_and_contexts_are_not_asked_for(
     assert after.hits > before.hits  # the second run's activations reused the first run's code objects
     assert after.misses == before.misses
     assert sandbox_asked == []  # our converter ignores contexts: the sandbox is not entered to ask
+
+
+async def test_a_workflow_module_is_read_and_compiled_once(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    keep_workflow_code([EchoWorkflow])
+    reads: list[str] = []
+    read = importlib.machinery.SourceFileLoader.get_code
+
+    def counted(self: importlib.machinery.SourceFileLoader, fullname: str) -> Any:
+        reads.append(fullname)
+        return read(self, fullname)
+
+    monkeypatch.setattr(importlib.machinery.SourceFileLoader, "get_code", counted)
+    assert await run_echo(client, "first") == "first"  # the worker's check and the run: two sandbox imports
+    assert await run_echo(client, "second") == "second"
+    assert reads.count(EchoWorkflow.__module__) <= 1  # at most the first, unless an earlier test kept it
 
 
 async def test_a_converter_that_uses_contexts_still_gets_them(
