@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -56,11 +57,17 @@ async def engine_ceiling(
     settings = Settings(**stack.settings.model_dump())  # its values, without the keys it has loaded
     async with ceiling_worker(stack.client):
         for concurrency in levels:
+            wall, before = time.perf_counter(), cpu_seconds()
             trivial = await load.ceiling(settings, concurrency, seconds)
+            wall, (own, server) = (
+                time.perf_counter() - wall,
+                (now - then for now, then in zip(cpu_seconds(), before, strict=True)),
+            )
             ceiling[concurrency] = trivial
             console.print(
                 f"  c={concurrency:<3} update-with-start p50 {percentile(trivial.update_ms, 50):7.1f} ms  "
-                f"p99 {percentile(trivial.update_ms, 99):7.1f} ms  {trivial.workflows_per_second:7.1f} workflows/s"
+                f"p99 {percentile(trivial.update_ms, 99):7.1f} ms  {trivial.workflows_per_second:7.1f} workflows/s  "
+                f"CPU: this process {own / wall:.2f} cores, dev server {server / wall:.2f} cores"
             )
     return ceiling
 
