@@ -213,7 +213,7 @@ def ceiling_report(ours: list[Level], ceiling: dict[int, Ceiling]) -> Table:
         title="Easy Pay ÷ the engine's ceiling (same run, same dev server)",
         caption=(
             "ceiling: trivial 1-activity workflows/s and trivial update-with-start latency (bench._trivial); "
-            "CPU: ms per completed flow (this process: load, API, worker; the dev server)"
+            "CPU: ms per completed flow (the process under test: API, worker, sandbox Alipay+; the dev server)"
         ),
     )
     columns = (
