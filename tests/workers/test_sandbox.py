@@ -22,12 +22,11 @@ from temporalio.converter import (
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox._runner import _Instance
 
+from bench._trivial import OneActivityWorkflow, echo
 from wallet.settings import Settings
 from wallet.temporal import data_converter
 from workers.sandbox import compiled, ignores_serialization_context, keep_workflow_code
 from workers.worker import workflow_runner
-
-from ._echo_workflow import EchoWorkflow, echo
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,11 +57,11 @@ async def run_echo(client: Client, text: str) -> str:
     async with Worker(
         client,
         task_queue=queue,
-        workflows=[EchoWorkflow],
+        workflows=[OneActivityWorkflow],
         activities=[echo],
         workflow_runner=workflow_runner(client.data_converter),
     ):
-        return await client.execute_workflow(EchoWorkflow.run, text, id=queue, task_queue=queue)
+        return await client.execute_workflow(OneActivityWorkflow.run, text, id=queue, task_queue=queue)
 
 
 def counting_sandbox_context_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
@@ -97,7 +96,7 @@ async def test_glue_is_compiled_once_and_contexts_are_not_asked_for(
 
 
 async def test_a_workflow_module_is_read_and_compiled_once(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    keep_workflow_code([EchoWorkflow])
+    keep_workflow_code([OneActivityWorkflow])
     reads: list[str] = []
     read = importlib.machinery.SourceFileLoader.get_code
 
@@ -108,7 +107,7 @@ async def test_a_workflow_module_is_read_and_compiled_once(client: Client, monke
     monkeypatch.setattr(importlib.machinery.SourceFileLoader, "get_code", counted)
     assert await run_echo(client, "first") == "first"  # the worker's check and the run: two sandbox imports
     assert await run_echo(client, "second") == "second"
-    assert reads.count(EchoWorkflow.__module__) <= 1  # at most the first, unless an earlier test kept it
+    assert reads.count(OneActivityWorkflow.__module__) <= 1  # at most the first, unless an earlier test kept it
 
 
 async def test_a_converter_that_uses_contexts_still_gets_them(
