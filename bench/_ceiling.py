@@ -23,7 +23,6 @@ from temporalio.worker import Worker
 
 from devstack.stack import DevStack
 from wallet.settings import Settings
-from workers.sandbox import keep_workflow_code
 from workers.worker import workflow_runner
 
 from ._load import CEILING_QUEUE, Ceiling, LoadProcess, percentile
@@ -37,7 +36,6 @@ def ratio(ours: float, ceiling: float) -> str:
 @contextlib.asynccontextmanager
 async def ceiling_worker(client: Client) -> AsyncIterator[None]:
     """The trivial workloads' worker, configured as the payments worker is (runner, sandbox)."""
-    keep_workflow_code([OneActivityWorkflow, AnswerWorkflow])
     async with Worker(
         client,
         task_queue=CEILING_QUEUE,

@@ -4,7 +4,8 @@ The sandbox imports a workflow's module afresh for every new workflow, and for e
 every payload sequence in it, runs a few fixed lines inside the sandbox by passing their text to
 ``exec``. So:
 
-* ``keep_workflow_code``: the workflow modules are read and compiled once per process; each new
+* the workflow modules are read and compiled once per process (``keep_workflow_code``, which the
+  runner applies to each workflow it prepares at the worker's start); each new
   sandbox executes that same code object into its own fresh module, as before (and every workflow
   runs the code the worker started with, even if the files change under it);
 * the glue text is compiled once per process, not on every call;
@@ -32,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from types import CodeType, ModuleType
 from typing import Any
 
+import temporalio.workflow
 from temporalio.converter import ActivitySerializationContext, DataConverter, WorkflowSerializationContext
 from temporalio.converter._extstore import StorageDriverStoreContext
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
@@ -136,10 +138,15 @@ class _LeanInstance(_Instance):
 
 @dataclasses.dataclass(frozen=True)
 class LeanSandboxedWorkflowRunner(SandboxedWorkflowRunner):
-    """``SandboxedWorkflowRunner`` that compiles its glue code once and, when ``context_free``, does
-    not ask the sandbox for payload contexts (only for a data converter that ignores them)."""
+    """``SandboxedWorkflowRunner`` that compiles the workflow modules and its glue code once and, when
+    ``context_free``, does not ask the sandbox for payload contexts (only for a data converter that
+    ignores them)."""
 
     context_free: bool = False
+
+    def prepare_workflow(self, defn: temporalio.workflow._Definition) -> None:
+        keep_workflow_code([defn.cls])
+        super().prepare_workflow(defn)
 
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
         return _LeanInstance(det, self.runner_class, self.restrictions, self.context_free)

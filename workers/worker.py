@@ -49,7 +49,7 @@ from workflows.token import TokenWorkflow
 from workflows.unbind_agreement import UnbindAgreementWorkflow
 
 from .interceptors import PermanentFailures
-from .sandbox import LeanSandboxedWorkflowRunner, ignores_serialization_context, keep_workflow_code
+from .sandbox import LeanSandboxedWorkflowRunner, ignores_serialization_context
 
 WORKFLOWS: Sequence[type] = (
     AccountEvaluationWorkflow,
@@ -148,7 +148,6 @@ def activities_for(
 
 
 def build_worker(client: Client, settings: Settings, activities: list[Any] | None = None, **options: Any) -> Worker:
-    keep_workflow_code(WORKFLOWS)
     options.setdefault("graceful_shutdown_timeout", timedelta(seconds=10))
     options.setdefault("max_cached_workflows", settings.worker_cached_workflows)
     return Worker(

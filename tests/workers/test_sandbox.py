@@ -25,7 +25,7 @@ from temporalio.worker.workflow_sandbox._runner import _Instance
 from bench._trivial import OneActivityWorkflow, echo
 from wallet.settings import Settings
 from wallet.temporal import data_converter
-from workers.sandbox import compiled, ignores_serialization_context, keep_workflow_code
+from workers.sandbox import compiled, ignores_serialization_context
 from workers.worker import workflow_runner
 
 pytestmark = pytest.mark.timeout(60)
@@ -96,7 +96,6 @@ async def test_glue_is_compiled_once_and_contexts_are_not_asked_for(
 
 
 async def test_a_workflow_module_is_read_and_compiled_once(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    keep_workflow_code([OneActivityWorkflow])
     reads: list[str] = []
     read = importlib.machinery.SourceFileLoader.get_code
 
