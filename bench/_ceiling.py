@@ -1,21 +1,19 @@
-"""The engine's ceiling, measured in the same run and on the same dev server as the bench beside it,
-and the resource figures every bench prints.
+"""The engine's ceiling, measured in the same run and on the same dev server as the bench beside it.
 
 Two trivial workloads (``bench._trivial``) run on a worker of their own in the process under test,
 configured as the payments worker is; the load comes from the bench's load process
-(``bench._load.measure_ceiling``): closed-loop 1-activity workflows (workflows per second) and
-update-with-start calls answered at once (p50/p99). A bench divides its own figures by these, so its
-ratios say how close the product comes to what Temporal itself allows on this machine.
+(``bench._load``): update-with-start calls answered at once (p50/p99), then closed-loop 1-activity
+workflows (workflows per second, and the CPU each costs every process: ``bench._cpu``). A bench
+divides its own figures by these, so its ratios say how close the product comes to what Temporal
+itself allows on this machine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import AsyncIterator, Iterable
-from pathlib import Path
 
 from rich.console import Console
 from temporalio.client import Client
@@ -25,8 +23,17 @@ from devstack.stack import DevStack
 from wallet.settings import Settings
 from workers.worker import workflow_runner
 
+from ._cpu import CpuUse, cores, cpu_seconds
 from ._load import CEILING_QUEUE, Ceiling, LoadProcess, percentile
 from ._trivial import AnswerWorkflow, OneActivityWorkflow, echo
+
+
+def busy(used: CpuUse, wall: float) -> str:
+    """The cores each process kept busy over ``wall`` seconds, and all of them out of the machine's."""
+    return (
+        f"{used.total / wall:.2f} of {cores()} (under test {used.under_test / wall:.2f}, "
+        f"dev server {used.server / wall:.2f}, load {used.load / wall:.2f})"
+    )
 
 
 def ratio(ours: float, ceiling: float) -> str:
@@ -55,57 +62,15 @@ async def engine_ceiling(
     settings = Settings(**stack.settings.model_dump())  # its values, without the keys it has loaded
     async with ceiling_worker(stack.client):
         for concurrency in levels:
-            wall, before = time.perf_counter(), cpu_seconds()
-            trivial = await load.ceiling(settings, concurrency, seconds)
-            wall, (own, server) = (
-                time.perf_counter() - wall,
-                (now - then for now, then in zip(cpu_seconds(), before, strict=True)),
-            )
+            trivial = await load.ceiling_latency(settings, Ceiling(concurrency))
+            wall, before = time.perf_counter(), cpu_seconds(load=load.pid)
+            trivial = await load.ceiling_workflows(settings, trivial, seconds)
+            wall, used = time.perf_counter() - wall, cpu_seconds(load=load.pid).since(before)
+            trivial.cpu_per_workflow = used.per(trivial.workflows)
             ceiling[concurrency] = trivial
             console.print(
                 f"  c={concurrency:<3} update-with-start p50 {percentile(trivial.update_ms, 50):7.1f} ms  "
                 f"p99 {percentile(trivial.update_ms, 99):7.1f} ms  {trivial.workflows_per_second:7.1f} workflows/s  "
-                f"CPU: this process {own / wall:.2f} cores, dev server {server / wall:.2f} cores"
+                f"cores busy {busy(used, wall)}"
             )
     return ceiling
-
-
-def _children(named: str) -> list[int]:
-    """This process's children whose command name is ``named`` (the dev server: ``temporal``)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            text = stat.read_text()
-            name, rest = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1].split()
-            if name == named and int(rest[1]) == os.getpid():
-                pids.append(int(stat.parent.name))
-    return pids
-
-
-def cpu_seconds(also: Iterable[int] = ()) -> tuple[float, float]:
-    """CPU seconds used so far by this process (all threads) and the processes ``also`` names (more of
-    the system under test: extra workers), and by the Temporal dev server this process started."""
-    return sum(os.times()[:2]) + _cpu_of(also), _cpu_of(_children("temporal"))
-
-
-def _cpu_of(pids: Iterable[int]) -> float:
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    seconds = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # from field 3 (state) on
-            seconds += (int(fields[11]) + int(fields[12])) / tick
-    return seconds
-
-
-def peak_rss_mib() -> tuple[float, float]:
-    """Peak resident memory (VmHWM) of this process and of the Temporal dev server, MiB."""
-
-    def hwm(pid: int | str) -> float:
-        with contextlib.suppress(OSError, ValueError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
-
-    return hwm("self"), max((hwm(pid) for pid in _children("temporal")), default=float("nan"))

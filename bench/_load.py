@@ -33,6 +33,7 @@ from sandbox.alipayplus.peer import SandboxAlipayPlus
 from wallet.settings import Settings
 from wallet.temporal import connect
 
+from ._cpu import CpuUse
 from ._trivial import AnswerWorkflow, OneActivityWorkflow
 
 PIN_USER, PIN = "852-11112222", "246810"
@@ -63,7 +64,7 @@ class Level:
     flow_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)  # the paymentRequestIds of the completed flows
-    cpu_ms_per_flow: tuple[float, float] = (float("nan"), float("nan"))  # the process under test, the dev server
+    cpu_per_flow: CpuUse | None = None  # over the flows part, set by the parent
 
     def percentile(self, p: float) -> float:
         return percentile(self.latencies_ms, p)
@@ -197,6 +198,7 @@ class Ceiling:
     update_ms: list[float] = field(default_factory=list)
     workflows: int = 0
     seconds: float = 0.0
+    cpu_per_workflow: CpuUse | None = None  # over the workflows/s part, set by the parent
 
     @property
     def workflows_per_second(self) -> float:
@@ -219,12 +221,11 @@ async def closed_loop(concurrency: int, seconds: float, call: Callable[[], Await
     return done, time.perf_counter() - started
 
 
-async def measure_ceiling(client: Client, concurrency: int, seconds: float) -> Ceiling:
-    """Update-with-start latencies (max(40, 4×c) calls after a warm-up) and 1-activity workflows/s,
-    against the worker on ``CEILING_QUEUE`` (the parent's: ``bench._ceiling.ceiling_worker``)."""
-    ceiling = Ceiling(concurrency)
+def _ceiling_calls(client: Client) -> tuple[Callable[[], Awaitable[float]], Callable[[], Awaitable[None]]]:
+    """The two trivial calls against the worker on ``CEILING_QUEUE`` (``bench._ceiling.ceiling_worker``):
+    an update-with-start answered at once (its milliseconds), and a 1-activity workflow run to its end."""
 
-    async def update_with_start() -> None:
+    async def update_with_start() -> float:
         operation = WithStartWorkflowOperation(
             AnswerWorkflow.run,
             id=f"bench-answer/{uuid.uuid4().hex}",
@@ -233,26 +234,35 @@ async def measure_ceiling(client: Client, concurrency: int, seconds: float) -> C
         )
         started = time.perf_counter()
         await client.execute_update_with_start_workflow(AnswerWorkflow.answer, "ok", start_workflow_operation=operation)
-        ceiling.update_ms.append((time.perf_counter() - started) * 1000)
+        return (time.perf_counter() - started) * 1000
 
     async def one_activity() -> None:
         await client.execute_workflow(
             OneActivityWorkflow.run, "ok", id=f"bench-one/{uuid.uuid4().hex}", task_queue=CEILING_QUEUE
         )
 
-    await closed_loop(concurrency, 0.5, update_with_start)  # warm-up at this concurrency
-    ceiling.update_ms.clear()
-    remaining = max(40, 4 * concurrency)
+    return update_with_start, one_activity
+
+
+async def measure_ceiling_latency(client: Client, ceiling: Ceiling) -> None:
+    """Update-with-start latencies: max(40, 4×c) calls after a warm-up at the same concurrency."""
+    update_with_start, _ = _ceiling_calls(client)
+    await closed_loop(ceiling.concurrency, 0.5, update_with_start)
+    remaining = max(40, 4 * ceiling.concurrency)
 
     async def latency_client() -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            await update_with_start()
+            ceiling.update_ms.append(await update_with_start())
 
-    await asyncio.gather(*(latency_client() for _ in range(concurrency)))
-    ceiling.workflows, ceiling.seconds = await closed_loop(concurrency, seconds, one_activity)
-    return ceiling
+    await asyncio.gather(*(latency_client() for _ in range(ceiling.concurrency)))
+
+
+async def measure_ceiling_workflows(client: Client, ceiling: Ceiling, seconds: float) -> None:
+    """1-activity workflows per second, closed loop for ``seconds``."""
+    _, one_activity = _ceiling_calls(client)
+    ceiling.workflows, ceiling.seconds = await closed_loop(ceiling.concurrency, seconds, one_activity)
 
 
 # --- the child process -------------------------------------------------------------------------
@@ -297,11 +307,15 @@ class _Load:
             level = Level(concurrency)
             await measure_flows(self.target(spec), level, seconds, at_least)
             return level
-        if kind == "ceiling":
-            settings, concurrency, seconds = args
+        if kind in ("ceiling-latency", "ceiling-workflows"):
+            settings, ceiling, *seconds = args
             if self._temporal is None:  # as the stack connects: its address, namespace and payload codec
                 self._temporal = await connect(settings)
-            return await measure_ceiling(self._temporal, concurrency, seconds)
+            if kind == "ceiling-latency":
+                await measure_ceiling_latency(self._temporal, ceiling)
+            else:
+                await measure_ceiling_workflows(self._temporal, ceiling, *seconds)
+            return ceiling
         raise ValueError(f"unknown command {kind!r}")
 
     async def aclose(self) -> None:
@@ -357,9 +371,13 @@ class LoadProcess:
         level: Level = await self.call("flows", spec, concurrency, seconds, at_least)
         return level
 
-    async def ceiling(self, settings: Settings, concurrency: int, seconds: float) -> Ceiling:
-        ceiling: Ceiling = await self.call("ceiling", settings, concurrency, seconds)
-        return ceiling
+    async def ceiling_latency(self, settings: Settings, ceiling: Ceiling) -> Ceiling:
+        measured: Ceiling = await self.call("ceiling-latency", settings, ceiling)
+        return measured
+
+    async def ceiling_workflows(self, settings: Settings, ceiling: Ceiling, seconds: float) -> Ceiling:
+        measured: Ceiling = await self.call("ceiling-workflows", settings, ceiling, seconds)
+        return measured
 
     def close(self) -> None:
         """Stop the child: asked first, then by its own process id."""

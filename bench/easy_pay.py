@@ -26,7 +26,9 @@ and sandbox Alipay+ on one event loop); the load comes from a process of its own
 has its core to itself. The Temporal dev server is a separate process on a fresh SQLite file (WAL)
 under a temporary directory. In the same run, on the same dev server, the engine's ceiling is
 measured (``bench._ceiling``: trivial 1-activity workflows/s and trivial update-with-start latency)
-and Easy Pay's figures are printed as ratios of it, with the CPU per flow and the peak memory. The
+and Easy Pay's figures are printed as ratios of it, with the peak memory and the CPU per flow and per
+trivial workflow of every process (under test, dev server, load): from these, the flows/s the
+machine's cores allow, which says whether a level was bound by the machine or by waiting. The
 payer is the PIN user 852-11112222 and every payment is 100 minor units (IDR), far from the
 user's single and daily limits; every paymentRequestId is new. Exits non-zero if any request
 failed or answered anything but the expected result.
@@ -71,11 +73,13 @@ from devstack.stack import DevStack, Ports, _serving, dev_stack
 from sandbox.alipayplus.peer import SandboxAlipayPlus
 from wallet.db import create_engine_for
 from wallet.ledger import Ledger
+from wallet.secrets import keyed_digest, pin_verifier, pin_verifier_matches
 from wallet.settings import Settings
 from workers.cli import _exit
 
-from ._ceiling import cpu_seconds, engine_ceiling, peak_rss_mib, ratio
-from ._load import Ceiling, Level, LoadProcess, TargetSpec, percentile
+from ._ceiling import busy, engine_ceiling, ratio
+from ._cpu import CpuUse, cores, cores_allow, cpu_seconds, peak_rss_mib
+from ._load import PIN, PIN_USER, Ceiling, Level, LoadProcess, TargetSpec, percentile
 
 LEVELS = (1, 10, 50)
 FLOW_SECONDS = 8.0  # closed-loop flows per level, and at least FLOWS_PER_CLIENT each; in-flight ones count
@@ -158,35 +162,28 @@ async def bench(
 ) -> tuple[list[Level], list[str]]:
     """Warm-up flows once; per level a warm-up at that concurrency (its connections open), then measure."""
     console.print(f"[bold]{target.name}[/]")
-    wall, (own, server) = time.perf_counter(), cpu_seconds(workers)
+    wall, start = time.perf_counter(), cpu_seconds(workers, load.pid)
     warm = await load.flows(target, WARMUP_FLOWS, 0.0, WARMUP_FLOWS)
     failures = warm.failures + await drain_notifications(peer, warm.completed)
     levels = []
     for concurrency in LEVELS:
         failures += (await load.latency(target, concurrency, max(WARMUP_PAYS, concurrency))).failures
         level = await load.latency(target, concurrency, latency_requests(concurrency))
-        before = cpu_seconds(workers)
+        flows_began, before = time.perf_counter(), cpu_seconds(workers, load.pid)
         flows = await load.flows(target, concurrency, FLOW_SECONDS, FLOWS_PER_CLIENT * concurrency)
+        used, flows_took = cpu_seconds(workers, load.pid).since(before), time.perf_counter() - flows_began
         level.flows, level.flow_seconds, level.completed = flows.flows, flows.flow_seconds, flows.completed
         level.failures += flows.failures
-        if level.flows:
-            own_used, server_used = (now - then for now, then in zip(cpu_seconds(workers), before, strict=True))
-            level.cpu_ms_per_flow = (own_used * 1000 / level.flows, server_used * 1000 / level.flows)
+        level.cpu_per_flow = used.per(level.flows)
         level.failures += await drain_notifications(peer, level.completed)
         console.print(
             f"  c={concurrency:<3} pay p50 {level.percentile(50):7.1f} ms  p99 {level.percentile(99):7.1f} ms  "
             f"{level.flows_per_second:7.1f} flows/s ({level.flows} in {level.flow_seconds:.1f} s)  "
-            f"failed {len(level.failures)}"
+            f"failed {len(level.failures)}  cores busy {busy(used, flows_took)}"
         )
         levels.append(level)
-    wall, (own, server) = (
-        time.perf_counter() - wall,
-        (now - then for now, then in zip(cpu_seconds(workers), (own, server), strict=True)),
-    )
-    console.print(
-        f"  CPU over {wall:.0f} s: the process under test (API, worker, sandbox peer) {own / wall:.2f} cores, "
-        f"Temporal dev server {server / wall:.2f} cores"
-    )
+    wall, used = time.perf_counter() - wall, cpu_seconds(workers, load.pid).since(start)
+    console.print(f"  over all {wall:.0f} s: cores busy {busy(used, wall)}")
     return levels, failures
 
 
@@ -211,14 +208,11 @@ def ceiling_report(ours: list[Level], ceiling: dict[int, Ceiling]) -> Table:
     """Easy Pay against the engine's ceiling at each concurrency, measured in this run."""
     table = Table(
         title="Easy Pay ÷ the engine's ceiling (same run, same dev server)",
-        caption=(
-            "ceiling: trivial 1-activity workflows/s and trivial update-with-start latency (bench._trivial); "
-            "CPU: ms per completed flow (the process under test: API, worker, sandbox Alipay+; the dev server)"
-        ),
+        caption="ceiling: trivial 1-activity workflows/s and trivial update-with-start latency (bench._trivial)",
     )
     columns = (
         "conc.", "flows/s", "ceiling wf/s", "flows ÷ ceiling", "pay p50 ÷ ceiling p50", "pay p99 ÷ ceiling p99",
-        "ceiling p50/p99 ms", "CPU ms/flow", "server CPU ms/flow",
+        "ceiling p50/p99 ms",
     )  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right")
@@ -235,10 +229,57 @@ def ceiling_report(ours: list[Level], ceiling: dict[int, Ceiling]) -> Table:
             ratio(level.percentile(50), engine_p50),
             ratio(level.percentile(99), engine_p99),
             f"{engine_p50:.0f} / {engine_p99:.0f}",
-            f"{level.cpu_ms_per_flow[0]:.0f}",
-            f"{level.cpu_ms_per_flow[1]:.0f}",
         )
     return table
+
+
+def cpu_report(ours: list[Level], ceiling: dict[int, Ceiling], pin_check_ms: float) -> Table:
+    """Where the machine's CPU goes per Easy Pay flow and per trivial workflow, all processes counted.
+    Where flows/s come near what the cores allow, the machine was saturated, not waiting, and
+    flows ÷ ceiling is about the inverse of the CPU ratio: only less CPU per flow raises it."""
+    table = Table(
+        title=f"CPU per unit of work, every process counted ({cores()} cores)",
+        caption=(
+            "ms of CPU: under test (API, worker, sandbox Alipay+) / dev server / load process; "
+            f"each flow's includes one PIN check, scrypt at the stack's cost: {pin_check_ms:.0f} ms here"
+        ),
+    )
+    columns = (
+        "conc.", "Easy Pay flow ms", "trivial workflow ms", "flow ÷ workflow CPU", "flows/s the cores allow",
+        "flows/s measured", "ceiling wf/s the cores allow",
+    )  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right")
+    for level in ours:
+        engine = ceiling.get(level.concurrency)
+        flow, workflow = level.cpu_per_flow, engine.cpu_per_workflow if engine else None
+        if flow is None or workflow is None:
+            continue
+        table.add_row(
+            str(level.concurrency),
+            milliseconds(flow),
+            milliseconds(workflow),
+            ratio(flow.total, workflow.total),
+            f"{cores_allow(flow):.1f}",
+            f"{level.flows_per_second:.1f}",
+            f"{cores_allow(workflow):.1f}",
+        )
+    return table
+
+
+def milliseconds(cpu: CpuUse) -> str:
+    return f"{cpu.total * 1000:.0f} = " + " / ".join(f"{part * 1000:.0f}" for part in cpu)
+
+
+def pin_check_cpu_ms(settings: Settings, checks: int = 5) -> float:
+    """CPU of one PIN check at the stack's scrypt cost, on this thread (the flows' checks run in the
+    worker's threads, scrypt without the GIL)."""
+    digest = keyed_digest(settings.secret_key, "pin", PIN_USER, PIN)
+    stored = pin_verifier(digest, settings.pin_scrypt_cost)
+    began = time.thread_time()
+    for _ in range(checks):
+        pin_verifier_matches(stored, digest)
+    return (time.thread_time() - began) * 1000 / checks
 
 
 def report(results: list[tuple[str, list[Level]]]) -> Table:
@@ -305,6 +346,7 @@ async def run(console: Console, worker_processes: int = 1) -> int:
     results: list[tuple[str, list[Level]]] = []
     ledger_ok = False
     ceiling: dict[int, Ceiling] = {}
+    pin_check_ms = float("nan")
     peak_rss = (float("nan"), float("nan"))
     load = LoadProcess()
     try:
@@ -323,6 +365,7 @@ async def run(console: Console, worker_processes: int = 1) -> int:
                     _serving(bare_app(stack.settings, bare_url), int(bare_url.rsplit(":", 1)[1]))
                 )
                 ceiling = await engine_ceiling(load, stack, LEVELS, FLOW_SECONDS, console)
+                pin_check_ms = pin_check_cpu_ms(stack.settings)
                 targets = [
                     (_spec(stack, "bare signed handler", bare_url, "signed"), None),
                     (_spec(stack, "MPP API + Temporal", stack.api_url, "pin"), stack.alipayplus),
@@ -342,6 +385,7 @@ async def run(console: Console, worker_processes: int = 1) -> int:
     console.print(report(results[::-1]))  # the stack first, its baseline under it
     if ceiling and results:
         console.print(ceiling_report(results[-1][1], ceiling))
+        console.print(cpu_report(results[-1][1], ceiling, pin_check_ms))
     own_rss, server_rss = peak_rss
     console.print(f"Peak RSS: the process under test {own_rss:.0f} MiB, Temporal dev server {server_rss:.0f} MiB")
     console.print(f"Machine: {machine_facts()}; load average {' / '.join(f'{v:.2f}' for v in os.getloadavg())}")

@@ -57,7 +57,8 @@ from wallet.db import create_engine_for
 from wallet.ledger import Ledger
 from workers.cli import _exit
 
-from ._ceiling import cpu_seconds, engine_ceiling, peak_rss_mib, ratio
+from ._ceiling import engine_ceiling, ratio
+from ._cpu import CpuUse, cores_allow, cpu_seconds, peak_rss_mib
 from ._load import Ceiling, LoadProcess
 
 PHONES = 10
@@ -108,7 +109,7 @@ class Row:
     seconds: float
     latencies: list[float] = field(default_factory=list)  # the first figure's p50/max
     with_report: list[float] = field(default_factory=list)
-    cpu_ms: tuple[float, float] = (float("nan"), float("nan"))  # per tap: this process, the dev server
+    cpu_per_tap: CpuUse | None = None  # this process (phones, POS, peers and the stack), the dev server
 
     def per_second(self) -> str:
         return f"{self.count / self.seconds:.1f}"
@@ -152,10 +153,8 @@ async def tap_run(demo: Demo, load: str, checkouts: list[Checkout], taps_each: i
     timings = [timing for each in await asyncio.gather(*(taps(checkout) for checkout in checkouts)) for timing in each]
     await counted(demo, checkouts)
     elapsed = time.perf_counter() - started
-    own, server = (now - then for now, then in zip(cpu_seconds(), before, strict=True))
     row = Row(load, len(timings), elapsed, [t[0] for t in timings], [t[1] for t in timings])
-    if row.count:
-        row.cpu_ms = (own * 1000 / row.count, server * 1000 / row.count)
+    row.cpu_per_tap = cpu_seconds().since(before).per(row.count)
     return row
 
 
@@ -232,7 +231,10 @@ def settle_table(rows: list[Row]) -> Table:
 def ceiling_table(taps: list[Row], ceiling: dict[int, Ceiling]) -> Table:
     """Taps/s against the engine's 1-activity workflows/s at the same concurrency, with CPU per tap."""
     table = Table(title="NFC taps ÷ the engine's ceiling (same run, same dev server)")
-    for column in ("load", "taps/s", "ceiling wf/s", "taps ÷ ceiling", "CPU ms/tap", "server CPU ms/tap"):
+    columns = (
+        "load", "taps/s", "ceiling wf/s", "taps ÷ ceiling", "CPU ms/tap", "server CPU ms/tap", "taps/s the cores allow",
+    )  # fmt: skip
+    for column in columns:
         table.add_column(column)
     for row, concurrency in zip(taps, (1, PHONES), strict=True):
         engine = ceiling[concurrency]
@@ -241,8 +243,9 @@ def ceiling_table(taps: list[Row], ceiling: dict[int, Ceiling]) -> Table:
             row.per_second(),
             f"{engine.workflows_per_second:.1f}",
             ratio(row.count / row.seconds, engine.workflows_per_second),
-            f"{row.cpu_ms[0]:.0f}",
-            f"{row.cpu_ms[1]:.0f}",
+            f"{row.cpu_per_tap.under_test * 1000:.0f}" if row.cpu_per_tap else "n/a",
+            f"{row.cpu_per_tap.server * 1000:.0f}" if row.cpu_per_tap else "n/a",
+            f"{cores_allow(row.cpu_per_tap):.1f}" if row.cpu_per_tap else "n/a",
         )
     return table
 
